@@ -1,0 +1,1 @@
+"""SemiREST Studio desktop application (PySide6). Holds no numerical method: it calls ``core``."""

@@ -1,0 +1,266 @@
+"""Typed configuration with the paper's defaults, two presets, and YAML load/save.
+
+Every number of the method is a field here, never a literal in the pipeline. Field comments give
+the paper's value in brackets and the spec component (``docs`` in ``../shared/docs/semirest-spec.md``).
+
+Presets:
+- ``paper``: the paper's sizes (Wide-ResNet-50-2, 512 px, d_f 1024, Swin embed 1024 / 32 heads).
+  Meant for a GPU.
+- ``cpu``: the offline EfficientNet-Lite0 backbone, 256 px, a small Swin and fewer steps, so one
+  category trains on 2 CPU cores in minutes. Same method, smaller sizes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class FeatureConfig:
+    backbone: str = "auto"              # auto | wide_resnet50_2 | tf_efficientnet_lite0
+    weights: str | None = None          # local weights file (else $SEMIREST_WEIGHTS, timm's hub cache)
+    image_size: int = 512               # longest side of the model input [512] (component 1)
+    size_multiple: int = 64             # the other side is rounded up to this
+    aggregation: int = 3                # local average aggregation kernel [3x3] (component 2)
+    feature_dim: int = 1024             # d_f [1024]; channel pooling target (0 = concatenate layers)
+    lambda_pe: float = 0.1              # position code weight [0.1] (component 3, Eq. 2)
+    pe_rho: float = 1.0                 # rho of Eq. 3 [1]
+
+
+@dataclass
+class BankConfig:
+    coreset_ratio: float = 0.1          # fraction of training PCFs kept [10%] (component 4)
+    coreset_dim: int = 128              # random projection for the approximate greedy coreset
+    coreset_starts: int = 10            # random starting points of the greedy k-centre
+    max_patches: int = 1_000_000        # random subsample before the coreset when above this
+    neighbours: int = 3                 # k of the k-NN search (K-NN augmentation uses 1..3)
+    residual: str = "square"            # square [Eq. 6] | abs | abs_square (component 5)
+
+
+@dataclass
+class SwinConfig:
+    embed_dim: int = 1024               # research code: 1024 (component 7)
+    depth: int = 4                      # Swin blocks, alternating regular / shifted windows [4]
+    num_heads: int = 32                 # [32]
+    window: int = 8                     # attention window, in tokens [8]
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.1
+    mu: int = 32                        # sliding window, in tokens [32] (component 8)
+    step: int = 8                       # sliding step s [8]
+    bagging: bool = True                # average over overlapping windows; False = one pass
+
+
+@dataclass
+class SynthesisConfig:
+    per_normal: float = 2.0             # synthetic images per training normal [about 2] (component 10)
+    texture_dir: str | None = None      # folder of texture images (the paper uses DTD)
+    texture_prob: float = 0.5           # chance the anomaly source is a texture
+    perlin_min_exp: int = 0             # Perlin scale 2^U[min_exp, max_exp)
+    perlin_max_exp: int = 6
+    perlin_threshold: float = 0.5
+    max_rotation: float = 90.0          # degrees
+    blend_min: float = 0.5              # blending factor U[blend_min, blend_max]
+    blend_max: float = 1.0
+    min_component_px: int = 250         # per defect component, at 512 px (scaled with the input area)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 4000                   # optimisation steps ["a few thousand"]
+    lr: float = 1e-4                    # unsup / sup [1e-4]; semi [3e-5] (component 12)
+    weight_decay: float = 0.05          # AdamW [0.05]
+    grad_clip: float = 1.0              # [1.0]
+    ema_decay: float = 0.999            # EMA of the weights for the final model
+    warmup_steps: int = 100
+    b_normal: int = 4                   # b1 [4 unsup, 2 sup, 3 semi]
+    b_synthetic: int = 2                # b2 [2 unsup, 2 sup, 3 semi]
+    b_defective: int = 2                # b3 [0 unsup, 2 sup, 2 semi] (used only when labels exist)
+    window_fraction: float = 0.25       # p, fraction of each image's sliding windows [1/4]
+    eps_pos: float = 0.5                # Eq. 14 eps+ for synthetic defects [50% unsup]
+    eps_pos_real: float = 0.25          # Eq. 14 eps+ for real masks / block labels [25% sup]
+    eps_neg: float = 0.08               # Eq. 14 eps- [8%]
+    box_unknown: float = 0.5            # Eq. 15 v [50%]
+    focal_alpha: float = 0.25           # Eq. 11 alpha [0.25]
+    focal_gamma: float = 4.0            # Eq. 11 gamma [4]
+    knn_a1: float = 0.5                 # Eq. 12 a1 [0.5]
+    knn_a2: float = 0.8                 # Eq. 12 a2 [0.8]
+    knn_noise_sigma: float = 0.2        # delta = e^z, z ~ N(0, 0.2) [0.2]
+    knn_noise_clip: float = 0.223       # |z| <= 0.223
+    pcr_dropout: float = 0.25           # Eq. 13 alpha [25%]
+    val_fraction: float = 0.15          # held-out training normals for checkpoint choice (component 19)
+    val_min_images: int = 2
+    val_every: int = 250                # validate (EMA weights) every this many steps
+    checkpoint_every: int = 250         # resumable checkpoint every this many steps
+    seed: int = 0
+
+
+@dataclass
+class SemiConfig:
+    """ResMixMatch (component 15, Algorithm 1)."""
+
+    steps: int = 2000
+    lr: float = 3e-5                    # [3e-5]
+    window_fraction: float = 0.1        # p [1/10]
+    b_normal: int = 3                   # [3]
+    b_synthetic: int = 3                # [3]
+    b_defective: int = 2                # [2]
+    copies: int = 3                     # M [3]
+    temperature: float = 0.5            # Gamma [0.5]
+    mixup_alpha: float = 0.75           # Beta(a, a) of MixMatch's MixUp
+    alpha_x: float = 0.25               # [0.25]
+    alpha_u: float = 0.75               # [0.75]
+    gamma_x: float = 4.0                # [4]
+    gamma_u: float = 4.0                # [4]
+    lambda_u: float = 5.0               # [5]
+    rampup_steps: int = 400             # [400], clamped after
+
+
+@dataclass
+class OutputConfig:
+    gaussian_sigma: float = 4.0         # smoothing of the upsampled map [4] (component 18)
+    eval_size: int = 256                # ground truth and maps compared at this size [256]
+
+
+@dataclass
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    swin: SwinConfig = field(default_factory=SwinConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    preset: str = "paper"
+
+    # ---- (de)serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "Config":
+        return _build(cls, d, where)
+
+    def updated(self, overrides: dict, where: str = "config") -> "Config":
+        merged = _deep_merge(self.to_dict(), overrides)
+        return Config.from_dict(merged, where)
+
+    def validate(self) -> "Config":
+        f, s, t = self.features, self.swin, self.train
+        if f.backbone not in ("auto", "wide_resnet50_2", "tf_efficientnet_lite0"):
+            raise ConfigError(f"features.backbone: unknown backbone {f.backbone!r}")
+        if f.image_size % f.size_multiple:
+            raise ConfigError(f"features.image_size {f.image_size} must be a multiple of {f.size_multiple}")
+        if s.mu % s.window:
+            raise ConfigError(f"swin.mu {s.mu} must be a multiple of swin.window {s.window}")
+        if s.embed_dim % s.num_heads:
+            raise ConfigError(f"swin.embed_dim {s.embed_dim} must be divisible by swin.num_heads {s.num_heads}")
+        if not 0 < self.bank.coreset_ratio <= 1:
+            raise ConfigError("bank.coreset_ratio must be in (0, 1]")
+        if self.bank.residual not in ("square", "abs", "abs_square"):
+            raise ConfigError(f"bank.residual: unknown residual {self.bank.residual!r}")
+        if not 0 <= t.knn_a1 <= t.knn_a2 <= 1:
+            raise ConfigError("train.knn_a1 <= train.knn_a2 must lie in [0, 1]")
+        if f.feature_dim and f.feature_dim % 4:
+            raise ConfigError("features.feature_dim must be a multiple of 4 (position code, Eq. 3)")
+        return self
+
+
+def _build(cls, d: Any, where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in d.items():
+        default = getattr(defaults, name)
+        if is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, default, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value, default, where):
+    if value is None or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}") from None
+    return value
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {"preset": "paper"},
+    "cpu": {
+        "preset": "cpu",
+        "features": {"backbone": "tf_efficientnet_lite0", "image_size": 256, "feature_dim": 0},
+        "swin": {"embed_dim": 128, "num_heads": 4, "depth": 4, "drop_path": 0.05},
+        "train": {"steps": 1500, "val_every": 250, "checkpoint_every": 250},
+        "semi": {"steps": 600},
+    },
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return Config().updated(PRESETS[name], where=f"preset {name}").validate()
+
+
+def load_config(path: str | Path | None = None, preset_name: str | None = None,
+                overrides: dict | None = None) -> Config:
+    """A preset (default ``paper``, or the file's ``preset:`` key), then the YAML file, then overrides."""
+    file_over: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            file_over = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such config file") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        if not isinstance(file_over, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+    name = preset_name or file_over.get("preset") or "paper"
+    cfg = preset(name)
+    if file_over:
+        cfg = cfg.updated(file_over, where=str(path))
+    if overrides:
+        cfg = cfg.updated(overrides, where="overrides")
+    return cfg.validate()
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from .fileio import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
