@@ -165,9 +165,9 @@ def test_pro_fast_on_protocol_sized_input():
     masks = np.zeros(maps.shape, bool)
     masks[:36, 100:120, 50:90] = True
     maps[masks] += 0.3
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: robust to other jobs on the machine
     value = pro_score(maps, masks)
-    assert time.perf_counter() - t0 < 10.0
+    assert time.process_time() - t0 < 10.0
     assert 0.0 < value < 1.0
 
 
