@@ -51,6 +51,8 @@ class SwinConfig:
     window: int = 8                     # attention window, in tokens [8]
     mlp_ratio: float = 4.0
     drop_path: float = 0.1
+    embed_norm: bool = False            # LayerNorm after the token embedding (Swin's patch_norm); off:
+                                        # it makes the embedding blind to the residual's magnitude
     mu: int = 32                        # sliding window, in tokens [32] (component 8)
     step: int = 8                       # sliding step s [8]
     bagging: bool = True                # average over overlapping windows; False = one pass

@@ -1,0 +1,287 @@
+"""The Python API: ``fit`` / ``train``, ``predict``, ``evaluate``. The CLI verbs mirror these, and
+the app's training worker calls them.
+
+Every function takes ``progress`` (a callback receiving :class:`~core.progress.ProgressEvent`;
+returning ``False`` cancels) and ``cancel_event`` (a ``threading.Event``), and raises
+:class:`~core.errors.Cancelled` when asked to stop.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from . import __version__
+from .calibration import calibrate
+from .config import Config, preset
+from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
+from .device import is_oom, oom_message, resolve_device
+from .errors import DeviceError, InputError, LabelError
+from .features import Encoder
+from .fileio import atomic_write_text
+from .geometry import BlockGrid
+from .images import list_images, read_image, write_png
+from .inference import Predictor, eval_hw, postprocess
+from .labels import BLOCK_UNKNOWN, ImageLabel
+from .modelfile import ModelBundle
+from .progress import ProgressCallback, Reporter
+from .residuals import residual
+from .trainset import build_material
+from .training import Trainer, model_tokens
+from .model import predict_map
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+def _labelled_items(labels: list[ImageLabel], cfg: Config) -> list[tuple[np.ndarray, np.ndarray, str, str]]:
+    """Read each labelled image, check the label against it, map the label to block targets."""
+    f, t = cfg.features, cfg.train
+    out = []
+    for lab in labels:
+        if lab.kind is None:
+            continue
+        if not Path(lab.image).exists():
+            raise LabelError(lab.image, "a label refers to this image, which does not exist")
+        img = read_image(lab.image)
+        h, w = img.shape[:2]
+        if lab.width is not None and (lab.width, lab.height) != (w, h):
+            raise LabelError(lab.image, f"label is for a {lab.width}x{lab.height} image but the file is {w}x{h}")
+        lab.width, lab.height = w, h
+        lab.validate()
+        grid = BlockGrid.for_image(w, h, f.image_size, 8, f.size_multiple)
+        targets = lab.block_targets(grid, t.eps_pos_real, t.eps_neg, t.box_unknown)
+        out.append((prepare_image(img, f.image_size, f.size_multiple), targets, lab.kind, Path(lab.image).name))
+    return out
+
+
+def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, device: str = "auto",
+        labels: list[ImageLabel] | None = None, progress: ProgressCallback | None = None,
+        cancel_event: threading.Event | None = None, resume: bool = True,
+        record: dict | None = None) -> ModelBundle:
+    """Train a model from normal images (and optional labelled images) and save it to ``out``.
+
+    A resumable checkpoint ``<out>.ckpt`` is kept while training (and after a cancel or crash);
+    ``resume=True`` continues from it. It is removed once the model file is written.
+    """
+    cfg = (cfg or preset("cpu")).validate()
+    out = Path(out)
+    report = Reporter(progress, cancel_event)
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    normal_paths = [Path(p) for p in normal_paths]
+    if len(normal_paths) < 2:
+        raise InputError(normal_paths[0] if normal_paths else None,
+                         f"training needs at least 2 normal images, got {len(normal_paths)}")
+    ckpt = checkpoint_path(out)
+    if not resume:
+        ckpt.unlink(missing_ok=True)
+    try:
+        fcfg = cfg.features
+        train_p, val_p = split_train_val(normal_paths, cfg.train.val_fraction, cfg.train.val_min_images,
+                                         cfg.train.seed)
+        report.log(f"device: {dev}; {len(train_p)} normal images for the bank, {len(val_p)} held out "
+                   f"for validation")
+        train_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(train_p)]
+        val_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(val_p)]
+        labelled = _labelled_items(labels or [], cfg)
+        encoder = Encoder(fcfg, dev)
+        material = build_material(cfg, encoder, dev, train_imgs, [p.name for p in train_p], val_imgs,
+                                  [p.name for p in val_p], labelled, report)
+        trainer = Trainer(cfg, material, dev, report, checkpoint=ckpt)
+        result = trainer.run()
+        if any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective):
+            from .resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
+            semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
+                                      init_state=result.state)
+            result = semi.run(previous=result)
+        swin = trainer.model
+        swin.load_state_dict(result.state)
+        calib = _calibrate(swin, material, cfg, dev)
+        label_counts: dict[str, int] = {}
+        label_seconds: dict[str, float] = {}
+        for lab in labels or []:
+            if lab.kind:
+                label_counts[lab.kind] = label_counts.get(lab.kind, 0) + 1
+                label_seconds[lab.kind] = label_seconds.get(lab.kind, 0.0) + sum(lab.seconds.values())
+        bundle = ModelBundle(
+            config=cfg, backbone=material.backbone, feature_dim=material.feature_dim,
+            bank_state=material.bank.state(), swin_state={k: v.cpu() for k, v in result.state.items()},
+            residual_scale=material.residual_scale,
+            validation={"val_pixel_ap": result.best_metric, "step": result.best_step, "history": result.history},
+            calibration=calib,
+            training={"created": _dt.datetime.now().isoformat(timespec="seconds"), "version": __version__,
+                      "device": str(dev), "device_name": _device_name(dev), "seconds": time.perf_counter() - t0,
+                      "train_seconds": result.seconds, "steps": result.steps,
+                      "normal_images": len(train_p), "val_images": len(val_p),
+                      "synthetic_images": len(material.synthetic), "labels": label_counts,
+                      "label_seconds": label_seconds, **(record or {})})
+        bundle.save(out)
+        ckpt.unlink(missing_ok=True)
+        ckpt.with_suffix(".semi.ckpt").unlink(missing_ok=True)
+        report("done", 1, 1, f"saved {out}", val_pixel_ap=result.best_metric)
+        return bundle
+    except RuntimeError as exc:
+        if is_oom(exc):
+            raise DeviceError(oom_message(dev)) from exc
+        raise
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+
+
+@torch.no_grad()
+def _calibrate(model, material, cfg: Config, dev) -> dict:
+    bank_t = torch.from_numpy(material.bank.features).to(dev)
+    maps, masks = [], []
+    model.eval()
+    for it in material.val:
+        f = it.feats.to(dev).float()
+        r = residual(f, bank_t[it.nbr[..., 0].to(dev)], cfg.bank.residual)
+        block = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging)
+        h, w = it.mask.shape
+        ev = eval_hw(w, h, cfg.output.eval_size)
+        maps.append(postprocess(block.cpu().numpy(), ev, cfg.output.gaussian_sigma))
+        masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+    return calibrate(maps, masks)
+
+
+def train(data: str | Path, category: str | None, out: str | Path, cfg: Config | None = None,
+          device: str = "auto", labels: list[ImageLabel] | None = None,
+          progress: ProgressCallback | None = None, cancel_event: threading.Event | None = None,
+          resume: bool = True) -> ModelBundle:
+    """Train on an MVTec-layout category's ``train/good`` (plus optional labelled images)."""
+    ds = load_mvtec(data, category, need_test=False)
+    return fit(ds.train, out, cfg, device, labels, progress, cancel_event, resume,
+               record={"data": str(ds.root), "category": ds.name})
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ImageResult:
+    path: Path
+    score: float
+    flagged: bool
+    heatmap: Path | None = None
+    overlay: Path | None = None
+    timings_ms: dict = field(default_factory=dict)
+
+
+def _load(model: str | Path | ModelBundle) -> ModelBundle:
+    return model if isinstance(model, ModelBundle) else ModelBundle.load(model)
+
+
+def colorize(amap: np.ndarray, scale: float) -> np.ndarray:
+    """Map -> RGB heatmap with the model's fixed scale (not per-image normalisation)."""
+    v = np.clip(amap / max(scale, 1e-12), 0, 1)
+    bgr = cv2.applyColorMap((v * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def overlay(img: np.ndarray, amap: np.ndarray, scale: float, opacity: float = 0.5) -> np.ndarray:
+    heat = colorize(amap, scale)
+    alpha = (opacity * np.clip(amap / max(scale, 1e-12), 0, 1))[..., None]
+    return (img * (1 - alpha) + heat * alpha).astype(np.uint8)
+
+
+def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir: str | Path | None = None,
+            device: str = "auto", progress: ProgressCallback | None = None,
+            cancel_event: threading.Event | None = None) -> list[ImageResult]:
+    """Score images (a folder or a list of paths); with ``out_dir`` write heatmaps, overlays and
+    ``scores.csv``. Unreadable images stop the run with an error naming the file."""
+    bundle = _load(model)
+    report = Reporter(progress, cancel_event)
+    if isinstance(images, (str, Path)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise InputError(folder, "not a folder of images")
+        paths = list_images(folder)
+        if not paths:
+            raise InputError(folder, "holds no images (.png, .jpg, .bmp, .tif)")
+    else:
+        paths = [Path(p) for p in images]
+    dev = resolve_device(device)
+    report.log(f"model: {bundle.summary()}; device {dev}")
+    pred = Predictor(bundle, dev)
+    scale = bundle.calibration.get("map_scale", 1.0)
+    thr = bundle.calibration.get("image_threshold", 0.5)
+    out = Path(out_dir) if out_dir else None
+    results, used = [], set()
+    for i, p in enumerate(paths):
+        img = read_image(p)
+        pr = pred.predict(img, out_hw=img.shape[:2])
+        res = ImageResult(p, pr.score, pr.score >= thr, timings_ms=pr.timings_ms)
+        if out is not None:
+            stem = p.stem if p.stem not in used else f"{p.stem}_{p.suffix.lstrip('.')}"
+            used.add(stem)
+            res.heatmap = out / f"{stem}_heatmap.png"
+            res.overlay = out / f"{stem}_overlay.png"
+            write_png(res.heatmap, colorize(pr.anomaly_map, scale))
+            write_png(res.overlay, overlay(img, pr.anomaly_map, scale))
+        results.append(res)
+        report("predict", i + 1, len(paths), p.name, score=pr.score)
+    if out is not None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["image", "score", "flagged", "image_threshold", "heatmap", "overlay"])
+        for r in results:
+            w.writerow([str(r.path), f"{r.score:.6f}", int(r.flagged), f"{thr:.6f}",
+                        r.heatmap.name if r.heatmap else "", r.overlay.name if r.overlay else ""])
+        atomic_write_text(out / "scores.csv", buf.getvalue())
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    metrics: dict
+    scores: list[tuple[str, float, bool]]          # (sample name, image score, is anomalous)
+    timings_ms: dict                              # median ms per stage
+    n_images: int
+
+
+def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | None = None,
+             device: str = "auto", progress: ProgressCallback | None = None,
+             cancel_event: threading.Event | None = None, samples: list[Sample] | None = None,
+             bagging: bool | None = None) -> EvalResult:
+    """Pixel AP, PRO (FPR <= 0.3, normalised), pixel AUROC and image AUROC on the test split
+    (or on ``samples``), with ground truth resized to the evaluation size."""
+    from .metrics import evaluate as metric_eval
+    bundle = _load(model)
+    report = Reporter(progress, cancel_event)
+    if samples is None:
+        samples = load_mvtec(data, category).test
+    if not samples:
+        raise InputError(Path(data), "no test images to evaluate on")
+    pred = Predictor(bundle, resolve_device(device), bagging=bagging)
+    maps, masks, scores, times = [], [], [], []
+    for i, s in enumerate(samples):
+        img = read_image(s.path)
+        gt = load_sample_mask(s, img.shape[:2])
+        pr = pred.predict(img)
+        h, w = pr.anomaly_map.shape
+        maps.append(pr.anomaly_map)
+        masks.append(cv2.resize(gt.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5)
+        scores.append((s.name, pr.score, s.is_anomalous))
+        times.append(pr.timings_ms)
+        report("eval", i + 1, len(samples), s.name)
+    metrics = metric_eval(np.stack(maps), np.stack(masks), np.array([x[1] for x in scores]))
+    med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
+    return EvalResult(metrics, scores, med, len(samples))

@@ -1,0 +1,158 @@
+"""The memory bank of normal position-constrained features (spec component 4, Eq. 4).
+
+- :func:`approximate_greedy_coreset`: PatchCore's approximate greedy k-centre selection (random
+  projection to ``coreset_dim`` dimensions, distances to ``coreset_starts`` random points as the
+  starting minimum distances, then repeatedly take the farthest point). Runs on the given device
+  and reports progress / honours cancellation through ``tick``.
+- :class:`MemoryBank`: the selected features plus the index of the training image each came from
+  (its *owner*). Entries are sorted by owner, so the entries of one image form one contiguous range
+  and leave-one-out (component 6) is a range exclusion in the exact search.
+- Exact k-nearest-neighbour search: faiss ``IndexFlatL2`` on the CPU; on a CUDA device a chunked
+  exact matrix-product search in torch (faiss-cpu has no GPU index). Both return squared L2
+  distances and bank indices, best first.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import faiss
+import numpy as np
+import torch
+
+Tick = Callable[[int, int], None]   # tick(done, total): progress + cancellation point
+
+
+def approximate_greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128,
+                               n_starts: int = 10, seed: int = 0,
+                               tick: Tick | None = None) -> np.ndarray:
+    """Indices (sorted) of ``n_select`` rows of ``features`` (N, d) chosen by greedy k-centre."""
+    n = features.shape[0]
+    if n_select >= n:
+        return np.arange(n)
+    if n_select <= 0:
+        raise ValueError("n_select must be positive")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = features.float()
+    if proj_dim and x.shape[1] > proj_dim:
+        # Johnson-Lindenstrauss projection, as PatchCore: distances survive, cost drops d/proj_dim-fold.
+        proj = torch.randn(x.shape[1], proj_dim, generator=gen) / math.sqrt(proj_dim)
+        x = x @ proj.to(x.device)
+    starts = torch.randperm(n, generator=gen)[:max(1, min(n_starts, n))].to(x.device)
+    sq = (x * x).sum(1)
+
+    def dist_to(idx: torch.Tensor) -> torch.Tensor:   # (n, len(idx)) Euclidean distances
+        d2 = sq[:, None] + sq[idx][None, :] - 2.0 * (x @ x[idx].T)
+        return d2.clamp_min_(0).sqrt_()
+
+    min_d = dist_to(starts).mean(dim=1)
+    chosen = torch.empty(n_select, dtype=torch.long, device=x.device)
+    every = max(1, n_select // 100)
+    for i in range(n_select):
+        j = torch.argmax(min_d)
+        chosen[i] = j
+        min_d = torch.minimum(min_d, dist_to(j.view(1))[:, 0])
+        min_d[j] = -1.0   # never pick the same point twice (ties with distance 0)
+        if tick is not None and (i % every == 0 or i == n_select - 1):
+            tick(i + 1, n_select)
+    return np.sort(chosen.cpu().numpy())
+
+
+class MemoryBank:
+    """Bank features (T, d) float32 with their owner image index (T,), sorted by owner."""
+
+    def __init__(self, features: np.ndarray, owner: np.ndarray, device: torch.device | str = "cpu"):
+        order = np.argsort(owner, kind="stable")
+        self.features = np.ascontiguousarray(features[order], dtype=np.float32)
+        self.owner = np.ascontiguousarray(owner[order], dtype=np.int32)
+        self._ranges: dict[int, tuple[int, int]] = {}
+        if len(self.owner):
+            uniq, first, counts = np.unique(self.owner, return_index=True, return_counts=True)
+            self._ranges = {int(u): (int(f), int(f + c)) for u, f, c in zip(uniq, first, counts)}
+        self.device = torch.device(device)
+        self._index = None
+        self._torch_bank = None
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+    def owner_range(self, owner: int) -> tuple[int, int] | None:
+        return self._ranges.get(int(owner))
+
+    def to(self, device: torch.device | str) -> "MemoryBank":
+        self.device = torch.device(device)
+        self._torch_bank = None
+        return self
+
+    # ---- search -----------------------------------------------------------------------------
+    def search(self, queries: np.ndarray | torch.Tensor, k: int,
+               exclude_owner: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances (N, k), bank indices (N, k)) of the k nearest entries, best first.
+
+        ``exclude_owner``: leave-one-out; the entries of that training image are not candidates.
+        """
+        if isinstance(queries, torch.Tensor):
+            q = queries.detach().float().reshape(-1, self.dim)
+        else:
+            q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        excl = self.owner_range(exclude_owner) if exclude_owner is not None else None
+        n_avail = len(self) - (excl[1] - excl[0] if excl else 0)
+        if n_avail < k:
+            raise ValueError(f"memory bank has {n_avail} usable entries, {k} neighbours requested")
+        if self.device.type == "cuda":
+            return self._search_torch(q.to(self.device), k, excl)
+        return self._search_faiss(q.cpu().numpy(), k, excl)
+
+    def _search_faiss(self, q: np.ndarray, k: int, excl) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            self._index = faiss.IndexFlatL2(self.dim)
+            self._index.add(self.features)
+        params = None
+        if excl is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorNot(faiss.IDSelectorRange(*excl)))
+        d, i = self._index.search(np.ascontiguousarray(q), k, params=params)
+        return d, i.astype(np.int64)
+
+    def _search_torch(self, q: torch.Tensor, k: int, excl, chunk: int = 8192):
+        if self._torch_bank is None:
+            self._torch_bank = torch.from_numpy(self.features).to(self.device)
+            self._torch_sq = (self._torch_bank ** 2).sum(1)
+        bank, bsq = self._torch_bank, self._torch_sq
+        ds, is_ = [], []
+        for s in range(0, q.shape[0], chunk):
+            qq = q[s:s + chunk]
+            d2 = (qq ** 2).sum(1, keepdim=True) + bsq[None] - 2.0 * qq @ bank.T
+            if excl is not None:
+                d2[:, excl[0]:excl[1]] = float("inf")
+            d, i = torch.topk(d2.clamp_min_(0), k, dim=1, largest=False)
+            ds.append(d)
+            is_.append(i)
+        return torch.cat(ds).cpu().numpy(), torch.cat(is_).cpu().numpy().astype(np.int64)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"features": torch.from_numpy(self.features), "owner": torch.from_numpy(self.owner)}
+
+    @classmethod
+    def from_state(cls, state: dict, device="cpu") -> "MemoryBank":
+        return cls(state["features"].numpy(), state["owner"].numpy(), device)
+
+
+def build_bank(per_image: list[np.ndarray], ratio: float, proj_dim: int, n_starts: int,
+               max_patches: int, seed: int, device: torch.device | str = "cpu",
+               tick: Tick | None = None) -> MemoryBank:
+    """Bank from per-image PCF arrays (each (rows*cols, d)); owner = position in ``per_image``."""
+    feats = np.concatenate(per_image).astype(np.float32)
+    owner = np.concatenate([np.full(len(f), i, np.int32) for i, f in enumerate(per_image)])
+    rng = np.random.default_rng(seed)
+    if len(feats) > max_patches:   # spec: a random max_patches first, then the coreset
+        keep = np.sort(rng.choice(len(feats), max_patches, replace=False))
+        feats, owner = feats[keep], owner[keep]
+    n_select = max(1, int(round(len(feats) * ratio)))
+    idx = approximate_greedy_coreset(torch.from_numpy(feats).to(device), n_select, proj_dim,
+                                     n_starts, seed, tick)
+    return MemoryBank(feats[idx], owner[idx], device)

@@ -1,0 +1,115 @@
+"""Inference: image -> block map -> heatmap -> image score (spec components 1-8, 18).
+
+Per image: resize to the model input, backbone features + position code, exact nearest neighbour
+in the bank, squared residual, bagged sliding-window Swin -> (rows, cols) block probabilities.
+The block map is bilinearly upsampled to the output size and smoothed with a Gaussian of sigma 4
+pixels *at the evaluation size* (256), i.e. sigma scales with the output size, as PatchCore does.
+
+Image score rule: the maximum of the smoothed anomaly map (the Gaussian is the local average).
+
+Timings are taken per stage (backbone, neighbour search, Swin, post-processing), synchronising
+CUDA so that GPU times are real.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .datasets import prepare_image
+from .model import predict_map
+from .modelfile import ModelBundle
+from .residuals import residual
+from .training import model_tokens
+
+
+def postprocess(block_map: np.ndarray, out_hw: tuple[int, int], sigma: float) -> np.ndarray:
+    """(rows, cols) -> (H, W) float32: bilinear upsample, then Gaussian smoothing."""
+    h, w = out_hw
+    up = cv2.resize(block_map.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    if sigma > 0:
+        up = cv2.GaussianBlur(up, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return up
+
+
+def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:
+    """(H, W) of the evaluation map: longest side eval_size, aspect kept."""
+    s = eval_size / max(width, height)
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+@dataclass
+class Prediction:
+    block_map: np.ndarray          # (rows, cols) anomaly probability per block
+    anomaly_map: np.ndarray        # (H, W) smoothed map at the requested output size
+    score: float                   # image score
+    timings_ms: dict = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, device):
+        self.device = device
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                if timer.device.type == "cuda":
+                    torch.cuda.synchronize(timer.device)
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.device.type == "cuda":
+                    torch.cuda.synchronize(timer.device)
+                timer.times[name] = timer.times.get(name, 0.0) + (time.perf_counter() - self.t) * 1000
+
+        return _Ctx()
+
+
+class Predictor:
+    """Runs a trained model on images of any size. ``method``: "semirest" or "patchcore" (the
+    baseline: nearest-neighbour distance in a bank of plain features, same backbone)."""
+
+    def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", bagging: bool | None = None):
+        self.bundle = bundle
+        self.cfg = bundle.config
+        self.device = torch.device(device)
+        self.encoder = bundle.encoder(self.device)
+        self.model = bundle.swin(self.device)
+        self.bank = bundle.bank(self.device)
+        self.bank_t = torch.from_numpy(self.bank.features).to(self.device)
+        self.bagging = self.cfg.swin.bagging if bagging is None else bagging
+
+    def block_map(self, img: np.ndarray, timer: _Timer | None = None) -> np.ndarray:
+        timer = timer or _Timer(self.device)
+        x = prepare_image(img, self.cfg.features.image_size, self.cfg.features.size_multiple)
+        with timer("backbone"):
+            f = self.encoder.encode([x])[0]
+        with timer("search"):
+            _, idx = self.bank.search(f.reshape(-1, f.shape[-1]), 1)
+        with timer("swin"):
+            fd = f.to(self.device)
+            nb = self.bank_t[torch.from_numpy(idx[:, 0]).to(self.device)].reshape(fd.shape)
+            r = residual(fd, nb, self.cfg.bank.residual)
+            m = predict_map(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
+                            self.cfg.swin.step, self.bagging)
+            out = m.float().cpu().numpy()
+        return out
+
+    def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None) -> Prediction:
+        """``img``: uint8 RGB at its own size. ``out_hw``: map size (default: the evaluation size)."""
+        timer = _Timer(self.device)
+        block = self.block_map(img, timer)
+        h0, w0 = img.shape[:2]
+        ev = eval_hw(w0, h0, self.cfg.output.eval_size)
+        with timer("post"):
+            amap = postprocess(block, ev, self.cfg.output.gaussian_sigma)
+            score = float(amap.max())
+            if out_hw is not None and tuple(out_hw) != ev:
+                amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+        return Prediction(block, amap, score, dict(timer.times))

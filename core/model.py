@@ -1,0 +1,192 @@
+"""The residual Swin Transformer and its sliding windows (spec components 7-8, Eq. 7-10).
+
+Tokens are residual vectors (patch size rho = 1, so one token = one 8x8-pixel block); a linear
+embedding, ``depth`` Swin blocks alternating regular and shifted ``window`` x ``window`` attention
+(with relative position bias), a LayerNorm and a linear head give two logits per token.
+
+Inference covers a token map of any size with mu x mu windows at step s and averages each token's
+anomaly probability over every window that covers it (Eq. 10, "bagging"). ``bagging=False`` runs
+one pass over the whole map instead (the paper: -0.9 AP, 2.7x faster). A map smaller than mu is one
+window (mu shrinks to the map).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import SwinConfig
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
+def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * nW, w*w, C)."""
+    b, h, wd, c = x.shape
+    x = x.view(b, h // w, w, wd // w, w, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, w * w, c)
+
+
+def window_reverse(x: torch.Tensor, w: int, h: int, wd: int) -> torch.Tensor:
+    """(B * nW, w*w, C) -> (B, H, W, C)."""
+    c = x.shape[-1]
+    b = x.shape[0] // ((h // w) * (wd // w))
+    x = x.view(b, h // w, wd // w, w, w, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, wd, c)
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, window: int, heads: int):
+        super().__init__()
+        self.window, self.heads = window, heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.rel_bias, std=0.02)
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("rel_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        bias = self.rel_bias[self.rel_index.view(-1)].view(n, n, -1).permute(2, 0, 1)[None]
+        if mask is not None:   # (nW, n, n) of 0 / -inf, repeated over the batch
+            nw = mask.shape[0]
+            bias = (bias + mask[:, None]).repeat(bw // nw, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float):
+        super().__init__()
+        self.window, self.shift = window, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def _shift_mask(self, h: int, w: int, device) -> torch.Tensor | None:
+        if self.shift == 0 or (h <= self.window and w <= self.window):
+            return None
+        key = (h, w, str(device))
+        if key not in self._masks:
+            img = torch.zeros(1, h, w, 1, device=device)
+            cnt = 0
+            ws, s = self.window, self.shift
+            for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+                for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+                    img[:, hs, wsl, :] = cnt
+                    cnt += 1
+            win = window_partition(img, ws).squeeze(-1)
+            m = win[:, None, :] - win[:, :, None]
+            self._masks[key] = m.masked_fill(m != 0, float("-inf")).masked_fill(m == 0, 0.0)
+        return self._masks[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        shift = self.shift if (h > self.window or w > self.window) else 0
+        y = self.norm1(x)
+        if shift:
+            y = torch.roll(y, (-shift, -shift), dims=(1, 2))
+        y = window_partition(y, self.window)
+        y = self.attn(y, self._shift_mask(h, w, x.device) if shift else None)
+        y = window_reverse(y, self.window, h, w)
+        if shift:
+            y = torch.roll(y, (shift, shift), dims=(1, 2))
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ResidualSwin(nn.Module):
+    """(B, H, W, d_in) residual tokens -> (B, H, W, 2) logits (normal, anomalous)."""
+
+    def __init__(self, in_dim: int, cfg: SwinConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.in_dim = in_dim
+        self.embed = nn.Linear(in_dim, cfg.embed_dim)
+        self.embed_norm = nn.LayerNorm(cfg.embed_dim) if cfg.embed_norm else nn.Identity()
+        dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList([
+            SwinBlock(cfg.embed_dim, cfg.num_heads, cfg.window, 0 if i % 2 == 0 else cfg.window // 2,
+                      cfg.mlp_ratio, dpr[i]) for i in range(cfg.depth)])
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+        self.head = nn.Linear(cfg.embed_dim, 2)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.cfg.window
+        if x.shape[1] % w or x.shape[2] % w:
+            raise ValueError(f"token map {tuple(x.shape[1:3])} must be a multiple of the window {w}")
+        x = self.embed_norm(self.embed(x))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Sliding windows and bagging
+# --------------------------------------------------------------------------------------------
+def window_starts(length: int, mu: int, step: int) -> list[int]:
+    """Start offsets of windows of size ``mu`` at ``step`` covering [0, length); the last one ends flush."""
+    if length <= mu:
+        return [0]
+    starts = list(range(0, length - mu + 1, step))
+    if starts[-1] != length - mu:
+        starts.append(length - mu)
+    return starts
+
+
+def sliding_windows(rows: int, cols: int, mu: int, step: int) -> list[tuple[int, int, int, int]]:
+    """(r0, c0, mu_r, mu_c) of every window; a side shorter than mu is one window of that side."""
+    mr, mc = min(mu, rows), min(mu, cols)
+    return [(r, c, mr, mc) for r in window_starts(rows, mr, step) for c in window_starts(cols, mc, step)]
+
+
+@torch.no_grad()
+def predict_map(model: ResidualSwin, tokens: torch.Tensor, mu: int, step: int, bagging: bool = True,
+                max_batch: int = 64) -> torch.Tensor:
+    """(H, W, d) residual tokens of one image -> (H, W) anomaly probability (Eq. 10)."""
+    h, w, _ = tokens.shape
+    if not bagging:
+        return model(tokens[None]).softmax(-1)[0, :, :, 1]
+    wins = sliding_windows(h, w, mu, step)
+    acc = torch.zeros(h, w, device=tokens.device)
+    cnt = torch.zeros(h, w, device=tokens.device)
+    for s in range(0, len(wins), max_batch):
+        group = wins[s:s + max_batch]
+        batch = torch.stack([tokens[r:r + mr, c:c + mc] for r, c, mr, mc in group])
+        prob = model(batch).softmax(-1)[..., 1]
+        for p, (r, c, mr, mc) in zip(prob, group):
+            acc[r:r + mr, c:c + mc] += p
+            cnt[r:r + mr, c:c + mc] += 1
+    return acc / cnt

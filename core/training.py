@@ -1,0 +1,243 @@
+"""The optimisation loop (spec components 11-14, 19): batches, augmentation, focal loss, AdamW,
+gradient clipping, EMA, validation-based checkpoint choice, resumable checkpoints.
+
+Per step: b1 normal, b2 synthetic and (when labelled defects exist) b3 defective images; from each,
+a fraction p of its sliding windows (at least one). Residuals are formed on the fly with the K-NN
+augmentation (Eq. 12), PCR dropout zeroes tokens (Eq. 13), and the focal loss (Eq. 11) is taken
+over the labelled, visible tokens of all windows together.
+
+The EMA weights are validated every ``val_every`` steps on the validation split (held-out normals
+and synthetic defects made from them; never test images) and the best EMA state is what the model
+file keeps. A resumable checkpoint (model, EMA, optimiser, step, RNG states, best so far) is
+written atomically every ``checkpoint_every`` steps.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import Config
+from .fileio import atomic_path
+from .labels import BLOCK_UNKNOWN
+from .losses import focal_loss
+from .model import ResidualSwin, predict_map, sliding_windows
+from .progress import Reporter
+from .residuals import knn_residual, pcr_dropout, residual
+from .trainset import Material, TokenImage
+
+
+@dataclass
+class TrainResult:
+    state: dict                     # best EMA weights
+    best_step: int
+    best_metric: float
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+class EMA:
+    """Exponential moving average of the weights, with the usual warm-up of the decay
+    (min(decay, (1 + t) / (10 + t))) so early steps do not freeze the average at initialisation."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:
+                e.copy_(p)
+
+
+def build_model(in_dim: int, cfg: Config, residual_scale: float) -> ResidualSwin:
+    model = ResidualSwin(in_dim, cfg.swin)
+    model.register_buffer("input_scale", torch.tensor(float(residual_scale)))
+    return model
+
+
+def model_tokens(model: ResidualSwin, r: torch.Tensor) -> torch.Tensor:
+    """Residuals -> model input (divided by the per-model scale)."""
+    return r / model.input_scale
+
+
+class WindowSampler:
+    """Chooses images and windows for a step, deterministically from a seeded generator."""
+
+    def __init__(self, cfg: Config, seed: int):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+
+    def pick(self, items: list[TokenImage], n: int, fraction: float) -> list[tuple[TokenImage, tuple]]:
+        if not items or n <= 0:
+            return []
+        chosen = self.rng.choice(len(items), n, replace=len(items) < n)
+        out = []
+        for i in chosen:
+            item = items[int(i)]
+            wins = sliding_windows(*item.shape, self.cfg.swin.mu, self.cfg.swin.step)
+            m = max(1, int(round(fraction * len(wins))))
+            for w in self.rng.choice(len(wins), m, replace=False):
+                out.append((item, wins[int(w)]))
+        return out
+
+
+def gather_windows(picks: list[tuple[TokenImage, tuple]], device) -> dict[tuple, tuple]:
+    """Group picked windows by shape: {(mr, mc): (feats, nbr, targets)} stacked on ``device``."""
+    groups: dict[tuple, list] = {}
+    for item, (r, c, mr, mc) in picks:
+        groups.setdefault((mr, mc), []).append((item.feats[r:r + mr, c:c + mc], item.nbr[r:r + mr, c:c + mc],
+                                                item.targets[r:r + mr, c:c + mc]))
+    out = {}
+    for key, lst in groups.items():
+        out[key] = tuple(torch.stack([x[i] for x in lst]).to(device, non_blocking=True) for i in range(3))
+    return out
+
+
+def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor, cfg: Config,
+             device) -> dict[str, float]:
+    """Pixel AP of the (bagged, upsampled, smoothed) maps on the validation split."""
+    from .inference import postprocess
+    from .metrics import pixel_ap
+    if not items:
+        return {}
+    maps, masks = [], []
+    model.eval()
+    for it in items:
+        f = it.feats.to(device).float()
+        r = residual(f, bank_t[it.nbr[..., 0].to(device)], cfg.bank.residual)
+        block = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging)
+        h, w = it.mask.shape
+        maps.append(postprocess(block.cpu().numpy(), (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size))
+        masks.append(it.mask)
+    maps_a, masks_a = np.stack(maps), np.stack(masks)
+    out = {"val_pixel_ap": pixel_ap(maps_a, masks_a) if masks_a.any() else float("nan")}
+    return out
+
+
+class Trainer:
+    """Unsupervised / supervised training of the residual Swin Transformer (Eq. 11 focal loss)."""
+
+    def __init__(self, cfg: Config, material: Material, device: torch.device, report: Reporter,
+                 checkpoint: Path | None = None, init_state: dict | None = None):
+        self.cfg, self.m, self.device, self.report = cfg, material, torch.device(device), report
+        self.checkpoint = checkpoint
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(material.feature_dim, cfg, material.residual_scale).to(self.device)
+        if init_state is not None:
+            self.model.load_state_dict(init_state)
+        self.bank_t = torch.from_numpy(material.bank.features).to(self.device)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
+        self.sampler = WindowSampler(cfg, cfg.train.seed)
+        # Images whose every block is known (masks, block maps, normal tags) train with Eq. 11;
+        # those with unknown blocks (boxes, defective tags) are left to ResMixMatch.
+        self.hard_labelled = [d for d in material.defective if not (d.targets == BLOCK_UNKNOWN).any()]
+
+    # -- hooks a subclass (ResMixMatch) overrides ------------------------------------------------
+    lr = property(lambda self: self.cfg.train.lr)
+    total_steps = property(lambda self: self.cfg.train.steps)
+
+    def step_loss(self, step: int) -> tuple[torch.Tensor, dict]:
+        t = self.cfg.train
+        picks = (self.sampler.pick(self.m.normals, t.b_normal, t.window_fraction)
+                 + self.sampler.pick(self.m.synthetic, t.b_synthetic, t.window_fraction)
+                 + self.sampler.pick(self.hard_labelled, t.b_defective, t.window_fraction))
+        logits, labels, valid = [], [], []
+        for f, nbr, tg in gather_windows(picks, self.device).values():
+            r = self.augment(f.float(), nbr)
+            r, keep = pcr_dropout(model_tokens(self.model, r), t.pcr_dropout, self.gen)
+            logits.append(self.model(r).reshape(-1, 2))
+            labels.append(tg.reshape(-1))
+            valid.append(keep.reshape(-1))
+        loss = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid))
+        return loss, {"loss": float(loss.detach())}
+
+    def augment(self, f: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+        t = self.cfg.train
+        return knn_residual(f, self.bank_t, nbr, self.cfg.bank.residual, t.knn_a1, t.knn_a2,
+                            t.knn_noise_sigma, t.knn_noise_clip, self.gen)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=t.weight_decay)
+        total = self.total_steps
+
+        def lr_at(step):   # linear warm-up, then cosine to 1% (a smooth decay suits EMA selection)
+            if step < t.warmup_steps:
+                return (step + 1) / t.warmup_steps
+            prog = (step - t.warmup_steps) / max(1, total - t.warmup_steps)
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        ema = EMA(self.model, t.ema_decay)
+        start, best, history = 0, {"metric": -1.0, "step": 0, "state": None}, []
+        if self.checkpoint is not None and self.checkpoint.exists():
+            start, best, history = self._resume(opt, sched, ema)
+            self.report.log(f"resumed from {self.checkpoint} at step {start}")
+        t0, seconds_before = time.perf_counter(), (history[-1]["seconds"] if history else 0.0)
+        self.model.train()
+        for step in range(start, total):
+            loss, parts = self.step_loss(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            opt.step()
+            sched.step()
+            ema.update(self.model)
+            done = step + 1
+            metrics = dict(parts, lr=sched.get_last_lr()[0])
+            if done % t.val_every == 0 or done == total:
+                val = validate(ema.model, self.m.val, self.bank_t, cfg, self.device)
+                self.model.train()
+                metric = val.get("val_pixel_ap", float("nan"))
+                if not self.m.val or math.isnan(metric):
+                    metric = float(done)   # no validation possible: keep the last EMA state
+                if metric > best["metric"]:
+                    best = {"metric": metric, "step": done,
+                            "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
+                history.append(dict(step=done, seconds=seconds_before + time.perf_counter() - t0, **parts, **val))
+                metrics.update(val)
+            self.report("train", done, total, **metrics)
+            if self.checkpoint is not None and (done % t.checkpoint_every == 0) and done < total:
+                self._save(done, opt, sched, ema, best, history)
+        if best["state"] is None:
+            best = {"metric": float("nan"), "step": total, "state": ema.model.state_dict()}
+        return TrainResult(best["state"], best["step"], best["metric"], history, total,
+                           seconds_before + time.perf_counter() - t0)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _save(self, step, opt, sched, ema, best, history) -> None:
+        state = {"step": step, "model": self.model.state_dict(), "ema": ema.model.state_dict(),
+                 "ema_updates": ema.updates, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "best": best, "history": history, "gen": self.gen.get_state(),
+                 "sampler": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(state, tmp)
+
+    def _resume(self, opt, sched, ema):
+        st = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        ema.model.load_state_dict(st["ema"])
+        ema.updates = st["ema_updates"]
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        self.gen.set_state(st["gen"].cpu() if hasattr(st["gen"], "cpu") else st["gen"])
+        self.sampler.rng.bit_generator.state = st["sampler"]
+        torch.set_rng_state(st["torch_rng"].cpu())
+        return st["step"], st["best"], st["history"]
