@@ -40,8 +40,8 @@ class Exporter:
         dropped = dropped_parts(label, kept)
         if dropped:
             why = ("MVTec ground truth holds pixel masks only" if source is None else
-                   f"the {'pixel mask' if source == 'mask' else 'painted block labels'} "
-                   f"were exported as the MVTec mask")
+                   "the pixel mask was exported as the MVTec mask" if source == "mask" else
+                   "the block labels were painted to pixels as the MVTec mask")
             extra = "; a mask is not made up from boxes" if label.boxes else ""
             self.ctx.skip(label.image, f"{why}: {', '.join(dropped)} not exported{extra}")
         if mask is None or normal:
