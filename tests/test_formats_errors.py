@@ -332,3 +332,17 @@ def test_export_label_errors(tmp_path):
         export_labels([ImageLabel(a, W, H, tag="normal"), ImageLabel(b, W, H, tag="normal")],
                       "labelme", tmp_path / "o")
     assert all_files(tmp_path / "o") == []
+
+
+def test_coco_absolute_file_name_found_under_image_root(tmp_path):
+    labels = sample_labels(tmp_path / "images")[:2]
+    export_labels(labels, "coco", tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations.json"
+    doc = json.loads(path.read_text())
+    for im in doc["images"]:
+        im["file_name"] = "/elsewhere/on/another/machine/" + im["file_name"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(LabelError, match="does not exist: /elsewhere"):
+        import_labels(path, "coco")
+    back = import_labels(path, "coco", image_root=tmp_path / "images")
+    assert [l.image for l in back] == [l.image for l in labels]

@@ -123,3 +123,17 @@ def test_malformed_rle_rejected(bad, message):
     with pytest.raises(rle.RLEError) as exc:
         rle.decode(bad)
     assert message in str(exc.value)
+
+
+def test_paint_ors_into_transposed_buffer():
+    rng = np.random.default_rng(3)
+    a = rng.random((7, 11)) < 0.3
+    b = rng.random((7, 11)) < 0.3
+    buf = np.zeros((11, 7), bool)
+    rle.paint(rle.encode(a), buf)
+    rle.paint(rle.encode(b), buf)
+    assert np.array_equal(buf.T, a | b)
+    with pytest.raises(ValueError):
+        rle.paint(rle.encode(a), np.zeros((7, 11), bool))     # not transposed
+    with pytest.raises(rle.RLEError, match="sum to"):
+        rle.paint({"size": [7, 11], "counts": [3, 4]}, buf)

@@ -20,7 +20,8 @@ Import restores labels from that, and reads other tools' files: RLE (compressed 
 polygon segmentations become the pixel mask, except a polygon that is exactly a rectangle, which
 is a rotated box (fitted with RotatedBox.from_corners); a stored ``rbox`` is used when it matches
 its polygon; an annotation with only a ``bbox`` is an axis-aligned box. Relative ``file_name``\\ s
-are resolved against ``image_root``, else ``info.semirest_image_root``, else the JSON's folder.
+are resolved against ``image_root``, else ``info.semirest_image_root``, else the JSON's folder;
+an absolute one that does not exist is looked for by name directly under ``image_root``.
 """
 from __future__ import annotations
 
@@ -147,22 +148,29 @@ def _polygons(seg, where: Path, what: str) -> list[np.ndarray]:
     return polys
 
 
-def _paint(entry: dict, m: np.ndarray) -> None:
-    entry["mask"] = m.copy() if entry["mask"] is None else entry["mask"] | m
-    entry["has_mask"] = True
+def _buffer(entry: dict, key: str) -> np.ndarray:
+    """The image's transposed (w, h) mask buffer ``key``, made on first use (images without
+    masks cost no memory)."""
+    if entry[key] is None:
+        entry[key] = np.zeros((entry["w"], entry["h"]), bool)
+    if key == "mask_t":
+        entry["has_mask"] = True
+    return entry[key]
 
 
 def _build(e: dict, im: dict, where: Path) -> ImageLabel:
     blocks = blocks_from_dict(im.get("semirest_blocks"), where)
-    union = e["blocks_union"]
+    union = None if e["blocks_t"] is None else e["blocks_t"].T
     if blocks is not None:
         painted = painted_blocks(blocks, e["w"], e["h"], where)
         if not np.array_equal(painted, union if union is not None else np.zeros_like(painted)):
             blocks = None           # edited elsewhere: the annotations win
     if blocks is None and union is not None:
-        _paint(e, union)
-    mask = e["mask"]
-    if mask is None and e["has_mask"]:
+        _buffer(e, "mask_t")[...] |= e["blocks_t"]
+    mask = None
+    if e["mask_t"] is not None:
+        mask = np.ascontiguousarray(e["mask_t"].T)
+    elif e["has_mask"]:
         mask = np.zeros((e["h"], e["w"]), bool)
     label = ImageLabel(image=e["image"], width=e["w"], height=e["h"],
                        tag=check_tag(im.get("semirest_tag"), where), boxes=e["boxes"],
@@ -206,13 +214,15 @@ def import_labels(path: Path, image_root: Path | None) -> list[ImageLabel]:
         w = positive_int(im["width"], jp, f"images[{k}] \"width\"")
         h = positive_int(im["height"], jp, f"images[{k}] \"height\"")
         ref = Path(fn.replace("\\", "/"))
-        image = first_existing([ref] if ref.is_absolute() else [base / ref, jp.parent / ref])
+        # an absolute file_name from another machine is looked for by name under image_root
+        image = first_existing([ref, image_root / ref.name if image_root is not None else None]
+                               if ref.is_absolute() else [base / ref, jp.parent / ref])
         if image is None:
             raise LabelError(jp, f"images[{k}] labels an image that does not exist: {fn} "
                                  f"(looked in {base})")
         entries[iid] = {"k": k, "image": image, "w": w, "h": h, "raw": im, "boxes": [],
-                        "mask": None, "has_mask": bool(im.get("semirest_has_mask")),
-                        "blocks_union": None}
+                        "mask_t": None, "has_mask": bool(im.get("semirest_has_mask")),
+                        "blocks_t": None}
 
     for j, a in enumerate(anns):
         if not isinstance(a, dict):
@@ -231,13 +241,9 @@ def import_labels(path: Path, image_root: Path | None) -> list[ImageLabel]:
                 if (rh, rw) != (h, w):
                     raise LabelError(jp, f"{what}: its RLE mask is {rw}x{rh} px but image "
                                          f"{e['raw']['file_name']} is {w}x{h} px")
-                m = rle.decode(seg)
+                rle.paint(seg, _buffer(e, "blocks_t" if kind == "blocks" else "mask_t"))
             except rle.RLEError as exc:
                 raise LabelError(jp, f"{what}: {exc}") from exc
-            if kind == "blocks":
-                e["blocks_union"] = m if e["blocks_union"] is None else e["blocks_union"] | m
-            else:
-                _paint(e, m)
         elif isinstance(seg, list) and seg:
             polys = _polygons(seg, jp, what)
             box = None
@@ -249,7 +255,7 @@ def import_labels(path: Path, image_root: Path | None) -> list[ImageLabel]:
                 e["boxes"].append(box)
             else:
                 for p in polys:
-                    _paint(e, rasterize_polygon(p, w, h))
+                    _buffer(e, "mask_t")[...] |= rasterize_polygon(p, w, h).T
         elif a.get("rbox") is not None:
             e["boxes"].append(box_from_stored(a["rbox"], None, jp, what))
         elif a.get("bbox") is not None:

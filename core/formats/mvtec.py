@@ -9,7 +9,10 @@ faked from a box.
 Import reads a category folder (``<cat>/test/<type>/*`` and ``<cat>/ground_truth/<type>/``) and
 returns one label per test image: the ground-truth mask for defect types (size checked against
 the image), tag "normal" for ``test/good``. train/good is not returned (its images are normal by
-construction and are the training set, not labels).
+construction and are the training set, not labels). With ``image_root``, the test images are
+read from ``<image_root>/test`` and the ground truth from ``<path>/ground_truth``, so masks exported
+to another folder can be read back against the original category. Every defect-type test image
+must have its mask, and every mask its test image (else a LabelError naming the file).
 """
 from __future__ import annotations
 
