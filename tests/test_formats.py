@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from shapely.geometry import Polygon
 
-from core.formats import FORMATS, ExportReport, export_labels, import_labels, rle
+from core.formats import FORMATS, export_labels, import_labels, rle
 from core.images import list_images, read_mask
 from core.labels import BlockCells, ImageLabel, RotatedBox
 from formats_helpers import (H, W, assert_boxes_equal, by_image, make_image, multi_component_mask,
@@ -298,7 +298,6 @@ def test_dota_import_foreign_file(tmp_path):
     assert lab.image == tmp_path / "split" / "images" / "P0001.png"
     assert_boxes_equal(lab.boxes[:1], [RotatedBox(20, 10, 20, 10, 0)])
     quad = np.array([[40, 10], [50, 12], [48, 20], [41, 19]], float)
-    from shapely.geometry import Polygon
     fitted = lab.boxes[1].polygon()
     assert fitted.buffer(1e-3).contains(Polygon(quad))            # encloses the quadrilateral
     assert fitted.area <= Polygon(quad).minimum_rotated_rectangle.area + 1e-3

@@ -1,17 +1,18 @@
 """Skipped-label reports, cancellation, and bad input for core.formats."""
 from __future__ import annotations
 
+import base64
 import json
-import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from core.errors import Cancelled, LabelError
 from core.formats import FORMATS, ExportReport, export_labels, import_labels, rle
-from core.images import write_mask
-from core.labels import BlockCells, ImageLabel, RotatedBox
+from core.images import read_mask, write_mask
+from core.labels import BlockCells, ImageLabel
 from formats_helpers import H, W, make_image, multi_component_mask, sample_labels
 
 
@@ -45,7 +46,6 @@ def test_mvtec_mask_wins_over_blocks_and_says_so(tmp_path):
     lab = ImageLabel(img, W, H, mask=multi_component_mask(), blocks=BlockCells(256, 8, [(1, 1)]))
     report = export_labels([lab], "mvtec", tmp_path / "out")
     (path,) = report.files
-    from core.images import read_mask
     assert np.array_equal(read_mask(path), multi_component_mask())
     ((image, reason),) = report.skipped
     assert image == img and "block labels (1 cells)" in reason
@@ -216,7 +216,6 @@ def test_labelme_errors(tmp_path):
           "shape_type 'line' has no area")
     check({**base, "shapes": [{"label": "x", "points": [[1, 1], [5, 5]], "shape_type": "mask",
                                "mask": "not base64!"}]}, "not valid base64")
-    import base64, cv2
     ok, png = cv2.imencode(".png", np.ones((4, 4), np.uint8))
     b64 = base64.b64encode(png.tobytes()).decode()
     check({**base, "shapes": [{"label": "x", "points": [[1, 1], [5, 5]], "shape_type": "mask",

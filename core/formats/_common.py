@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
-from ..errors import ImageReadError, InputError, LabelError
+from ..errors import ImageReadError, LabelError
 from ..fileio import atomic_write_bytes
 from ..images import IMAGE_SUFFIXES, image_size, is_image_file
 from ..labels import BlockCells, ImageLabel, RotatedBox
@@ -408,7 +408,3 @@ def first_existing(candidates: Iterable[Path | None]) -> Path | None:
         if c is not None and Path(c).is_file():
             return Path(c)
     return None
-
-
-def wrap_read_error(exc: InputError, where: Path) -> LabelError:
-    return LabelError(exc.path or where, exc.problem)
