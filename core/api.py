@@ -24,7 +24,7 @@ from .calibration import calibrate
 from .config import Config, preset
 from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
 from .device import is_oom, oom_message, resolve_device
-from .errors import DeviceError, InputError, LabelError
+from .errors import ConfigError, DeviceError, InputError, LabelError
 from .features import Encoder
 from .fileio import atomic_write_text
 from .geometry import BlockGrid
@@ -70,8 +70,16 @@ def _labelled_items(labels: list[ImageLabel], cfg: Config) -> list[tuple[np.ndar
 def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, device: str = "auto",
         labels: list[ImageLabel] | None = None, progress: ProgressCallback | None = None,
         cancel_event: threading.Event | None = None, resume: bool = True,
-        record: dict | None = None) -> ModelBundle:
+        record: dict | None = None, init_from: str | Path | ModelBundle | None = None) -> ModelBundle:
     """Train a model from normal images (and optional labelled images) and save it to ``out``.
+
+    Stage 1 trains with Eq. 11 on normals, synthetic anomalies and fully labelled images (masks,
+    block maps, normal tags). Stage 2, when some labels leave blocks unknown (boxes, defective
+    tags), fine-tunes with ResMixMatch (Algorithm 1) from the stage-1 model.
+
+    ``init_from``: start from an earlier model (its Swin weights, and its memory bank when it was
+    built from the same normal images). With no fully labelled images, stage 1 is then skipped:
+    this is the paper's "semi-supervised model initialised from the unsupervised one".
 
     A resumable checkpoint ``<out>.ckpt`` is kept while training (and after a cancel or crash);
     ``resume=True`` continues from it. It is removed once the model file is written.
@@ -97,12 +105,30 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         train_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(train_p)]
         val_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(val_p)]
         labelled = _labelled_items(labels or [], cfg)
-        encoder = Encoder(fcfg, dev)
-        material = build_material(cfg, encoder, dev, train_imgs, [p.name for p in train_p], val_imgs,
-                                  [p.name for p in val_p], labelled, report)
-        trainer = Trainer(cfg, material, dev, report, checkpoint=ckpt)
-        result = trainer.run()
-        if any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective):
+        init = _load(init_from) if init_from is not None else None
+        bank_names = [p.name for p in train_p]
+        bank = None
+        if init is not None:
+            if init.config.features != fcfg:
+                raise ConfigError(f"init model {init_from}: its feature settings differ from this run's")
+            if init.training.get("bank_images") == bank_names:
+                bank = init.bank(dev)
+            else:
+                report.log("the init model's bank was built from other normal images: building a new bank")
+        encoder = Encoder(fcfg, dev, backbone=init.backbone if init else None)
+        material = build_material(cfg, encoder, dev, train_imgs, bank_names, val_imgs,
+                                  [p.name for p in val_p], labelled, report, bank=bank)
+        if init is not None:
+            material.residual_scale = init.residual_scale
+        has_hard = any(not (d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        trainer = Trainer(cfg, material, dev, report, checkpoint=ckpt,
+                          init_state=init.swin_state if init else None)
+        if init is None or has_hard or not has_unknown:
+            result = trainer.run()
+        else:
+            result = trainer.start_point()
+        if has_unknown:
             from .resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
             semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
                                       init_state=result.state)
@@ -125,7 +151,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             training={"created": _dt.datetime.now().isoformat(timespec="seconds"), "version": __version__,
                       "device": str(dev), "device_name": _device_name(dev), "seconds": time.perf_counter() - t0,
                       "train_seconds": result.seconds, "steps": result.steps,
-                      "normal_images": len(train_p), "val_images": len(val_p),
+                      "normal_images": len(train_p), "val_images": len(val_p), "bank_images": bank_names,
+                      "init_from": str(init_from) if isinstance(init_from, (str, Path)) else None,
                       "synthetic_images": len(material.synthetic), "labels": label_counts,
                       "label_seconds": label_seconds, **(record or {})})
         bundle.save(out)

@@ -226,10 +226,13 @@ PRESETS: dict[str, dict] = {
     "paper": {"preset": "paper"},
     "cpu": {
         "preset": "cpu",
+        # Same method, sizes for 2 CPU cores: the offline backbone's two stages concatenated
+        # (40 + 112 = 152 channels, no pooling needed), 256 px input, and windows of mu = 16
+        # tokens, i.e. half the 32-token map, the same relative window as the paper's 32 of 64.
         "features": {"backbone": "tf_efficientnet_lite0", "image_size": 256, "feature_dim": 0},
-        "swin": {"embed_dim": 128, "num_heads": 4, "depth": 4, "drop_path": 0.05},
-        "train": {"steps": 1500, "val_every": 250, "checkpoint_every": 250},
-        "semi": {"steps": 600},
+        "swin": {"embed_dim": 96, "num_heads": 3, "depth": 4, "drop_path": 0.05, "mu": 16, "step": 8},
+        "train": {"steps": 800, "val_every": 100, "checkpoint_every": 100},
+        "semi": {"steps": 400},
     },
 }
 

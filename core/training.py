@@ -172,6 +172,13 @@ class Trainer:
         return knn_residual(f, self.bank_t, nbr, self.cfg.bank.residual, t.knn_a1, t.knn_a2,
                             t.knn_noise_sigma, t.knn_noise_clip, self.gen)
 
+    def start_point(self) -> TrainResult:
+        """The current weights as a result (validated), for runs that skip this stage."""
+        val = validate(self.model, self.m.val, self.bank_t, self.cfg, self.device)
+        metric = val.get("val_pixel_ap", float("nan"))
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return TrainResult(state, 0, metric, [dict(step=0, seconds=0.0, **val)], 0, 0.0)
+
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train

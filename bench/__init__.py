@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy and speed of SemiREST beside PatchCore on real data (../shared/data/piped)."""

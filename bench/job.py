@@ -1,0 +1,104 @@
+"""One benchmark job (one class, one protocol, one seed) in its own process, so that its peak
+memory is its own. Writes one JSON result file. Run by ``python -m bench``; runnable alone:
+
+    python -m bench.job --data ../shared/data/piped --category PA_BDP01_TL --protocol unsup --seed 0 --out r.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _eval_patchcore(pc, samples) -> tuple[dict, dict]:
+    import cv2
+    from core.datasets import load_sample_mask
+    from core.images import read_image
+    from core.metrics import evaluate
+    maps, masks, scores, times = [], [], [], []
+    for s in samples:
+        img = read_image(s.path)
+        gt = load_sample_mask(s, img.shape[:2])
+        pr = pc.predict(img)
+        h, w = pr.anomaly_map.shape
+        maps.append(pr.anomaly_map)
+        masks.append(cv2.resize(gt.astype(np.float32), (w, h)) > 0.5)
+        scores.append(pr.score)
+        times.append(pr.timings_ms)
+    med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
+    return evaluate(np.stack(maps), np.stack(masks), np.array(scores)), med
+
+
+def run(args) -> dict:
+    from core import api
+    from core.config import load_config
+    from core.datasets import load_mvtec
+    from core.features import Encoder
+    from core.images import read_image
+    from core.patchcore import PatchCore
+    from core.protocols import make_protocol
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, preset_name=args.preset)
+    ds = load_mvtec(args.data, args.category)
+    split = make_protocol(ds, args.protocol, args.n_anomalous, args.seed)
+    out = {"category": args.category, "protocol": args.protocol, "seed": args.seed,
+           "preset": cfg.preset, "device": args.device, "moved": [str(p) for p in split.moved],
+           "n_test": len(split.test)}
+    model_path = Path(args.workdir) / f"{args.category}-{args.protocol}-{args.seed}.pt"
+    t0 = time.perf_counter()
+    init = Path(args.init) if args.init else None
+    bundle = api.fit(ds.train, model_path, cfg, args.device, labels=split.labels, resume=False,
+                     init_from=init)
+    out["train_s"] = time.perf_counter() - t0
+    out["backbone"] = bundle.backbone
+    out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
+    res = api.evaluate(bundle, args.data, samples=split.test, device=args.device)
+    out["semirest"] = res.metrics
+    out["semirest_ms"] = res.timings_ms
+    if args.patchcore:
+        enc = Encoder(cfg.features, torch.device(args.device if args.device != "auto" else "cpu"),
+                      backbone=bundle.backbone)
+        t1 = time.perf_counter()
+        pc = PatchCore(cfg, enc).fit([read_image(p) for p in ds.train])
+        out["patchcore_fit_s"] = time.perf_counter() - t1
+        out["patchcore"], out["patchcore_ms"] = _eval_patchcore(pc, split.test)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and args.device.startswith("cuda"):
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if not args.keep_model:
+        model_path.unlink(missing_ok=True)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", required=True)
+    p.add_argument("--category", required=True)
+    p.add_argument("--protocol", default="unsup", choices=["unsup", "sup", "semi", "tag"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-anomalous", type=int, default=10)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--config")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--patchcore", action="store_true")
+    p.add_argument("--init", help="start from this model (its bank and Swin weights)")
+    p.add_argument("--workdir", default=".")
+    p.add_argument("--keep-model", action="store_true")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    result = run(args)
+    from core.fileio import atomic_write_text
+    atomic_write_text(args.out, json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

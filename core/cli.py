@@ -1,0 +1,217 @@
+"""``semirest``: the command line. Its verbs mirror the Python API in :mod:`core.api`.
+
+    semirest train   --data DIR --category C --out model.pt [--preset cpu|paper] [--backbone ...]
+    semirest predict --model model.pt --images DIR --out OUT
+    semirest eval    --model model.pt --data DIR --category C [--protocol unsup|sup|semi|tag ...]
+    semirest devices
+    semirest info    --model model.pt
+
+Progress: tqdm bars on stderr, or with ``--progress-json`` one JSON object per line on stdout
+(``{"event": "progress", ...}``, then ``{"event": "result", ...}`` or ``{"event": "error", ...}``),
+the protocol the app's training worker reads. Errors print one line naming the file and the
+problem and exit with status 2; Ctrl-C exits with 130 and keeps the training checkpoint, so the
+same command resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import Cancelled, SemiRestError
+
+EXIT_ERROR, EXIT_CANCELLED = 2, 130
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda:N, or auto (the GPU with most free memory, else CPU)")
+    p.add_argument("--progress-json", action="store_true", help="JSON lines on stdout instead of progress bars")
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["cpu", "paper"], help="size preset (default: cpu, or the config file's)")
+    p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")
+    p.add_argument("--backbone", choices=["auto", "wide_resnet50_2", "tf_efficientnet_lite0"])
+    p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
+    p.add_argument("--seed", type=int, help="random seed for sampling, synthesis and the validation split")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semirest", description="SemiREST anomaly detection: train, predict, evaluate.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("train", help="fit the memory bank and train the residual Swin Transformer")
+    t.add_argument("--data", required=True, help="MVTec-layout root (or the category folder itself)")
+    t.add_argument("--category", help="category folder under --data")
+    t.add_argument("--out", required=True, help="model file to write")
+    t.add_argument("--labels", help="folder of per-image label JSON files (semirest.labels/1) of defective images")
+    t.add_argument("--init", help="start from this model (e.g. the unsupervised one, for boxes or tags)")
+    t.add_argument("--no-resume", action="store_true", help="ignore an existing <out>.ckpt and start over")
+    _add_config(t)
+    _add_common(t)
+
+    pr = sub.add_parser("predict", help="heatmaps, overlays and a CSV of image scores for a folder")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--images", required=True, help="folder of images (any size; gray, RGBA, 16-bit accepted)")
+    pr.add_argument("--out", required=True, help="output folder")
+    _add_common(pr)
+
+    e = sub.add_parser("eval", help="pixel AP, PRO, pixel AUROC, image AUROC on a test split")
+    e.add_argument("--model", help="model to evaluate (with --protocol sup/semi/tag: trained here if absent)")
+    e.add_argument("--data", required=True)
+    e.add_argument("--category")
+    e.add_argument("--protocol", choices=["unsup", "sup", "semi", "tag"], default="unsup")
+    e.add_argument("--n-anomalous", type=int, default=10, help="defective test images moved into training")
+    e.add_argument("--init", help="semi/tag: the unsupervised model to start from (trained here if absent)")
+    e.add_argument("--json-out", help="also write the result JSON to this file")
+    e.add_argument("--no-bagging", action="store_true", help="one Swin pass per image instead of bagging")
+    _add_config(e)
+    _add_common(e)
+
+    sub.add_parser("devices", help="list the CPU and every CUDA device with free memory")
+    i = sub.add_parser("info", help="summary of a model file")
+    i.add_argument("--model", required=True)
+    return p
+
+
+def _config(args):
+    from .config import load_config
+    over: dict = {}
+    if getattr(args, "backbone", None):
+        over.setdefault("features", {})["backbone"] = args.backbone
+    if getattr(args, "steps", None):
+        over.setdefault("train", {})["steps"] = args.steps
+    if getattr(args, "seed", None) is not None:
+        over.setdefault("train", {})["seed"] = args.seed
+    preset = args.preset or (None if args.config else "cpu")
+    return load_config(args.config, preset_name=preset, overrides=over)
+
+
+class _Output:
+    def __init__(self, json_mode: bool):
+        from .progress import JsonRenderer, TqdmRenderer
+        self.json_mode = json_mode
+        self.render = JsonRenderer() if json_mode else TqdmRenderer()
+
+    def result(self, payload: dict, text: str) -> None:
+        if self.json_mode:
+            print(json.dumps({"event": "result", **payload}, default=str), flush=True)
+        else:
+            getattr(self.render, "close", lambda: None)()
+            print(text, flush=True)
+
+    def error(self, message: str, kind: str) -> None:
+        getattr(self.render, "close", lambda: None)()
+        if self.json_mode:
+            print(json.dumps({"event": "error", "kind": kind, "message": message}), flush=True)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _metrics_table(metrics: dict, title: str) -> str:
+    names = [("pixel_ap", "pixel AP"), ("pro", "PRO (FPR<=0.3)"), ("pixel_auroc", "pixel AUROC"),
+             ("image_auroc", "image AUROC")]
+    w = max(len(n) for _, n in names)
+    rows = [title, "-" * (w + 10)]
+    rows += [f"{n:<{w}}  {100 * metrics[k]:6.2f} %" for k, n in names if k in metrics]
+    return "\n".join(rows)
+
+
+def cmd_train(args, out: _Output) -> int:
+    from . import api
+    from .labels import load_label_dir
+    cfg = _config(args)
+    labels = list(load_label_dir(args.labels).values()) if args.labels else None
+    bundle = api.train(args.data, args.category, args.out, cfg, args.device, labels=labels,
+                       progress=out.render, resume=not args.no_resume)
+    out.result({"model": str(args.out), "backbone": bundle.backbone, "validation": {
+        k: v for k, v in bundle.validation.items() if k != "history"}, "training": bundle.training},
+        f"saved {args.out}: {bundle.summary()}")
+    return 0
+
+
+def cmd_predict(args, out: _Output) -> int:
+    from . import api
+    res = api.predict(args.model, args.images, args.out, args.device, progress=out.render)
+    flagged = sum(r.flagged for r in res)
+    out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
+                "scores": {str(r.path): r.score for r in res}},
+               f"{len(res)} images scored, {flagged} flagged; heatmaps, overlays and scores.csv in {args.out}")
+    return 0
+
+
+def cmd_eval(args, out: _Output) -> int:
+    from . import api
+    from .datasets import load_mvtec
+    from .fileio import atomic_write_text
+    from .protocols import make_protocol
+    ds = load_mvtec(args.data, args.category)
+    seed = args.seed if args.seed is not None else 0
+    split = make_protocol(ds, args.protocol, args.n_anomalous, seed)
+    model = Path(args.model) if args.model else None
+    if args.protocol == "unsup" and model is None:
+        raise SemiRestError("eval --protocol unsup needs --model (train one with `semirest train`)")
+    if model is None or not model.exists():
+        cfg = _config(args)
+        model = model or Path(f"{ds.name}-{args.protocol}-seed{seed}.pt")
+        init = Path(args.init) if args.init else None
+        if args.protocol in ("semi", "tag") and init is not None and not init.exists():
+            api.fit(ds.train, init, cfg, args.device, progress=out.render)
+        api.fit(ds.train, model, cfg, args.device, labels=split.labels, progress=out.render,
+                init_from=init, record={"data": str(ds.root), "category": ds.name,
+                                        "protocol": args.protocol, "seed": seed,
+                                        "moved": [str(p) for p in split.moved]})
+    res = api.evaluate(model, args.data, samples=split.test, device=args.device, progress=out.render,
+                       bagging=False if args.no_bagging else None)
+    payload = {"category": ds.name, "protocol": args.protocol, "seed": seed, "model": str(model),
+               "metrics": res.metrics, "n_test": res.n_images, "moved": [str(p) for p in split.moved],
+               "median_ms": res.timings_ms}
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps(payload, indent=1, default=str))
+    text = _metrics_table(res.metrics, f"{ds.name}, protocol {args.protocol}, {res.n_images} test images")
+    if split.moved:
+        text += f"\nmoved into training (seed {seed}): " + ", ".join(p.name for p in split.moved)
+    out.result(payload, text + "\n" + json.dumps(res.metrics))
+    return 0
+
+
+def cmd_devices(args, out) -> int:
+    from .device import list_devices
+    devs = list_devices()
+    for d in devs:
+        print(d.describe())
+    if len(devs) == 1:
+        print("no CUDA device found: training and inference run on the CPU")
+    return 0
+
+
+def cmd_info(args, out) -> int:
+    from .modelfile import ModelBundle
+    b = ModelBundle.load(args.model)
+    print(b.summary())
+    print(json.dumps({"training": b.training, "calibration": {k: v for k, v in b.calibration.items()
+                                                              if not isinstance(v, list)}}, indent=1, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    out = _Output(getattr(args, "progress_json", False))
+    verbs = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "devices": cmd_devices, "info": cmd_info}
+    try:
+        return verbs[args.verb](args, out)
+    except Cancelled as exc:
+        out.error(f"{exc}; the checkpoint is kept, the same command resumes", "cancelled")
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        out.error("interrupted; the checkpoint is kept, the same command resumes", "cancelled")
+        return EXIT_CANCELLED
+    except SemiRestError as exc:
+        out.error(str(exc), type(exc).__name__)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

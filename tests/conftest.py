@@ -1,0 +1,39 @@
+"""Shared fixtures: real data location, a tiny config, and small generated datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPED = ROOT.parent / "shared" / "data" / "piped"
+
+
+@pytest.fixture(scope="session")
+def piped() -> Path:
+    if not PIPED.is_dir():
+        pytest.skip(f"real data not found at {PIPED} (../shared/data/piped beside the repository)")
+    return PIPED
+
+
+@pytest.fixture
+def tiny_cfg():
+    """The cpu preset shrunk so a training run takes seconds: same code paths, smaller sizes."""
+    from core.config import preset
+    return preset("cpu").updated({
+        "features": {"image_size": 128},
+        "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
+        "train": {"steps": 30, "val_every": 15, "checkpoint_every": 15, "warmup_steps": 5},
+        "semi": {"steps": 20, "rampup_steps": 10},
+        "synthesis": {"per_normal": 1.0},
+    })
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A generated MVTec-layout category (fast; no outside data)."""
+    from core.demo import make_dataset
+    return make_dataset(tmp_path_factory.mktemp("demo"), n_train=8, n_good=3, n_bad=4)
