@@ -180,7 +180,10 @@ class Trainer:
         return TrainResult(state, 0, metric, [dict(step=0, seconds=0.0, **val)], 0, 0.0)
 
     # -- the loop ----------------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    stage = "supervised"          # history tag and progress message of this stage
+
+    def run(self, previous: TrainResult | None = None) -> TrainResult:
+        """Train; ``previous`` (the result this stage starts from) is itself a checkpoint candidate."""
         cfg, t = self.cfg, self.cfg.train
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=t.weight_decay)
         total = self.total_steps
@@ -194,10 +197,15 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         ema = EMA(self.model, t.ema_decay)
         start, best, history = 0, {"metric": -1.0, "step": 0, "state": None}, []
+        if previous is not None:
+            history = list(previous.history)
+            if not math.isnan(previous.best_metric):
+                best = {"metric": previous.best_metric, "step": 0, "state": previous.state}
         if self.checkpoint is not None and self.checkpoint.exists():
             start, best, history = self._resume(opt, sched, ema)
             self.report.log(f"resumed from {self.checkpoint} at step {start}")
         t0, seconds_before = time.perf_counter(), (history[-1]["seconds"] if history else 0.0)
+        steps_before = previous.steps if previous is not None else 0
         self.model.train()
         for step in range(start, total):
             loss, parts = self.step_loss(step)
@@ -218,14 +226,15 @@ class Trainer:
                 if metric > best["metric"]:
                     best = {"metric": metric, "step": done,
                             "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
-                history.append(dict(step=done, seconds=seconds_before + time.perf_counter() - t0, **parts, **val))
+                history.append(dict(stage=self.stage, step=done, seconds=seconds_before + time.perf_counter() - t0,
+                                    **parts, **val))
                 metrics.update(val)
-            self.report("train", done, total, **metrics)
+            self.report("train", done, total, self.stage, **metrics)
             if self.checkpoint is not None and (done % t.checkpoint_every == 0) and done < total:
                 self._save(done, opt, sched, ema, best, history)
         if best["state"] is None:
             best = {"metric": float("nan"), "step": total, "state": ema.model.state_dict()}
-        return TrainResult(best["state"], best["step"], best["metric"], history, total,
+        return TrainResult(best["state"], best["step"], best["metric"], history, steps_before + total,
                            seconds_before + time.perf_counter() - t0)
 
     # -- checkpoints -------------------------------------------------------------------------------
