@@ -237,3 +237,45 @@ def test_feature_dim_8_pools_each_layer_to_4(cpu_extractor):
 def test_feature_dim_not_divisible_by_layers():
     with pytest.raises(ValueError, match="divisible by 2 layers"):
         FeatureExtractor(FeatureConfig(backbone=LITE0, feature_dim=9))
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbone resolution ("auto")
+# ---------------------------------------------------------------------------------------------
+def test_resolve_backbone(tmp_path, monkeypatch, caplog):
+    import core.features as feat
+    monkeypatch.delenv("SEMIREST_WEIGHTS", raising=False)
+    hub = {"ok": False}
+    monkeypatch.setattr(feat, "_hub_available", lambda name: hub["ok"])
+    assert feat.resolve_backbone(FeatureConfig(backbone=LITE0)) == LITE0     # explicit: as given
+    assert feat.resolve_backbone(FeatureConfig(backbone=WRN)) == WRN
+    with caplog.at_level("INFO", logger="core.features"):
+        assert feat.resolve_backbone(FeatureConfig(backbone="auto")) == LITE0
+    assert "not at hand" in caplog.text                                          # says why
+    hub["ok"] = True
+    assert feat.resolve_backbone(FeatureConfig(backbone="auto")) == WRN        # timm's cache has WRN
+    hub["ok"] = False
+    wf = tmp_path / "wrn.pth"
+    assert feat.resolve_backbone(FeatureConfig(backbone="auto", weights=str(wf))) == LITE0   # no such file
+    wf.write_bytes(b"x")
+    assert feat.resolve_backbone(FeatureConfig(backbone="auto", weights=str(wf))) == WRN
+    monkeypatch.setenv("SEMIREST_WEIGHTS", str(wf))
+    assert feat.resolve_backbone(FeatureConfig(backbone="auto")) == WRN
+
+
+def test_lite0_weights_from_a_local_file(tmp_path, monkeypatch, lite0_classifier):
+    # features.weights pointing at a Lite0 state dict (timm key names) is used instead of the package:
+    # a copy of the real weights with the stem convolution zeroed must arrive zeroed.
+    monkeypatch.delenv("SEMIREST_WEIGHTS", raising=False)
+    state = {k: v.clone() for k, v in lite0_classifier.state_dict().items()}
+    state["conv_stem.weight"].zero_()
+    path = tmp_path / "lite0.pth"
+    torch.save(state, path)
+    net = build_backbone(LITE0, FeatureConfig(backbone=LITE0, weights=str(path)))
+    assert net.conv_stem.weight.abs().sum() == 0
+    net = build_backbone(LITE0, FeatureConfig(backbone=LITE0))
+    torch.testing.assert_close(net.conv_stem.weight, lite0_classifier.conv_stem.weight)
+    # SEMIREST_WEIGHTS is for Wide-ResNet: Lite0 ignores it and uses the package.
+    monkeypatch.setenv("SEMIREST_WEIGHTS", str(tmp_path / "missing.pth"))
+    net = build_backbone(LITE0, FeatureConfig(backbone=LITE0))
+    torch.testing.assert_close(net.conv_stem.weight, lite0_classifier.conv_stem.weight)
