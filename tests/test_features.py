@@ -279,3 +279,27 @@ def test_lite0_weights_from_a_local_file(tmp_path, monkeypatch, lite0_classifier
     monkeypatch.setenv("SEMIREST_WEIGHTS", str(tmp_path / "missing.pth"))
     net = build_backbone(LITE0, FeatureConfig(backbone=LITE0))
     torch.testing.assert_close(net.conv_stem.weight, lite0_classifier.conv_stem.weight)
+
+
+def test_encoder_keeps_image_order_across_sizes(cpu_extractor):
+    # Images of two sizes, interleaved, batch size 2: outputs come back in input order, each equal
+    # to the extractor run on that image alone, plus lambda_PE * the position code.
+    enc = object.__new__(Encoder)
+    enc.cfg = dataclasses.replace(preset("cpu").features, lambda_pe=0.1)
+    enc.device = torch.device("cpu")
+    enc.extractor = cpu_extractor
+    enc.batch_size = 2
+    enc._pe = {}
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (64, 64) if i % 2 else (64, 128), dtype=np.uint8) for i in range(5)]
+    imgs = [np.repeat(im[..., None], 3, axis=2) for im in imgs]
+    ticks = []
+    out = enc.encode(imgs, tick=lambda d, t: ticks.append((d, t)))
+    assert [tuple(o.shape) for o in out] == [(8, 16, 152), (8, 8, 152)] * 2 + [(8, 16, 152)]
+    for im, o in zip(imgs, out):
+        alone = cpu_extractor(to_tensor(im, "cpu"))[0]
+        pe = position_code(*alone.shape[:2], 152)
+        torch.testing.assert_close(o, alone + 0.1 * pe, rtol=1e-4, atol=1e-4)
+    assert ticks[-1] == (5, 5)
+    raw = enc.encode(imgs[:1], with_position=False)[0]
+    torch.testing.assert_close(raw, cpu_extractor(to_tensor(imgs[0], "cpu"))[0], rtol=1e-4, atol=1e-4)
