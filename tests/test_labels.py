@@ -83,6 +83,20 @@ def test_eq14_non_square_with_scale_factor():
     assert (lab == A).sum() == 3 and (lab == I).sum() == 1
 
 
+def test_eq14_upscaled_small_image():
+    # 40 x 40 image at image_size 64: scaled up by 1.6, a block is 5 x 5 = 25 original pixels.
+    g = BlockGrid.for_image(40, 40, 64)
+    assert (g.rows, g.block_w) == (8, 5.0)
+    m = np.zeros((40, 40), bool)
+    m[0:5, 0:2] = True             # (0, 0): 10/25 = 40%  -> anomalous
+    m[0:5, 5] = True               # (0, 1):  5/25 = 20%  -> ignored
+    m[2, 12] = True                # (0, 2):  1/25 =  4%  -> normal
+    cov = mask_coverage(m, g)
+    assert cov[0, :3].tolist() == pytest.approx([0.4, 0.2, 0.04], abs=1e-6)
+    assert cov.sum() == pytest.approx(0.64, abs=1e-6)          # nothing leaks to other blocks
+    assert block_labels_from_mask(m, g, 0.25, 0.08)[0, :3].tolist() == [A, I, N]
+
+
 def test_eq14_mask_of_wrong_size():
     g = BlockGrid.for_image(64, 32, 64)
     with pytest.raises(ValueError, match="mask is 32x64, image is 64x32"):
