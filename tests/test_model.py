@@ -213,3 +213,49 @@ def test_shift_mask_is_minus_inf_across_regions():
     assert (mask[1] == 0).sum(-1).tolist() == [8] * 16
     assert blk._shift_mask(4, 4, torch.device("cpu")) is None   # a single window is never shifted
     assert math.isinf(float(mask.min()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows always cover the map (regression: a step larger than mu left tokens uncovered -> NaN)
+# ---------------------------------------------------------------------------------------------
+def test_window_starts_cover_every_token():
+    for mu in (1, 4, 8, 32):
+        for step in range(1, mu + 1):
+            for length in range(1, 70):
+                starts = window_starts(length, mu, step)
+                size = min(mu, length)
+                assert starts[0] == 0 and starts[-1] == length - size          # first and last flush
+                assert all(b > a for a, b in zip(starts, starts[1:]))          # increasing
+                assert all(b - a <= step for a, b in zip(starts, starts[1:]))  # at most one step apart
+                covered = set()
+                for s in starts:
+                    covered.update(range(s, s + size))
+                assert covered == set(range(length))
+
+
+def test_step_larger_than_window_is_refused():
+    # mu 8, step 16 on 40 tokens would place windows at 0, 16, 32 and leave 8-15 and 24-31 uncovered
+    # (predict_map then divided by a zero count: NaN).
+    with pytest.raises(ValueError, match="step 16 must be between 1 and the window size 8"):
+        window_starts(40, 8, 16)
+    with pytest.raises(ValueError, match="step 0"):
+        window_starts(40, 8, 0)
+    with pytest.raises(ValueError, match="window size"):
+        window_starts(40, 0, 1)
+    with pytest.raises(ValueError, match="step 16"):
+        predict_map(WindowMeanModel(), torch.rand(8, 40, 3) + 1, mu=8, step=16)
+    assert window_starts(8, 8, 16) == [0]            # one window needs no step
+    assert sliding_windows(8, 12, 32, 64) == [(0, 0, 8, 12)]   # map smaller than mu: one window
+
+
+def test_config_refuses_bad_mu_and_step():
+    from core.config import preset
+    from core.errors import ConfigError
+    cfg = preset("cpu")
+    with pytest.raises(ConfigError, match="swin.step 64 must be between 1 and swin.mu 32"):
+        cfg.updated({"swin": {"step": 64}}).validate()
+    with pytest.raises(ConfigError, match="swin.step 0"):
+        cfg.updated({"swin": {"step": 0}}).validate()
+    with pytest.raises(ConfigError, match="swin.mu 0 must be positive"):
+        cfg.updated({"swin": {"mu": 0}}).validate()
+    cfg.updated({"swin": {"step": 32}}).validate()   # step = mu: windows side by side, allowed
