@@ -122,6 +122,28 @@ def test_float_tiff(tmp_path):
     assert read_image(p)[0, :3, 0].tolist() == [0, 128, 255]
 
 
+@pytest.mark.parametrize("dtype,vals,expected", [
+    # Signed data is stretched min..max (regression: a cast wrapped -100 round to 156, brighter than
+    # 100). int16 -100..200 (range 300): 0 -> 100/300*255 = 85.0 -> 85, 100 -> 170, 200 -> 255.
+    (np.int16, [-100, 0, 100, 200], [0, 85, 170, 255]),
+    # int8 -5..100 (range 105): 0 -> 5/105*255 = 12.1 -> 12, 5 -> 24.3 -> 24.
+    (np.int8, [-5, 0, 5, 100], [0, 12, 24, 255]),
+    # Non-negative integers above 255 are scaled by the maximum: 35000/70000*255 = 127.5 -> 128.
+    (np.int32, [0, 70000, 35000, 1], [0, 255, 128, 0]),
+    # Non-negative integers up to 255 are kept as they are.
+    (np.int16, [0, 7, 200, 255], [0, 7, 200, 255]),
+])
+def test_integer_tiff(tmp_path, dtype, vals, expected):
+    a = np.zeros((8, 8), dtype)
+    a[0, :4] = vals
+    ok, buf = cv2.imencode(".tiff", a)
+    if not ok:
+        pytest.skip(f"this OpenCV does not write {np.dtype(dtype).name} TIFF")
+    p = tmp_path / "i.tiff"
+    p.write_bytes(buf.tobytes())
+    assert read_image(p)[0, :4, 0].tolist() == expected
+
+
 def test_non_ascii_path(tmp_path):
     folder = tmp_path / "données"
     folder.mkdir()
