@@ -158,8 +158,13 @@ class Config:
             raise ConfigError(f"features.backbone: unknown backbone {f.backbone!r}")
         if f.image_size % f.size_multiple:
             raise ConfigError(f"features.image_size {f.image_size} must be a multiple of {f.size_multiple}")
+        if s.mu <= 0:
+            raise ConfigError(f"swin.mu {s.mu} must be positive")
         if s.mu % s.window:
             raise ConfigError(f"swin.mu {s.mu} must be a multiple of swin.window {s.window}")
+        if not 1 <= s.step <= s.mu:
+            raise ConfigError(f"swin.step {s.step} must be between 1 and swin.mu {s.mu} "
+                              f"(a larger step leaves tokens that no window covers)")
         if s.embed_dim % s.num_heads:
             raise ConfigError(f"swin.embed_dim {s.embed_dim} must be divisible by swin.num_heads {s.num_heads}")
         if not 0 < self.bank.coreset_ratio <= 1:

@@ -8,7 +8,7 @@ them on Windows).
 Canonical forms:
 - images: ``uint8`` RGB, shape ``(H, W, 3)``; grayscale is replicated, alpha is dropped (anomaly
   images are opaque; a transparent background carries no inspection information), 16-bit and float
-  images are scaled to 8 bits.
+  images are scaled to 8 bits (signed integer data with negative values is stretched min..max).
 - masks: ``bool``, shape ``(H, W)``, True = defect (any non-zero pixel, the MVTec convention).
 """
 from __future__ import annotations
@@ -93,7 +93,10 @@ def _to_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
             a = (a - lo) / max(hi - lo, 1e-12) * 255.0
         return np.clip(a + 0.5, 0, 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
+        lo = int(arr.min()) if arr.size else 0
         hi = int(arr.max()) if arr.size else 0
+        if lo < 0:  # signed data: stretch min..max (a plain cast would wrap -1 round to 255)
+            return ((arr.astype(np.float64) - lo) / max(hi - lo, 1) * 255.0 + 0.5).astype(np.uint8)
         if hi <= 255:
             return arr.astype(np.uint8)
         return (arr.astype(np.float64) / hi * 255.0 + 0.5).astype(np.uint8)

@@ -158,8 +158,13 @@ class ResidualSwin(nn.Module):
 # --------------------------------------------------------------------------------------------
 def window_starts(length: int, mu: int, step: int) -> list[int]:
     """Start offsets of windows of size ``mu`` at ``step`` covering [0, length); the last one ends flush."""
+    if mu < 1:
+        raise ValueError(f"window size must be positive, got {mu}")
     if length <= mu:
         return [0]
+    if not 1 <= step <= mu:
+        # A step beyond mu leaves gaps no window covers (their bagged average would be 0/0).
+        raise ValueError(f"sliding step {step} must be between 1 and the window size {mu}")
     starts = list(range(0, length - mu + 1, step))
     if starts[-1] != length - mu:
         starts.append(length - mu)

@@ -1,0 +1,57 @@
+"""Calibration from the validation split: the F1-optimal threshold and the display scale."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.calibration import best_f1_threshold, calibrate
+
+
+def test_best_f1_threshold_hand_example():
+    # Ranked scores with labels: 0.9 D, 0.8 N, 0.7 D, 0.6 D, 0.2 N (3 defects).
+    # F1 = 2 TP / (TP + FP + P) at each threshold "score >= t":
+    #   t = 0.9: TP 1, FP 0 -> 2/4 = 0.5
+    #   t = 0.8: TP 1, FP 1 -> 2/5 = 0.4
+    #   t = 0.7: TP 2, FP 1 -> 4/6 = 0.667
+    #   t = 0.6: TP 3, FP 1 -> 6/7 = 0.857   <- best
+    #   t = 0.2: TP 3, FP 2 -> 6/8 = 0.75
+    scores = np.array([0.7, 0.2, 0.9, 0.6, 0.8])
+    labels = np.array([1, 0, 1, 1, 0])
+    t, f1 = best_f1_threshold(scores, labels)
+    assert t == pytest.approx(0.6) and f1 == pytest.approx(6 / 7)
+
+
+def test_best_f1_threshold_ties_are_one_threshold():
+    # Two equal scores, one defect one normal: "score >= 0.5" takes both (F1 = 2/3); a threshold
+    # "between" them does not exist. Evaluating after the first of the tie would claim F1 = 1.
+    t, f1 = best_f1_threshold(np.array([0.5, 0.5, 0.1]), np.array([True, False, False]))
+    assert t == 0.5 and f1 == pytest.approx(2 / 3)
+    t, f1 = best_f1_threshold(np.array([0.5, 0.5, 0.1]), np.array([False, True, False]))
+    assert t == 0.5 and f1 == pytest.approx(2 / 3)
+
+
+def test_best_f1_threshold_perfect_and_undefined():
+    t, f1 = best_f1_threshold(np.array([[0.1, 0.3], [0.35, 0.8]]), np.array([[0, 0], [1, 1]]))
+    assert t == pytest.approx(0.35) and f1 == 1.0
+    # One class only: F1 undefined (NaN), threshold the median score.
+    t, f1 = best_f1_threshold(np.array([0.1, 0.2, 0.9]), np.array([0, 0, 0]))
+    assert t == pytest.approx(0.2) and math.isnan(f1)
+    t, f1 = best_f1_threshold(np.array([0.1, 0.3]), np.array([1, 1]))
+    assert t == pytest.approx(0.2) and math.isnan(f1)
+
+
+def test_calibrate_hand_example():
+    # Two normal maps (max 0.2, 0.3) and two defect maps (max 0.6, 0.9).
+    m = [np.array([[0.1, 0.2]]), np.array([[0.3, 0.0]]), np.array([[0.6, 0.1]]), np.array([[0.2, 0.9]])]
+    k = [np.zeros((1, 2), bool), np.zeros((1, 2), bool), np.array([[True, False]]), np.array([[False, True]])]
+    cal = calibrate(m, k)
+    # Image scores 0.2 N, 0.3 N, 0.6 D, 0.9 D: threshold 0.6 separates them, F1 = 1.
+    assert cal["image_threshold"] == pytest.approx(0.6) and cal["image_f1"] == 1.0
+    # Pixels: defects 0.6, 0.9; the best normal is 0.3 -> threshold 0.6, F1 = 1.
+    assert cal["pixel_threshold"] == pytest.approx(0.6) and cal["pixel_f1"] == 1.0
+    # Display scale: the 90% quantile of the defect image scores: 0.6 + 0.9 * (0.9 - 0.6) = 0.87.
+    assert cal["map_scale"] == pytest.approx(0.87)
+    assert cal["normal_image_scores"] == [0.2, 0.3] and cal["defect_image_scores"] == [0.6, 0.9]
+    assert calibrate([], [])["map_scale"] == 1.0
