@@ -113,7 +113,11 @@ class MemoryBank:
             self._index.add(self.features)
         params = None
         if excl is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorNot(faiss.IDSelectorRange(*excl)))
+            # Keep Python references to both selectors for the duration of the search: older faiss
+            # releases do not keep the inner selector alive on their own.
+            inner = faiss.IDSelectorRange(*excl)
+            outer = faiss.IDSelectorNot(inner)
+            params = faiss.SearchParameters(sel=outer)
         d, i = self._index.search(np.ascontiguousarray(q), k, params=params)
         return d, i.astype(np.int64)
 

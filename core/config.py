@@ -158,8 +158,8 @@ class Config:
             raise ConfigError(f"features.backbone: unknown backbone {f.backbone!r}")
         if f.image_size % f.size_multiple:
             raise ConfigError(f"features.image_size {f.image_size} must be a multiple of {f.size_multiple}")
-        if s.mu <= 0:
-            raise ConfigError(f"swin.mu {s.mu} must be positive")
+        if s.window <= 0 or s.mu <= 0:
+            raise ConfigError(f"swin.mu {s.mu} and swin.window {s.window} must be positive")
         if s.mu % s.window:
             raise ConfigError(f"swin.mu {s.mu} must be a multiple of swin.window {s.window}")
         if not 1 <= s.step <= s.mu:

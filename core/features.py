@@ -142,11 +142,12 @@ def build_backbone(name: str, cfg: FeatureConfig) -> torch.nn.Module:
     spec = BACKBONES.get(name)
     if spec is None:
         raise WeightsUnavailable(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=spec.out_indices)
     wf = _weights_file(cfg)
-    if wf is not None and (name == WRN or cfg.weights):
+    use_file = wf is not None and (name == WRN or cfg.weights)
+    state = _load_state_file(wf) if use_file else None   # fail on a bad file before building models
+    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=spec.out_indices)
+    if use_file:
         full = timm.create_model(name, pretrained=False)
-        state = _load_state_file(wf)
         try:
             full.load_state_dict(state)
         except RuntimeError:

@@ -84,16 +84,24 @@ class SwinBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self._masks: dict[tuple, torch.Tensor] = {}
 
+    def _shifts(self, h: int, w: int) -> tuple[int, int]:
+        """Shift per axis: none along an axis that is a single window (as Swin's reference code)."""
+        return (self.shift if h > self.window else 0), (self.shift if w > self.window else 0)
+
     def _shift_mask(self, h: int, w: int, device) -> torch.Tensor | None:
-        if self.shift == 0 or (h <= self.window and w <= self.window):
+        sh, sw = self._shifts(h, w)
+        if sh == 0 and sw == 0:
             return None
         key = (h, w, str(device))
         if key not in self._masks:
             img = torch.zeros(1, h, w, 1, device=device)
+            ws = self.window
+
+            def slices(s):
+                return (slice(0, -ws), slice(-ws, -s), slice(-s, None)) if s else (slice(0, None),)
             cnt = 0
-            ws, s = self.window, self.shift
-            for hs in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
-                for wsl in (slice(0, -ws), slice(-ws, -s), slice(-s, None)):
+            for hs in slices(sh):
+                for wsl in slices(sw):
                     img[:, hs, wsl, :] = cnt
                     cnt += 1
             win = window_partition(img, ws).squeeze(-1)
@@ -103,15 +111,15 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        shift = self.shift if (h > self.window or w > self.window) else 0
+        sh, sw = self._shifts(h, w)
         y = self.norm1(x)
-        if shift:
-            y = torch.roll(y, (-shift, -shift), dims=(1, 2))
+        if sh or sw:
+            y = torch.roll(y, (-sh, -sw), dims=(1, 2))
         y = window_partition(y, self.window)
-        y = self.attn(y, self._shift_mask(h, w, x.device) if shift else None)
+        y = self.attn(y, self._shift_mask(h, w, x.device))
         y = window_reverse(y, self.window, h, w)
-        if shift:
-            y = torch.roll(y, (shift, shift), dims=(1, 2))
+        if sh or sw:
+            y = torch.roll(y, (sh, sw), dims=(1, 2))
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -251,11 +251,11 @@ def test_step_larger_than_window_is_refused():
 def test_config_refuses_bad_mu_and_step():
     from core.config import preset
     from core.errors import ConfigError
-    cfg = preset("cpu")
+    cfg = preset("cpu").updated({"swin": {"mu": 32}})
     with pytest.raises(ConfigError, match="swin.step 64 must be between 1 and swin.mu 32"):
         cfg.updated({"swin": {"step": 64}}).validate()
     with pytest.raises(ConfigError, match="swin.step 0"):
         cfg.updated({"swin": {"step": 0}}).validate()
-    with pytest.raises(ConfigError, match="swin.mu 0 must be positive"):
+    with pytest.raises(ConfigError, match="swin.mu 0 and swin.window 8 must be positive"):
         cfg.updated({"swin": {"mu": 0}}).validate()
     cfg.updated({"swin": {"step": 32}}).validate()   # step = mu: windows side by side, allowed
