@@ -184,6 +184,13 @@ class Store:
         self._depth = 0
         self.db.execute("COMMIT")
 
+    def commit_point(self) -> None:
+        """Inside the outermost :meth:`transaction`: commit what is done and go on in a new one
+        (long imports commit in batches so a kill keeps them and other windows see progress)."""
+        if self._depth == 1:
+            self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several SELECTs see one consistent state, without a write lock."""
