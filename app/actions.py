@@ -32,6 +32,8 @@ def build_actions(window: QMainWindow, handlers: dict[str, Callable]) -> dict[st
         icon = resources.icon(s.action)
         if icon is not None:
             a.setIcon(icon)
+        if s.short:
+            a.setIconText(s.short)
         if s.action.startswith("tool_"):
             tools.addAction(a)
         handler = handlers.get(s.action)

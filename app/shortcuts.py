@@ -18,6 +18,7 @@ class Shortcut:
     text: str                # menu text and help description
     group: str               # menu / help section
     checkable: bool = False
+    short: str = ""          # toolbar text, when the action is on the toolbar
 
 
 SHORTCUTS: tuple[Shortcut, ...] = (
@@ -32,36 +33,36 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("project_settings", ("Ctrl+,",), "Project &settings…", "Project"),
     Shortcut("quit", ("Ctrl+Q",), "&Quit", "Project"),
     # Edit
-    Shortcut("undo", ("Ctrl+Z",), "&Undo", "Edit"),
-    Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "&Redo", "Edit"),
+    Shortcut("undo", ("Ctrl+Z",), "&Undo", "Edit", short="Undo"),
+    Shortcut("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "&Redo", "Edit", short="Redo"),
     Shortcut("delete", ("Delete", "Backspace"), "Delete the selected box / the last polygon point", "Edit"),
     Shortcut("finish", ("Return", "Enter"), "Close the polygon and fill it", "Edit"),
     Shortcut("cancel", ("Escape",), "Cancel the shape in progress, deselect", "Edit"),
     # Tools
-    Shortcut("tool_brush", ("B",), "&Brush (pixel mask)", "Tools", checkable=True),
-    Shortcut("tool_eraser", ("E",), "&Eraser (pixel mask)", "Tools", checkable=True),
-    Shortcut("tool_polygon", ("P",), "&Polygon fill (pixel mask)", "Tools", checkable=True),
-    Shortcut("tool_block", ("K",), "Bloc&ks on the model's grid", "Tools", checkable=True),
-    Shortcut("tool_box", ("R",), "&Rotated box", "Tools", checkable=True),
-    Shortcut("tool_tag", ("T",), "Image &tag only (left drag pans)", "Tools", checkable=True),
+    Shortcut("tool_brush", ("B",), "&Brush (pixel mask)", "Tools", checkable=True, short="Brush"),
+    Shortcut("tool_eraser", ("E",), "&Eraser (pixel mask)", "Tools", checkable=True, short="Eraser"),
+    Shortcut("tool_polygon", ("P",), "&Polygon fill (pixel mask)", "Tools", checkable=True, short="Polygon"),
+    Shortcut("tool_block", ("K",), "Bloc&ks on the model's grid", "Tools", checkable=True, short="Blocks"),
+    Shortcut("tool_box", ("R",), "&Rotated box", "Tools", checkable=True, short="Box"),
+    Shortcut("tool_tag", ("T",), "Image &tag only (left drag pans)", "Tools", checkable=True, short="Tag"),
     Shortcut("brush_smaller", ("[",), "Smaller brush / eraser", "Tools"),
     Shortcut("brush_bigger", ("]",), "Bigger brush / eraser", "Tools"),
     # Labels
-    Shortcut("tag_normal", ("1",), "Tag the image &normal", "Labels"),
-    Shortcut("tag_defective", ("2",), "Tag the image &defective", "Labels"),
-    Shortcut("tag_clear", ("0",), "&Clear the image tag", "Labels"),
+    Shortcut("tag_normal", ("1",), "Tag the image &normal", "Labels", short="Normal"),
+    Shortcut("tag_defective", ("2",), "Tag the image &defective", "Labels", short="Defective"),
+    Shortcut("tag_clear", ("0",), "&Clear the image tag", "Labels", short="No tag"),
     Shortcut("split_train", ("Alt+1",), "Put selected images in the &train split", "Labels"),
     Shortcut("split_test", ("Alt+2",), "Put selected images in the t&est split", "Labels"),
     Shortcut("split_val", ("Alt+3",), "Put selected images in the &val split", "Labels"),
     # Navigate
-    Shortcut("next_image", ("D", "PgDown"), "&Next image", "Navigate"),
-    Shortcut("prev_image", ("A", "PgUp"), "&Previous image", "Navigate"),
+    Shortcut("next_image", ("D", "PgDown"), "&Next image", "Navigate", short="Next"),
+    Shortcut("prev_image", ("A", "PgUp"), "&Previous image", "Navigate", short="Previous"),
     Shortcut("next_unlabelled", ("N",), "Next &unlabelled image", "Navigate"),
     Shortcut("focus_list", ("Ctrl+L",), "Focus the image &list (then Up/Down)", "Navigate"),
     # View
     Shortcut("zoom_in", ("Ctrl++", "Ctrl+=", "+"), "Zoom &in", "View"),
     Shortcut("zoom_out", ("Ctrl+-", "-"), "Zoom &out", "View"),
-    Shortcut("zoom_fit", ("F", "Ctrl+0"), "&Fit the image to the window", "View"),
+    Shortcut("zoom_fit", ("F", "Ctrl+0"), "&Fit the image to the window", "View", short="Fit"),
     Shortcut("zoom_actual", ("Ctrl+1",), "&Actual pixels (100%)", "View"),
     Shortcut("toggle_grid", ("G",), "Show the block &grid in every tool", "View", checkable=True),
     # Help

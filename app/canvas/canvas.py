@@ -24,7 +24,7 @@ from .view import ViewTransform
 BACKGROUND = QColor(38, 40, 44)
 BOX_PEN = QColor(70, 200, 255)
 BOX_SELECTED_PEN = QColor(255, 210, 0)
-CELL_FILL = QColor(255, 150, 0, 90)
+CELL_FILL = QColor(255, 150, 0, 120)
 CELL_PEN = QColor(255, 150, 0, 220)
 GRID_PEN = QColor(255, 255, 255, 70)
 TAG_COLORS = {"normal": QColor(40, 160, 70), "defective": QColor(210, 50, 50), None: QColor(90, 90, 90)}
