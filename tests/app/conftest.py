@@ -8,8 +8,8 @@ from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.store import Store
 
-from .helpers import wait_image
-from .images import make_folder
+from qt_drive import wait_image
+from gen_images import make_folder
 
 
 @pytest.fixture
@@ -35,8 +35,3 @@ def window(qtbot, project_dir, tmp_path):
     w.canvas.setFocus()
     yield w
     w.close()
-
-
-def db(window) -> Store:
-    """A second connection, like another process reading what the window committed."""
-    return Store.open(window.store.folder)

@@ -11,8 +11,7 @@ from app.canvas.tools.box import ROTATE_HANDLE_PX
 from app.store import decode_mask
 from core.labels import RotatedBox
 
-from .conftest import db
-from .helpers import (click, drag, fraction_point, hover, image_point, key, line, wait_image, wheel,
+from qt_drive import (db, click, drag, fraction_point, hover, image_point, key, line, wait_image, wheel,
                       widget_point)
 
 pytestmark = pytest.mark.gui

@@ -90,3 +90,9 @@ class FakeClock:
 def settle(qtbot, ms: int = 50) -> None:
     qtbot.wait(ms)
     time.sleep(0)
+
+
+def db(window):
+    """A second connection, like another process reading what the window committed."""
+    from app.store import Store
+    return Store.open(window.store.folder)

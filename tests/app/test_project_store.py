@@ -9,7 +9,7 @@ from app.store import PROJECT_DB, Store, StoreError, decode_mask, encode_mask, f
 from app.store_schema import SCHEMA_VERSION
 from core.labels import BlockCells, RotatedBox, load_label
 
-from .images import make_image
+from gen_images import make_image
 
 
 def add(store, path, split="train", copied=False):

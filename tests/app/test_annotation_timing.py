@@ -9,7 +9,7 @@ from app.timing import AnnotationTimer
 from app.timing_report import export_timing, summarize, timing_rows
 from core.labels import RotatedBox
 
-from .images import make_image
+from gen_images import make_image
 
 
 class FakeClock:

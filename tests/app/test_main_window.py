@@ -14,9 +14,8 @@ from app.shortcuts import MOUSE, SHORTCUTS
 from app.store import Store
 from core.labels import RotatedBox
 
-from .conftest import db
-from .helpers import FakeClock, click, drag, hover, key, line, wait_image, widget_point
-from .images import make_image
+from qt_drive import db, FakeClock, click, drag, hover, key, line, wait_image, widget_point
+from gen_images import make_image
 
 pytestmark = pytest.mark.gui
 
