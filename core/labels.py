@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -74,7 +75,9 @@ class RotatedBox:
 
     def validate(self, where: str | Path | None = None) -> "RotatedBox":
         vals = (self.cx, self.cy, self.w, self.h, self.angle)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+        # numbers.Real, not (int, float): numpy scalars (float32 from OpenCV, int64 from arrays)
+        # are valid coordinates and are not subclasses of int/float.
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in vals):
             raise LabelError(where, f"box {self.as_dict()} has a non-finite value")
         if self.w <= 0 or self.h <= 0:
             raise LabelError(where, f"box {self.as_dict()} has zero or negative size")
