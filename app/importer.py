@@ -95,14 +95,13 @@ def import_files(store: Store, files: Sequence[Path], *, copy: bool, split: str 
         if s not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {s!r}")
     report = ImportReport()
-    hashes = store.known_hashes() if copy else set()
     total = len(files)
     with store.transaction():
         for i, path in enumerate(files):
             if progress is not None and progress(i, total) is False:
                 report.cancelled = True
                 break
-            reason = _import_one(store, Path(path), copy, splits[i], root, labels, hashes, report)
+            reason = _import_one(store, Path(path), copy, splits[i], root, labels, report)
             if reason is not None:
                 report.skipped.append((Path(path), reason))
             if (i + 1) % BATCH == 0:
@@ -113,19 +112,17 @@ def import_files(store: Store, files: Sequence[Path], *, copy: bool, split: str 
 
 
 def _import_one(store: Store, path: Path, copy: bool, split: str, root: Path | None,
-                labels: dict[Path, ImageLabel] | None, hashes: set[str], report: ImportReport) -> str | None:
+                labels: dict[Path, ImageLabel] | None, report: ImportReport) -> str | None:
     """Import one file; return why it was skipped, or None."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
         return "the file name is not valid UTF-8 (rename the file)"
     try:
-        if not copy and store.find_image(path) is not None:
+        if store.is_imported(path):
             return "already in the project"
         rgb = read_image(path)                     # full decode: catches corrupt/truncated files
         sha1 = file_sha1(path)
-        if copy and sha1 in hashes:
-            return "already in the project (same content)"
         label = labels.get(path.resolve()) if labels else None
         h, w = rgb.shape[:2]
         if label is not None and label.mask is not None and label.mask.shape != (h, w):
@@ -137,12 +134,11 @@ def _import_one(store: Store, path: Path, copy: bool, split: str, root: Path | N
             target = _copy_into(store, path, Path(root.name if root else "") / rel)
         try:
             image_id = store.add_image(target, copied=copy, width=w, height=h, split=split, sha1=sha1,
-                                       thumbnail_png=thumb)
+                                       thumbnail_png=thumb, source=path)
         except BaseException:
             if copy:
                 target.unlink(missing_ok=True)
             raise
-        hashes.add(sha1)
     except SemiRestError as exc:
         return getattr(exc, "problem", None) or str(exc)
     except OSError as exc:

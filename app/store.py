@@ -234,16 +234,17 @@ class Store:
         return self.folder / stored if copied else Path(stored)
 
     def add_image(self, path: Path, *, copied: bool, width: int, height: int, split: str,
-                  sha1: str, thumbnail_png: bytes | None = None) -> int:
+                  sha1: str, thumbnail_png: bytes | None = None, source: Path | None = None) -> int:
+        """Add an image; ``source`` is the file it was copied from (default: ``path`` itself)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         st = Path(path).stat()
         with self.transaction() as db:
             cur = db.execute(
-                "INSERT INTO images(path, copied, width, height, split, file_size, mtime_ns, sha1,"
-                " added_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (self.stored_path(path, copied), int(copied), int(width), int(height), split,
-                 st.st_size, st.st_mtime_ns, sha1, time.time()))
+                "INSERT INTO images(path, copied, source, width, height, split, file_size, mtime_ns,"
+                " sha1, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (self.stored_path(path, copied), int(copied), str(Path(source or path).resolve()),
+                 int(width), int(height), split, st.st_size, st.st_mtime_ns, sha1, time.time()))
             image_id = int(cur.lastrowid)
             if thumbnail_png is not None:
                 db.execute("INSERT INTO thumbnails VALUES (?, ?)", (image_id, thumbnail_png))
@@ -284,8 +285,10 @@ class Store:
                             (self.stored_path(path, copied),)).fetchone()
         return None if r is None else int(r[0])
 
-    def known_hashes(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT sha1 FROM images")}
+    def is_imported(self, source: Path) -> bool:
+        """Was this file imported already (copied in or referenced)?"""
+        return self.db.execute("SELECT 1 FROM images WHERE source = ? LIMIT 1",
+                               (str(Path(source).resolve()),)).fetchone() is not None
 
     def set_split(self, image_ids: Iterable[int], split: str) -> None:
         if split not in SPLITS:

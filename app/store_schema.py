@@ -37,6 +37,7 @@ def _m1_initial(db: sqlite3.Connection) -> None:
         id        INTEGER PRIMARY KEY,
         path      TEXT NOT NULL UNIQUE,           -- relative to the project when copied, else absolute
         copied    INTEGER NOT NULL CHECK (copied IN (0, 1)),
+        source    TEXT NOT NULL,                  -- the file imported (absolute): re-imports skip it
         width     INTEGER NOT NULL CHECK (width > 0),
         height    INTEGER NOT NULL CHECK (height > 0),
         split     TEXT NOT NULL DEFAULT 'train' CHECK (split IN ('train', 'test', 'val')),
@@ -47,6 +48,7 @@ def _m1_initial(db: sqlite3.Connection) -> None:
         rev       INTEGER NOT NULL DEFAULT 0      -- bumped by every label write (change detection)
     );
     CREATE INDEX images_split ON images(split);
+    CREATE INDEX images_source ON images(source);
     CREATE TABLE labels(
         image_id   INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
         kind       TEXT NOT NULL CHECK (kind IN ({LABEL_KINDS_SQL})),
