@@ -29,6 +29,7 @@ ZOOM_STEP = 1.25
 class MainWindow(QMainWindow):
     def __init__(self, project: str | Path | None = None, app_settings: AppSettings | None = None):
         super().__init__()
+        self.setObjectName("main")
         self.app_settings = app_settings or AppSettings()
         self.store: Store | None = None
         self.controller: LabelingController | None = None
