@@ -166,3 +166,41 @@ def test_screenshot(qtbot, qapp, tmp_path):
     assert c.tool.name == "box" and c.tool.selected == 0 and c.show_grid
     w.close()
     qapp.setStyleSheet("")
+
+
+def test_export_timing_and_label_files_from_the_window(qtbot, window, tmp_path):
+    clock = FakeClock()
+    timer = window.controller.timer
+    timer.clock = clock
+    timer.start(window.canvas.document.image_id, "boxes")
+    key(qtbot, window, Qt.Key.Key_R)
+    drag(qtbot, window.canvas, line(widget_point(window.canvas, 10, 10), widget_point(window.canvas, 30, 20)))
+    clock.tick(4)
+    key(qtbot, window, Qt.Key.Key_2)
+    job = window.export_timing(tmp_path / "timing")           # includes the visit in progress
+    with qtbot.waitSignal(job.finished, timeout=20000):
+        pass
+    csv_text = (tmp_path / "timing" / "timing.csv").read_text()
+    assert ",boxes,4.000,1" in csv_text
+    assert (tmp_path / "timing" / "timing_summary.png").stat().st_size > 5000
+    job = window.actions["write_label_files"].trigger() or window.jobs[-1]
+    with qtbot.waitSignal(job.finished, timeout=20000):
+        pass
+    files = sorted((window.store.folder / "labels").glob("*.json"))
+    assert len(files) == 1
+    from core.labels import load_label
+    lab = load_label(files[0])
+    assert lab.tag == "defective" and len(lab.boxes) == 1 and lab.seconds == {"boxes": 4.0}
+
+
+def test_project_settings_change_the_block_grid_and_idle_threshold(qtbot, window):
+    from app.settings import ProjectSettings
+    doc = window.canvas.document
+    assert (doc.grid.rows, doc.grid.cols) == (24, 32)
+    window.store.set_settings(ProjectSettings(image_size=512, block=16, idle_threshold_s=30))
+    window.controller.apply_settings()
+    assert (doc.grid.rows, doc.grid.cols) == (24, 32)   # 64x48 -> 512x384 input, 16 px blocks
+    assert doc.grid.block_w == pytest.approx(2.0) and window.controller.timer.idle_threshold == 30
+    window.store.set_settings(ProjectSettings(image_size=256, block=16))
+    window.controller.apply_settings()
+    assert (doc.grid.rows, doc.grid.cols) == (12, 16)
