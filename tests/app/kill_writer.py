@@ -55,7 +55,9 @@ def window_loop(project: Path) -> None:
         if not c.has_image():
             return
         k = state["k"]
-        y = k % c.document.height
+        h = c.document.height
+        y = k % h
+        win.set_tool("brush" if (k // h) % 2 == 0 else "eraser")   # passes alternate paint / erase
         a = QPoint(*map(round, c.view.to_widget(2.5, y + 0.5)))
         b = QPoint(*map(round, c.view.to_widget(20.5, y + 0.5)))
         QTest.mousePress(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
