@@ -30,7 +30,8 @@ def window(qtbot, project_dir, tmp_path):
     w.resize(1000, 700)
     w.show()
     qtbot.waitExposed(w)
-    w.activateWindow()
+    w.activateWindow()                       # window shortcuts fire only in the active window
+    qtbot.waitUntil(w.isActiveWindow)
     wait_image(qtbot, w)
     w.canvas.setFocus()
     yield w

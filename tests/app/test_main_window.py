@@ -64,6 +64,8 @@ def test_two_windows_on_one_project(qtbot, window, tmp_path):
     image_id = window.canvas.document.image_id
     assert other.canvas.document.image_id == image_id
     # Window 1 draws a box; window 2 notices on its next poll and shows it.
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
     key(qtbot, window, Qt.Key.Key_R)
     drag(qtbot, window.canvas, line(widget_point(window.canvas, 10, 10), widget_point(window.canvas, 30, 20)))
     other.controller.poll_external()
@@ -134,6 +136,8 @@ def test_screenshot(qtbot, qapp, tmp_path):
     w.resize(1280, 800)
     w.show()
     qtbot.waitExposed(w)
+    w.activateWindow()                               # for the G shortcut below
+    qtbot.waitUntil(w.isActiveWindow)
     wait_image(qtbot, w)
     c = w.canvas
     w.set_tool("brush")
