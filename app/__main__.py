@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_headless(a: argparse.Namespace) -> int:
+    from core.errors import SemiRestError
+
     from . import importer
     from .store import Store, StoreError
 
@@ -48,10 +50,14 @@ def run_headless(a: argparse.Namespace) -> int:
     with store:
         split = a.split or store.settings().default_split
         reports = []
-        if a.import_folder:
-            reports.append(importer.import_folder(store, a.import_folder, copy=a.copy, split=split))
-        if a.mvtec:
-            reports.append(importer.import_mvtec(store, a.mvtec, copy=a.copy))
+        try:
+            if a.import_folder:
+                reports.append(importer.import_folder(store, a.import_folder, copy=a.copy, split=split))
+            if a.mvtec:
+                reports.append(importer.import_mvtec(store, a.mvtec, copy=a.copy))
+        except (SemiRestError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         for r in reports:
             print(r.summary())
             for path, why in r.skipped:

@@ -114,6 +114,16 @@ def test_mvtec_import_brings_masks_tags_and_splits(tmp_path):
         assert all(r.path.startswith("images/widget/") for r in rows)
 
 
+def test_inconsistent_mvtec_ground_truth_stops_before_importing(tmp_path):
+    from core.errors import LabelError
+    cat = synthetic_mvtec(tmp_path)
+    (cat / "ground_truth" / "scratch" / "img_001_mask.png").unlink()
+    with Store.create(tmp_path / "p") as store:
+        with pytest.raises(LabelError, match="img_001_mask.png"):
+            import_mvtec(store, cat, copy=True)
+        assert store.image_count() == 0 and not (store.folder / "images").exists()
+
+
 def test_mvtec_import_of_the_real_dataset(tmp_path, piped_category):
     with Store.create(tmp_path / "p") as store:
         report = import_mvtec(store, piped_category, copy=False)
