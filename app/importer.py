@@ -3,8 +3,9 @@
 Every file is fully decoded (core.images) before it is accepted, so corrupt, truncated, empty or
 mislabelled files are caught here, listed with the reason, and skipped; nothing half-imported
 reaches the project. The thumbnail is made from the same decode, so the image list never has to
-open a large image again. Rows are committed in small batches: a kill or a cancel keeps what was
-already imported, and the re-run skips it ("already in the project").
+open a large image again. Decoding happens outside any transaction; rows are then written in
+short batches, so a window labelling meanwhile never waits, and a kill or a cancel keeps what was
+already imported (the re-run skips it: "already in the project").
 
 Runs in a worker thread with its own Store connection; ``progress(done, total)`` returning False
 cancels (between files).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,7 +30,8 @@ from core.labels import ImageLabel
 from .settings import SPLITS, THUMB_SIZE
 from .store import IMAGES_DIR, PROJECT_DB, Store, file_sha1
 
-BATCH = 32
+BATCH = 32                 # files per write transaction
+WRITE_EVERY_S = 0.5        # ... or sooner, for slow (large) files
 Progress = Callable[[int, int], "bool | None"]
 
 
@@ -86,34 +88,58 @@ def _copy_into(store: Store, src: Path, rel: Path) -> Path:
     return dest
 
 
+@dataclass
+class _Prepared:
+    """A file decoded, hashed, thumbnailed (and copied): ready for a short write."""
+
+    source: Path
+    target: Path
+    split: str
+    width: int
+    height: int
+    sha1: str
+    thumb: bytes
+    label: ImageLabel | None
+
+
 def import_files(store: Store, files: Sequence[Path], *, copy: bool, split: str | Sequence[str],
                  root: Path | None = None, labels: dict[Path, ImageLabel] | None = None,
                  progress: Progress | None = None) -> ImportReport:
-    """Import ``files`` (split per file or one for all); ``labels`` keyed by resolved path."""
+    """Import ``files`` (split per file or one for all); ``labels`` keyed by resolved path.
+
+    The slow part (decode, hash, thumbnail, copy) runs outside any transaction; prepared files are
+    written in short batches, so a window labelling meanwhile never waits on the import's lock.
+    """
     splits = [split] * len(files) if isinstance(split, str) else list(split)
     for s in set(splits):
         if s not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {s!r}")
     report = ImportReport()
     total = len(files)
-    with store.transaction():
-        for i, path in enumerate(files):
-            if progress is not None and progress(i, total) is False:
-                report.cancelled = True
-                break
-            reason = _import_one(store, Path(path), copy, splits[i], root, labels, report)
-            if reason is not None:
-                report.skipped.append((Path(path), reason))
-            if (i + 1) % BATCH == 0:
-                store.commit_point()
+    pending: list[_Prepared] = []
+    last_write = time.monotonic()
+    for i, path in enumerate(files):
+        if progress is not None and progress(i, total) is False:
+            report.cancelled = True
+            break
+        item = _prepare(store, Path(path), copy, splits[i], root, labels)
+        if isinstance(item, str):
+            report.skipped.append((Path(path), item))
+        else:
+            pending.append(item)
+        # Write often enough that other windows see progress and a kill keeps what is done.
+        if len(pending) >= BATCH or (pending and time.monotonic() - last_write > WRITE_EVERY_S):
+            _write(store, pending, report)
+            pending, last_write = [], time.monotonic()
+    _write(store, pending, report)
     if progress is not None and not report.cancelled:
         progress(total, total)
     return report
 
 
-def _import_one(store: Store, path: Path, copy: bool, split: str, root: Path | None,
-                labels: dict[Path, ImageLabel] | None, report: ImportReport) -> str | None:
-    """Import one file; return why it was skipped, or None."""
+def _prepare(store: Store, path: Path, copy: bool, split: str, root: Path | None,
+             labels: dict[Path, ImageLabel] | None) -> _Prepared | str:
+    """Decode and check one file (and copy it in); return why it is skipped, if it is."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
@@ -132,23 +158,41 @@ def _import_one(store: Store, path: Path, copy: bool, split: str, root: Path | N
         if copy:
             rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
             target = _copy_into(store, path, Path(root.name if root else "") / rel)
-        try:
-            image_id = store.add_image(target, copied=copy, width=w, height=h, split=split, sha1=sha1,
-                                       thumbnail_png=thumb, source=path)
-        except BaseException:
-            if copy:
-                target.unlink(missing_ok=True)
-            raise
     except SemiRestError as exc:
         return getattr(exc, "problem", None) or str(exc)
     except OSError as exc:
         return f"cannot be read or copied ({exc.strerror or exc})"
-    except sqlite3.IntegrityError:
-        return "already in the project"
-    report.added.append(image_id)
-    if label is not None and _store_label(store, image_id, label):
-        report.labelled += 1
-    return None
+    return _Prepared(path, target, split, w, h, sha1, thumb, label)
+
+
+def _write(store: Store, items: list[_Prepared], report: ImportReport) -> None:
+    """One short transaction for a batch of prepared files (rows, thumbnails, labels)."""
+    if not items:
+        return
+    added, labelled, dupes = [], 0, []
+    try:
+        with store.transaction():
+            for it in items:
+                if store.is_imported(it.source):      # imported meanwhile by another window
+                    dupes.append(it)
+                    continue
+                image_id = store.add_image(it.target, copied=it.target != it.source, width=it.width,
+                                           height=it.height, split=it.split, sha1=it.sha1,
+                                           thumbnail_png=it.thumb, source=it.source)
+                added.append(image_id)
+                if it.label is not None and _store_label(store, image_id, it.label):
+                    labelled += 1
+    except BaseException:
+        for it in items:                               # nothing of the batch is in: drop its copies
+            if it.target != it.source:
+                it.target.unlink(missing_ok=True)
+        raise
+    for it in dupes:
+        if it.target != it.source:
+            it.target.unlink(missing_ok=True)
+        report.skipped.append((it.source, "already in the project"))
+    report.added += added
+    report.labelled += labelled
 
 
 def _store_label(store: Store, image_id: int, label: ImageLabel) -> bool:

@@ -165,3 +165,33 @@ def test_scan_skips_hidden_folders_and_the_project_itself(tmp_path):
         make_image(store.folder / "images" / "x.png")
         files = scan_folder(tmp_path / "data", skip=store.folder)
     assert [f.parent.name for f in files] == ["a", "a"]
+
+
+def test_a_window_never_waits_on_a_running_import(tmp_path):
+    """The import holds the write lock only for short batch writes, never while decoding."""
+    import threading
+    files = make_folder(tmp_path / "imgs", 40)
+    with Store.create(tmp_path / "p") as s:
+        first = import_files(s, files[:1], copy=False, split="train").added[0]
+    started = threading.Event()
+
+    def slow(done, total):           # each file "decodes" slowly, like a 4000 x 4000 PNG
+        started.set()
+        time.sleep(0.02)
+
+    def run():
+        with Store.open(tmp_path / "p") as s:
+            import_files(s, files[1:], copy=False, split="train", progress=slow)
+
+    t = threading.Thread(target=run)
+    t.start()
+    started.wait(5)
+    worst = 0.0
+    with Store.open(tmp_path / "p") as w:
+        while t.is_alive():
+            t0 = time.perf_counter()
+            w.save_tag(first, "normal")
+            worst = max(worst, time.perf_counter() - t0)
+            time.sleep(0.01)
+    t.join()
+    assert worst < 0.25, f"a label write waited {worst:.2f} s on the import"
