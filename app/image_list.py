@@ -8,6 +8,8 @@ rows do not jump away under the user.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit,
@@ -22,6 +24,7 @@ ROW_ROLE = Qt.ItemDataRole.UserRole + 2
 STATUS_COLORS = {"unlabelled": QColor(120, 120, 120), "normal": QColor(40, 160, 70),
                  "defective": QColor(210, 50, 50)}
 ICON = 56   # px shown in the list
+PIXMAP_CACHE = 3000   # list icons kept (scaled to ICON: ~12 kB each)
 
 
 class ImageListModel(QAbstractListModel):
@@ -30,7 +33,7 @@ class ImageListModel(QAbstractListModel):
         self.rows: list[ImageRow] = []
         self._index: dict[int, int] = {}
         self._thumbs = thumbs
-        self._pixmaps: dict[int, QPixmap] = {}
+        self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         thumbs.ready.connect(self._thumb_ready)
 
     def set_rows(self, rows: list[ImageRow]) -> None:
@@ -75,8 +78,13 @@ class ImageListModel(QAbstractListModel):
             img = self._thumbs.get(image_id)     # None: requested in the background
             if img is None:
                 return None
-            pm = QPixmap.fromImage(img)
+            pm = QPixmap.fromImage(img.scaled(ICON, ICON, Qt.AspectRatioMode.KeepAspectRatio,
+                                              Qt.TransformationMode.SmoothTransformation))
             self._pixmaps[image_id] = pm
+            while len(self._pixmaps) > PIXMAP_CACHE:
+                self._pixmaps.popitem(last=False)
+        else:
+            self._pixmaps.move_to_end(image_id)
         return pm
 
     def _thumb_ready(self, image_id: int) -> None:
@@ -104,10 +112,7 @@ class ImageDelegate(QStyledItemDelegate):
         if pm is None:
             p.fillRect(icon, QColor(70, 70, 70))
         else:
-            scaled = pm.scaled(icon.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                               Qt.TransformationMode.SmoothTransformation)
-            p.drawPixmap(icon.left() + (ICON - scaled.width()) // 2,
-                         icon.top() + (ICON - scaled.height()) // 2, scaled)
+            p.drawPixmap(icon.left() + (ICON - pm.width()) // 2, icon.top() + (ICON - pm.height()) // 2, pm)
         text = QRect(icon.right() + 8, r.top() + 4, r.width() - ICON - 16, ICON)
         p.setPen(fg)
         p.drawText(text, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,

@@ -20,7 +20,7 @@ from core.images import read_image
 from .importer import make_thumbnail
 from .store import Store
 
-MEMORY_CACHE = 4000
+MEMORY_CACHE = 1000   # decoded thumbnails (the list keeps its own scaled icons)
 
 
 class ThumbnailLoader(QObject):

@@ -113,7 +113,7 @@ def summary_png(summary: list[KindSummary], title: str = "Annotation time per im
         bars = ax.bar(names, means, yerr=[s.std_s for s in summary], capsize=4,
                       color=["#d9534f", "#f0ad4e", "#5b8def", "#5cb85c"][:len(summary)])
         for bar, s in zip(bars, summary):
-            ax.annotate(f"{s.mean_s:.1f} s\nn={s.images}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ax.annotate(f"{s.mean_s:.1f} s\nn={s.images}", (bar.get_x() + bar.get_width() / 2, s.mean_s + s.std_s),
                         xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
         ax.set_ylim(0, max(m + s.std_s for m, s in zip(means, summary)) * 1.35 + 1e-9)
     else:
