@@ -70,6 +70,7 @@ class LabelingController(QObject):
         self._generation += 1
         self.current_id = image_id
         if image_id is None:
+            self.undo_group.setActiveStack(None)
             self.canvas.show_message("No image")
             return
         try:
@@ -138,6 +139,11 @@ class LabelingController(QObject):
         self.canvas.show_message(reason)
         self.undo_group.setActiveStack(None)
         self.imageFailed.emit(image_id, reason)
+
+    def forget(self, image_ids) -> None:
+        """Drop documents and undo history of images that left the project."""
+        for image_id in image_ids:
+            self._forget(image_id)
 
     def _forget(self, image_id: int) -> None:
         entry = self._docs.pop(image_id, None)

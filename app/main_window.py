@@ -91,6 +91,7 @@ class MainWindow(QMainWindow):
             "split_train": lambda: self.set_split("train"),
             "split_test": lambda: self.set_split("test"),
             "split_val": lambda: self.set_split("val"),
+            "remove_images": lambda: self.remove_images(),
             "next_image": lambda: self.image_list and self.image_list.step(1),
             "prev_image": lambda: self.image_list and self.image_list.step(-1),
             "next_unlabelled": lambda: self.image_list and self.image_list.next_unlabelled(),
@@ -124,7 +125,8 @@ class MainWindow(QMainWindow):
     def _update_enabled(self) -> None:
         has = self.store is not None
         for name in ("import_folder", "import_mvtec", "export_labels", "export_timing",
-                     "write_label_files", "project_settings", "split_train", "split_test", "split_val"):
+                     "write_label_files", "project_settings", "split_train", "split_test", "split_val",
+                     "remove_images"):
             self.actions[name].setEnabled(has)
         if self.controller is None:
             self.actions["undo"].setEnabled(False)
@@ -223,6 +225,27 @@ class MainWindow(QMainWindow):
         for i in ids:
             self.image_list.refresh(i)
         self.statusBar().showMessage(f"{len(ids)} image(s) moved to the {split} split", 4000)
+
+    def remove_images(self, confirm: bool = True) -> int:
+        """Forget the selected images and their labels (copies inside the project are deleted)."""
+        if self.store is None or self.image_list is None:
+            return 0
+        ids = self.image_list.selected_ids()
+        if not ids:
+            return 0
+        if confirm and QMessageBox.question(
+                self, "Remove images", f"Remove {len(ids)} image(s) and their labels from the project? "
+                "Images copied into the project are deleted; referenced files are left alone.") \
+                != QMessageBox.StandardButton.Yes:
+            return 0
+        row = self.image_list.model.row_of(ids[0]) or 0
+        self.controller.open_image(None)
+        self.controller.forget(ids)
+        self.store.remove_images(ids)
+        self.image_list.reload()
+        self.image_list.select_row(min(row, self.image_list.model.rowCount() - 1))
+        self.statusBar().showMessage(f"{len(ids)} image(s) removed", 5000)
+        return len(ids)
 
     def _image_shown(self, image_id: int) -> None:
         row = self.store.image(image_id)

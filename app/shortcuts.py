@@ -54,6 +54,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("split_train", ("Alt+1",), "Put selected images in the &train split", "Labels"),
     Shortcut("split_test", ("Alt+2",), "Put selected images in the t&est split", "Labels"),
     Shortcut("split_val", ("Alt+3",), "Put selected images in the &val split", "Labels"),
+    Shortcut("remove_images", ("Shift+Del",), "Re&move selected images from the project…", "Labels"),
     # Navigate
     Shortcut("next_image", ("D", "PgDown"), "&Next image", "Navigate", short="Next"),
     Shortcut("prev_image", ("A", "PgUp"), "&Previous image", "Navigate", short="Previous"),

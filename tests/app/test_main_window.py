@@ -208,3 +208,16 @@ def test_project_settings_change_the_block_grid_and_idle_threshold(qtbot, window
     window.store.set_settings(ProjectSettings(image_size=256, block=16))
     window.controller.apply_settings()
     assert (doc.grid.rows, doc.grid.cols) == (12, 16)
+
+
+def test_remove_images(qtbot, window):
+    panel = window.image_list
+    ids = [r.id for r in panel.model.rows]
+    key(qtbot, window, Qt.Key.Key_1)
+    assert window.remove_images(confirm=False) == 1
+    wait_image(qtbot, window, ids[1])
+    assert [r.id for r in panel.model.rows] == ids[1:]
+    assert not window.controller.undo_stack.canUndo() and ids[0] not in window.controller._docs
+    with db(window) as s:
+        assert s.image_count() == 2 and s.db.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+        assert all(r.abs_path.is_file() for r in s.images())     # referenced files are left alone
