@@ -236,3 +236,29 @@ def test_navigation_keeps_each_images_history(qtbot, window):
     assert c.document.tag == "normal" and window.actions["undo"].isEnabled()
     undo(qtbot, window)
     assert stored(window).tag is None
+
+
+def test_escape_drops_a_stroke_in_progress_and_space_or_tag_tool_pans(qtbot, window):
+    from qt_drive import LEFT, NO_MOD, _move
+    c = window.canvas
+    key(qtbot, window, Qt.Key.Key_B)
+    c.set_brush_radius(3)
+    qtbot.mousePress(c, LEFT, NO_MOD, widget_point(c, 10, 10))
+    _move(c, widget_point(c, 30, 10))
+    assert c.document.mask.any()                       # painted live...
+    key(qtbot, window, Qt.Key.Key_Escape)
+    qtbot.mouseRelease(c, LEFT, NO_MOD, widget_point(c, 30, 10))
+    assert not c.document.mask.any() and stored_mask(window) is None    # ...and dropped
+    assert not window.actions["undo"].isEnabled()
+    # Space + left drag pans instead of painting.
+    ox = c.view.ox
+    qtbot.keyPress(c, Qt.Key.Key_Space)
+    drag(qtbot, c, [QPoint(300, 300), QPoint(330, 300)])
+    qtbot.keyRelease(c, Qt.Key.Key_Space)
+    assert c.view.ox == pytest.approx(ox + 30) and not c.document.mask.any()
+    # In the tag tool the left button pans too.
+    key(qtbot, window, Qt.Key.Key_T)
+    oy = c.view.oy
+    drag(qtbot, c, [QPoint(300, 300), QPoint(300, 340)])
+    assert (c.view.ox, c.view.oy) == pytest.approx((ox + 30, oy + 40))
+    assert stored(window).boxes == [] and stored_mask(window) is None
