@@ -24,7 +24,7 @@ from core.errors import SemiRestError
 from .canvas.canvas import Canvas
 from .canvas.commands import tag_command
 from .canvas.document import LabelDocument
-from .canvas.layers import LoadedImage, load_image
+from .canvas.layers import load_image
 from .settings import EXTERNAL_POLL_MS, SAVE_TIMING_EVERY_MS
 from .store import Store, StoreError, decode_mask
 from .timing import TOOL_KINDS, AnnotationTimer

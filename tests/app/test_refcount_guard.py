@@ -3,14 +3,8 @@ import subprocess
 import sys
 
 import pytest
-from PySide6.QtCore import QObject, QRect, Signal
-from PySide6.QtWidgets import QWidget
 
 import app._refcount_guard as guard
-
-
-class Emitter(QObject):
-    ping = Signal()
 
 
 def test_singletons_cannot_reach_zero(qapp):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen, QPolygonF
 
 from ..commands import MaskPatchCommand
