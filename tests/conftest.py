@@ -1,4 +1,5 @@
-"""Shared fixtures: real data location, a tiny config, and small generated datasets."""
+"""Shared test setup: Qt offscreen, isolated user settings, the real dataset (optional), a tiny
+config and small generated datasets."""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,30 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parent.parent
-PIPED = ROOT.parent / "shared" / "data" / "piped"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+PIPED_ROOT = SHARED_DATA / "piped"
+PIPED = PIPED_ROOT / "PA_BDP01_TL"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_settings(tmp_path, monkeypatch):
+    """Never read or write the real user's QSettings (recent projects, brush size)."""
+    monkeypatch.setenv("SEMIREST_STUDIO_SETTINGS", str(tmp_path / "user-settings.ini"))
 
 
 @pytest.fixture(scope="session")
 def piped() -> Path:
-    if not PIPED.is_dir():
-        pytest.skip(f"real data not found at {PIPED} (../shared/data/piped beside the repository)")
+    """The PIPED root (``../shared/data/piped``); skips when it is absent."""
+    if not PIPED_ROOT.is_dir():
+        pytest.skip(f"real data not found at {PIPED_ROOT} (../shared/data/piped beside the repository)")
+    return PIPED_ROOT
+
+
+@pytest.fixture
+def piped_category():
+    """One real PIPED category in the MVTec layout; skips when it is absent."""
+    if not (PIPED / "ground_truth").is_dir():
+        pytest.skip(f"real data not found at {PIPED} (../shared/data is absent on this machine)")
     return PIPED
 
 

@@ -1,0 +1,99 @@
+"""``semirest-studio [PROJECT_DIR]`` and ``python -m app``.
+
+    semirest-studio                       start page (new / open / recent projects)
+    semirest-studio PROJECT               open a project
+    semirest-studio --new DIR             create a project and open it
+    semirest-studio --new DIR --import FOLDER [--copy] [--split test]
+    semirest-studio PROJECT --mvtec CATEGORY_DIR --headless
+                                          import without a window (prints skipped files), exit
+
+With ``--headless`` nothing graphical starts: for scripted use on a line computer.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .settings import SPLITS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="semirest-studio", description="SemiREST Studio: label, train, review.")
+    p.add_argument("project", nargs="?", help="project folder to open")
+    p.add_argument("--new", metavar="DIR", help="create a new project in DIR")
+    p.add_argument("--import", dest="import_folder", metavar="FOLDER", help="import a folder of images")
+    p.add_argument("--mvtec", metavar="CATEGORY", help="import an MVTec-layout category with its masks")
+    p.add_argument("--copy", action="store_true", help="copy imported images into the project")
+    p.add_argument("--split", choices=SPLITS, help="split for imported images (plain folders)")
+    p.add_argument("--headless", action="store_true", help="do the import and exit, without a window")
+    a = p.parse_args(argv)
+    if a.new and a.project:
+        p.error("give either PROJECT or --new DIR, not both")
+    if (a.import_folder or a.mvtec or a.headless) and not (a.new or a.project):
+        p.error("--import/--mvtec/--headless need a PROJECT or --new DIR")
+    return a
+
+
+def run_headless(a: argparse.Namespace) -> int:
+    from core.errors import SemiRestError
+
+    from . import importer
+    from .store import Store, StoreError
+
+    folder = a.new or a.project
+    try:
+        store = Store.create(folder) if a.new and not Store.is_project(folder) else Store.open(folder)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with store:
+        split = a.split or store.settings().default_split
+        reports = []
+        try:
+            if a.import_folder:
+                reports.append(importer.import_folder(store, a.import_folder, copy=a.copy, split=split))
+            if a.mvtec:
+                reports.append(importer.import_mvtec(store, a.mvtec, copy=a.copy))
+        except (SemiRestError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for r in reports:
+            print(r.summary())
+            for path, why in r.skipped:
+                print(f"  skipped {path}: {why}")
+        print(f"{store.folder}: {store.image_count()} images")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.headless:
+        return run_headless(a)
+    from PySide6.QtWidgets import QApplication
+
+    from . import resources
+    from .main_window import MainWindow
+    from .store import Store
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("SemiREST Studio")
+    app.setOrganizationName("SemiREST")
+    app.setStyleSheet(resources.style_sheet())
+    if a.new:
+        Path(a.new).mkdir(parents=True, exist_ok=True)
+        window = MainWindow()
+        window.open_project(a.new, create=not Store.is_project(a.new))
+    else:
+        window = MainWindow(a.project)
+    window.show()
+    if window.store is not None:
+        if a.import_folder:
+            window.import_folder(a.import_folder, a.copy, a.split or window.store.settings().default_split)
+        if a.mvtec:
+            window.import_mvtec(a.mvtec, a.copy)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

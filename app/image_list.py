@@ -1,0 +1,248 @@
+"""The image list: thumbnails, status and split, filters, keyboard navigation.
+
+A list model over the store's rows (one SQL query per reload), a delegate that paints thumbnail,
+name and a status chip, and a filter bar. Thumbnails come from :class:`ThumbnailLoader` in the
+background; until one arrives the row shows a grey square, so thousands of rows scroll freely.
+An image whose labels change while a filter is on stays in the list until the filter changes:
+rows do not jump away under the user.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit,
+                               QListView, QStyle, QStyledItemDelegate, QVBoxLayout, QWidget)
+
+from .settings import SPLITS, THUMB_SIZE
+from .store import STATUSES, ImageRow, Store
+from .thumbnails import ThumbnailLoader
+
+ID_ROLE = Qt.ItemDataRole.UserRole + 1
+ROW_ROLE = Qt.ItemDataRole.UserRole + 2
+STATUS_COLORS = {"unlabelled": QColor(120, 120, 120), "normal": QColor(40, 160, 70),
+                 "defective": QColor(210, 50, 50)}
+ICON = 56   # px shown in the list
+PIXMAP_CACHE = 3000   # list icons kept (scaled to ICON: ~12 kB each)
+
+
+class ImageListModel(QAbstractListModel):
+    def __init__(self, thumbs: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.rows: list[ImageRow] = []
+        self._index: dict[int, int] = {}
+        self._thumbs = thumbs
+        self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
+        thumbs.ready.connect(self._thumb_ready)
+
+    def set_rows(self, rows: list[ImageRow]) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self._index = {r.id: i for i, r in enumerate(rows)}
+        self.endResetModel()
+
+    def update_row(self, row: ImageRow) -> None:
+        i = self._index.get(row.id)
+        if i is not None:
+            self.rows[i] = row
+            idx = self.index(i)
+            self.dataChanged.emit(idx, idx)
+
+    def row_of(self, image_id: int) -> int | None:
+        return self._index.get(image_id)
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return row.name
+        if role == ID_ROLE:
+            return row.id
+        if role == ROW_ROLE:
+            return row
+        if role == Qt.ItemDataRole.ToolTipRole:
+            where = "copied into the project" if row.copied else "referenced"
+            return f"{row.abs_path}\n{row.width} x {row.height} px, {row.split}, {row.status} ({where})"
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.pixmap(row.id)
+        return None
+
+    def pixmap(self, image_id: int) -> QPixmap | None:
+        pm = self._pixmaps.get(image_id)
+        if pm is None:
+            img = self._thumbs.get(image_id)     # None: requested in the background
+            if img is None:
+                return None
+            pm = QPixmap.fromImage(img.scaled(ICON, ICON, Qt.AspectRatioMode.KeepAspectRatio,
+                                              Qt.TransformationMode.SmoothTransformation))
+            self._pixmaps[image_id] = pm
+            while len(self._pixmaps) > PIXMAP_CACHE:
+                self._pixmaps.popitem(last=False)
+        else:
+            self._pixmaps.move_to_end(image_id)
+        return pm
+
+    def _thumb_ready(self, image_id: int) -> None:
+        i = self._index.get(image_id)
+        if i is not None:
+            idx = self.index(i)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+
+class ImageDelegate(QStyledItemDelegate):
+    def sizeHint(self, option, index) -> QSize:
+        return QSize(200, ICON + 8)
+
+    def paint(self, p: QPainter, option, index) -> None:
+        row: ImageRow = index.data(ROW_ROLE)
+        p.save()
+        if option.state & QStyle.StateFlag.State_Selected:
+            p.fillRect(option.rect, option.palette.highlight())
+            fg = option.palette.highlightedText().color()
+        else:
+            fg = option.palette.text().color()
+        r = option.rect
+        icon = QRect(r.left() + 4, r.top() + 4, ICON, ICON)
+        pm = index.data(Qt.ItemDataRole.DecorationRole)
+        if pm is None:
+            p.fillRect(icon, QColor(70, 70, 70))
+        else:
+            p.drawPixmap(icon.left() + (ICON - pm.width()) // 2, icon.top() + (ICON - pm.height()) // 2, pm)
+        text = QRect(icon.right() + 8, r.top() + 4, r.width() - ICON - 16, ICON)
+        p.setPen(fg)
+        p.drawText(text, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
+                   p.fontMetrics().elidedText(row.name, Qt.TextElideMode.ElideMiddle, text.width()))
+        chip = QRect(text.left(), text.top() + p.fontMetrics().height() + 6, 0, p.fontMetrics().height() + 2)
+        for label, color in ((row.status, STATUS_COLORS[row.status]), (row.split, QColor(80, 110, 160))):
+            chip.setWidth(p.fontMetrics().horizontalAdvance(label) + 12)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(color)
+            p.drawRoundedRect(chip, 4, 4)
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(chip, Qt.AlignmentFlag.AlignCenter, label)
+            chip.moveLeft(chip.right() + 6)
+        p.restore()
+
+
+class ImageListPanel(QWidget):
+    currentImageChanged = Signal(object)     # image id or None
+
+    def __init__(self, store: Store, thumbs: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self.store = store
+        self.status_filter = QComboBox()
+        self.status_filter.addItem("All images", None)
+        for s in STATUSES:
+            self.status_filter.addItem(s.capitalize(), s)
+        self.split_filter = QComboBox()
+        self.split_filter.addItem("All splits", None)
+        for s in SPLITS:
+            self.split_filter.addItem(s, s)
+        self.search = QLineEdit(placeholderText="Filter by name…", clearButtonEnabled=True)
+        self.count = QLabel()
+        self._total = 0
+        self.model = ImageListModel(thumbs, self)
+        self.view = QListView()
+        self.view.setModel(self.model)
+        self.view.setItemDelegate(ImageDelegate(self.view))
+        self.view.setUniformItemSizes(True)          # only visible rows are measured and painted
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
+        filters = QHBoxLayout()
+        filters.addWidget(self.status_filter)
+        filters.addWidget(self.split_filter)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(filters)
+        lay.addWidget(self.search)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.count)
+        self.status_filter.currentIndexChanged.connect(lambda _: self.reload())
+        self.split_filter.currentIndexChanged.connect(lambda _: self.reload())
+        self.search.textChanged.connect(lambda _: self.reload())
+        self.view.selectionModel().currentChanged.connect(self._current_changed)
+
+    def reload(self) -> None:
+        """Re-read the rows for the current filters, keeping the current image if it still shows."""
+        current = self.current_id()
+        rows = self.store.images(split=self.split_filter.currentData(), status=self.status_filter.currentData())
+        needle = self.search.text().strip().lower()
+        if needle:
+            rows = [r for r in rows if needle in str(r.path).lower()]
+        self.view.selectionModel().blockSignals(True)
+        self.model.set_rows(rows)
+        self.view.selectionModel().blockSignals(False)
+        self._total = self.store.image_count()
+        self.count.setText(f"{len(rows)} of {self._total} images")
+        if current is not None and self.model.row_of(current) is not None:
+            self.select(current, emit=False)
+        elif current is not None:
+            self.currentImageChanged.emit(self.current_id())
+
+    def refresh(self, image_id: int) -> None:
+        """One image's labels or split changed: update its row in place."""
+        try:
+            self.model.update_row(self.store.image(image_id))
+        except Exception:
+            self.reload()
+
+    def refresh_all(self) -> None:
+        """Another window changed the project: update statuses; reload if images came or went."""
+        rows = {r.id: r for r in self.store.images()}
+        if len(rows) != self._total or any(r.id not in rows for r in self.model.rows):
+            self.reload()
+            return
+        for r in list(self.model.rows):
+            if rows[r.id] != r:
+                self.model.update_row(rows[r.id])
+
+    def current_id(self) -> int | None:
+        idx = self.view.currentIndex()
+        return idx.data(ID_ROLE) if idx.isValid() else None
+
+    def selected_ids(self) -> list[int]:
+        ids = [i.data(ID_ROLE) for i in self.view.selectionModel().selectedIndexes()]
+        cur = self.current_id()
+        return ids or ([cur] if cur is not None else [])
+
+    def select(self, image_id: int, emit: bool = True) -> bool:
+        row = self.model.row_of(image_id)
+        if row is None:
+            return False
+        idx = self.model.index(row)
+        if not emit:
+            self.view.selectionModel().blockSignals(True)
+        self.view.setCurrentIndex(idx)
+        self.view.scrollTo(idx)
+        if not emit:
+            self.view.selectionModel().blockSignals(False)
+            self.view.viewport().update()
+        return True
+
+    def select_row(self, row: int) -> bool:
+        if not 0 <= row < self.model.rowCount():
+            return False
+        return self.select(self.model.rows[row].id)
+
+    def step(self, delta: int) -> bool:
+        cur = self.current_id()
+        row = -1 if cur is None else self.model.row_of(cur)
+        return self.select_row(max(0, row + delta) if cur is not None else 0)
+
+    def next_unlabelled(self) -> bool:
+        cur = self.current_id()
+        start = 0 if cur is None else self.model.row_of(cur) + 1
+        n = len(self.model.rows)
+        for k in range(n):
+            r = self.model.rows[(start + k) % n]
+            if r.status == "unlabelled" and r.id != cur:
+                return self.select(r.id)
+        return False
+
+    def _current_changed(self, current, _previous) -> None:
+        self.currentImageChanged.emit(current.data(ID_ROLE) if current.isValid() else None)

@@ -1,0 +1,22 @@
+"""Small synthetic images for the app tests (no dependence on ../shared/data)."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.images import write_png
+
+
+def make_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
+    """A textured RGB PNG with a dark blob, so screenshots show something."""
+    rng = np.random.default_rng(seed)
+    img = (rng.integers(90, 160, size=(height, width, 3))).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (5, 5), 0)
+    cv2.circle(img, (width // 3, height // 2), max(2, min(width, height) // 8), (30, 30, 40), -1)
+    write_png(path, img)
+    return path
+
+
+def make_folder(folder: Path, n: int = 3, width: int = 64, height: int = 48) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_image(folder / f"img_{i:03d}.png", width, height, seed=i) for i in range(n)]
