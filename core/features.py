@@ -185,7 +185,7 @@ def position_code(rows: int, cols: int, dim: int, rho: float = 1.0) -> torch.Ten
     Channels [0, d/4): sin(c/rho * w_k), [d/4, d/2): cos(c/rho * w_k), [d/2, 3d/4): sin(r/rho * w_k),
     [3d/4, d): cos(r/rho * w_k), with w_k = 10000^(-4k/d), k = 0..d/4-1. The paper prints the
     exponent as 8k/d; the research code (MAE's get_2d_sincos_pos_embed) uses 4k/d, which we follow
-    (docs/decisions/0002-position-code.md).
+    (docs/decisions/0006-position-code.md).
     """
     if dim % 4:
         raise ValueError(f"position code needs a dimension divisible by 4, got {dim}")
