@@ -122,8 +122,9 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             material.residual_scale = init.residual_scale
         has_hard = any(not (d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
         has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        fp = _fingerprint(cfg, normal_paths, labels or [], init_from)
         trainer = Trainer(cfg, material, dev, report, checkpoint=ckpt,
-                          init_state=init.swin_state if init else None)
+                          init_state=init.swin_state if init else None, fingerprint=fp)
         if init is None or has_hard or not has_unknown:
             result = trainer.run()
         else:
@@ -131,7 +132,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         if has_unknown:
             from .resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
             semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
-                                      init_state=result.state)
+                                      init_state=result.state, fingerprint=fp)
             result = semi.run(previous=result)
         swin = trainer.model
         swin.load_state_dict(result.state)
@@ -166,6 +167,18 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         raise
 
 
+def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], init_from) -> str:
+    """Identity of a training run (settings, images, labels), so a checkpoint is only resumed by
+    the run that wrote it."""
+    import hashlib
+    import json
+    lab = sorted((str(Path(x.image).resolve()), x.kind or "", len(x.boxes), x.tag or "",
+                  int(x.mask.sum()) if x.mask is not None else -1) for x in labels)
+    blob = json.dumps([cfg.to_dict(), sorted(str(Path(p).resolve()) for p in normals), lab,
+                       str(init_from) if isinstance(init_from, (str, Path)) else None], default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
 def _device_name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
 
@@ -189,11 +202,11 @@ def _calibrate(model, material, cfg: Config, dev) -> dict:
 def train(data: str | Path, category: str | None, out: str | Path, cfg: Config | None = None,
           device: str = "auto", labels: list[ImageLabel] | None = None,
           progress: ProgressCallback | None = None, cancel_event: threading.Event | None = None,
-          resume: bool = True) -> ModelBundle:
+          resume: bool = True, init_from: str | Path | ModelBundle | None = None) -> ModelBundle:
     """Train on an MVTec-layout category's ``train/good`` (plus optional labelled images)."""
     ds = load_mvtec(data, category, need_test=False)
     return fit(ds.train, out, cfg, device, labels, progress, cancel_event, resume,
-               record={"data": str(ds.root), "category": ds.name})
+               record={"data": str(ds.root), "category": ds.name}, init_from=init_from)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     t = sub.add_parser("train", help="fit the memory bank and train the residual Swin Transformer")
-    t.add_argument("--data", required=True, help="MVTec-layout root (or the category folder itself)")
+    t.add_argument("--data", help="MVTec-layout root (or the category folder itself): normals from train/good")
     t.add_argument("--category", help="category folder under --data")
+    t.add_argument("--normals", help="instead of --data: a folder of normal images, or a text file "
+                                     "listing one image path per line (relative to the file)")
     t.add_argument("--out", required=True, help="model file to write")
     t.add_argument("--labels", help="folder of per-image label JSON files (semirest.labels/1) of defective images")
     t.add_argument("--init", help="start from this model (e.g. the unsupervised one, for boxes or tags)")
@@ -118,13 +120,36 @@ def _metrics_table(metrics: dict, title: str) -> str:
     return "\n".join(rows)
 
 
+def _normal_list(path: str) -> list[Path]:
+    from .errors import DatasetError
+    from .images import list_images
+    p = Path(path)
+    if p.is_dir():
+        imgs = list_images(p)
+    elif p.is_file():
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+        imgs = [(p.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines if ln and not ln.startswith("#")]
+    else:
+        raise DatasetError(p, "no such folder or list file")
+    if not imgs:
+        raise DatasetError(p, "lists no images")
+    return imgs
+
+
 def cmd_train(args, out: _Output) -> int:
     from . import api
     from .labels import load_label_dir
     cfg = _config(args)
     labels = list(load_label_dir(args.labels).values()) if args.labels else None
-    bundle = api.train(args.data, args.category, args.out, cfg, args.device, labels=labels,
-                       progress=out.render, resume=not args.no_resume)
+    if args.normals:
+        bundle = api.fit(_normal_list(args.normals), args.out, cfg, args.device, labels=labels,
+                         progress=out.render, resume=not args.no_resume, init_from=args.init,
+                         record={"normals": str(args.normals)})
+    elif args.data:
+        bundle = api.train(args.data, args.category, args.out, cfg, args.device, labels=labels,
+                           progress=out.render, resume=not args.no_resume, init_from=args.init)
+    else:
+        raise SemiRestError("train needs --data (an MVTec-layout folder) or --normals")
     out.result({"model": str(args.out), "backbone": bundle.backbone, "validation": {
         k: v for k, v in bundle.validation.items() if k != "history"}, "training": bundle.training},
         f"saved {args.out}: {bundle.summary()}")
@@ -195,8 +220,19 @@ def cmd_info(args, out) -> int:
     return 0
 
 
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
     args = build_parser().parse_args(argv)
+    # SIGTERM (the app's Cancel, a service manager) stops like Ctrl-C: temporary files are removed,
+    # the training checkpoint is kept for resuming.
+    try:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    except ValueError:   # not the main thread (embedded use): leave signals alone
+        pass
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     out = _Output(getattr(args, "progress_json", False))
     verbs = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "devices": cmd_devices, "info": cmd_info}

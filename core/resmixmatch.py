@@ -56,8 +56,8 @@ def mixup_tokens(x: torch.Tensor, y: torch.Tensor, alpha: float,
 class ResMixMatchTrainer(Trainer):
     """Stage 2: fine-tune with Algorithm 1 on weakly labelled images."""
 
-    def __init__(self, cfg: Config, material, device, report, checkpoint=None, init_state=None):
-        super().__init__(cfg, material, device, report, checkpoint, init_state)
+    def __init__(self, cfg: Config, material, device, report, checkpoint=None, init_state=None, fingerprint=""):
+        super().__init__(cfg, material, device, report, checkpoint, init_state, fingerprint)
         self.weak = [d for d in material.defective if (d.targets == BLOCK_UNKNOWN).any()]
         if not self.weak:
             raise ValueError("ResMixMatch needs images with unknown blocks (boxes or defective tags)")

@@ -134,9 +134,10 @@ class Trainer:
     """Unsupervised / supervised training of the residual Swin Transformer (Eq. 11 focal loss)."""
 
     def __init__(self, cfg: Config, material: Material, device: torch.device, report: Reporter,
-                 checkpoint: Path | None = None, init_state: dict | None = None):
+                 checkpoint: Path | None = None, init_state: dict | None = None, fingerprint: str = ""):
         self.cfg, self.m, self.device, self.report = cfg, material, torch.device(device), report
         self.checkpoint = checkpoint
+        self.fingerprint = fingerprint   # of config + data: a checkpoint of another run is not resumed
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(material.feature_dim, cfg, material.residual_scale).to(self.device)
         if init_state is not None:
@@ -202,8 +203,12 @@ class Trainer:
             if not math.isnan(previous.best_metric):
                 best = {"metric": previous.best_metric, "step": 0, "state": previous.state}
         if self.checkpoint is not None and self.checkpoint.exists():
-            start, best, history = self._resume(opt, sched, ema)
-            self.report.log(f"resumed from {self.checkpoint} at step {start}")
+            resumed = self._resume(opt, sched, ema)
+            if resumed is None:
+                self.report.log(f"{self.checkpoint} belongs to another run (other settings or data): starting over")
+            else:
+                start, best, history = resumed
+                self.report.log(f"resumed from {self.checkpoint} at step {start}")
         t0, seconds_before = time.perf_counter(), (history[-1]["seconds"] if history else 0.0)
         steps_before = previous.steps if previous is not None else 0
         self.model.train()
@@ -230,7 +235,8 @@ class Trainer:
                                     **parts, **val))
                 metrics.update(val)
             self.report("train", done, total, self.stage, **metrics)
-            if self.checkpoint is not None and (done % t.checkpoint_every == 0) and done < total:
+            # also at the very end: a resumed run whose stage finished skips straight past it
+            if self.checkpoint is not None and (done % t.checkpoint_every == 0 or done == total):
                 self._save(done, opt, sched, ema, best, history)
         if best["state"] is None:
             best = {"metric": float("nan"), "step": total, "state": ema.model.state_dict()}
@@ -241,13 +247,18 @@ class Trainer:
     def _save(self, step, opt, sched, ema, best, history) -> None:
         state = {"step": step, "model": self.model.state_dict(), "ema": ema.model.state_dict(),
                  "ema_updates": ema.updates, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "best": best, "history": history, "gen": self.gen.get_state(),
+                 "best": best, "history": history, "gen": self.gen.get_state(), "fingerprint": self.fingerprint,
                  "sampler": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
         with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
 
     def _resume(self, opt, sched, ema):
-        st = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        try:
+            st = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        except Exception:   # truncated or foreign file: not resumable
+            return None
+        if not isinstance(st, dict) or st.get("fingerprint") != self.fingerprint:
+            return None
         self.model.load_state_dict(st["model"])
         ema.model.load_state_dict(st["ema"])
         ema.updates = st["ema_updates"]

@@ -1,0 +1,228 @@
+"""The CLI end to end on a small generated dataset, the worker's JSON protocol, resuming, and bad
+input: every error names the file and the problem and exits with status 2."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from core import api
+from core.cli import main
+from core.errors import Cancelled
+
+TINY = {
+    "preset": "cpu",
+    "features": {"image_size": 128},
+    "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
+    "train": {"steps": 20, "val_every": 10, "checkpoint_every": 10, "warmup_steps": 5},
+    "synthesis": {"per_normal": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    return p
+
+
+@pytest.fixture(scope="module")
+def model(demo_data, tiny_yaml, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "model.pt"
+    assert main(["train", "--data", str(demo_data), "--out", str(out), "--config", str(tiny_yaml),
+                 "--device", "cpu"]) == 0
+    return out
+
+
+def test_train_writes_model_and_reports_backbone(model, capsys):
+    assert model.is_file() and model.stat().st_size > 10_000
+    assert main(["info", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "backbone tf_efficientnet_lite0" in out
+
+
+def test_progress_json_protocol(demo_data, tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["train", "--data", str(demo_data), "--out", str(out), "--config", str(tiny_yaml),
+                 "--device", "cpu", "--progress-json"]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert all(ln["event"] in ("progress", "result") for ln in lines)
+    stages = [ln["stage"] for ln in lines if ln["event"] == "progress"]
+    for stage in ("features", "coreset", "synthesis", "neighbours", "train"):
+        assert stage in stages
+    train = [ln for ln in lines if ln["event"] == "progress" and ln["stage"] == "train"]
+    assert train[-1]["done"] == train[-1]["total"] == 20
+    assert "loss" in train[-1]["metrics"] and "eta_s" in train[1]["metrics"]   # the rate needs two events
+    result = lines[-1]
+    assert result["event"] == "result" and result["backbone"] == "tf_efficientnet_lite0"
+    assert 0 <= result["validation"]["val_pixel_ap"] <= 1
+
+
+def _odd_inputs(folder: Path) -> dict[str, tuple[int, int]]:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = rng.integers(100, 200, (97, 173, 3)).astype(np.uint8)
+    files = {
+        "gray.png": base[..., 0],
+        "rgba.png": np.dstack([base, np.full(base.shape[:2], 128, np.uint8)]),
+        "sixteen.png": base.astype(np.uint16) * 257,
+        "odd size.png": base[:61, :150],
+        "ñandú 画像.png": base,
+    }
+    sizes = {}
+    for name, arr in files.items():
+        ok, buf = cv2.imencode(".png", arr)
+        assert ok
+        (folder / name).write_bytes(buf.tobytes())
+        sizes[name] = (arr.shape[0], arr.shape[1])
+    return sizes
+
+
+def test_predict_any_image_kind_and_size(model, tmp_path, capsys):
+    sizes = _odd_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(model), "--images", str(tmp_path / "in"), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    for name, (h, w) in sizes.items():
+        stem = Path(name).stem
+        heat = cv2.imdecode(np.fromfile(out / f"{stem}_heatmap.png", np.uint8), cv2.IMREAD_COLOR)
+        over = cv2.imdecode(np.fromfile(out / f"{stem}_overlay.png", np.uint8), cv2.IMREAD_COLOR)
+        assert heat.shape[:2] == (h, w) and over.shape[:2] == (h, w)
+    rows = (out / "scores.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("image,score,flagged")
+    assert len(rows) == 1 + len(sizes)
+    assert all(0.0 <= float(r.split(",")[1]) <= 1.0 for r in rows[1:])
+
+
+def test_eval_prints_table_and_json(model, demo_data, capsys, tmp_path):
+    js = tmp_path / "r.json"
+    assert main(["eval", "--model", str(model), "--data", str(demo_data), "--device", "cpu",
+                 "--json-out", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "pixel AP" in out and "PRO (FPR<=0.3)" in out and "image AUROC" in out
+    printed = json.loads(out.strip().splitlines()[-1])
+    saved = json.loads(js.read_text())
+    assert set(printed) == {"pixel_ap", "pro", "pixel_auroc", "image_auroc"}
+    assert saved["metrics"] == printed and saved["n_test"] == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+def _copy(demo_data: Path, dst: Path) -> Path:
+    shutil.copytree(demo_data, dst)
+    return dst
+
+
+def _train_fails(data: Path, tiny_yaml, tmp_path, capsys) -> str:
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "m.pt"), "--config", str(tiny_yaml),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert not (tmp_path / "m.pt").exists()
+    return err
+
+
+def test_corrupt_training_image_is_named(demo_data, tiny_yaml, tmp_path, capsys):
+    data = _copy(demo_data, tmp_path / "d")
+    (data / "train" / "good" / "003.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    err = _train_fails(data, tiny_yaml, tmp_path, capsys)
+    assert "003.png" in err and "corrupt" in err
+
+
+def test_truncated_png_is_named(demo_data, tiny_yaml, tmp_path, capsys):
+    data = _copy(demo_data, tmp_path / "d")
+    p = data / "train" / "good" / "005.png"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    err = _train_fails(data, tiny_yaml, tmp_path, capsys)
+    assert "005.png" in err and "truncated" in err
+
+
+def test_empty_train_folder_is_named(demo_data, tiny_yaml, tmp_path, capsys):
+    data = _copy(demo_data, tmp_path / "d")
+    for p in (data / "train" / "good").iterdir():
+        p.unlink()
+    err = _train_fails(data, tiny_yaml, tmp_path, capsys)
+    assert "train/good" in err.replace("\\", "/") and "no images" in err
+
+
+def test_mask_of_wrong_size_is_named(model, demo_data, tmp_path, capsys):
+    data = _copy(demo_data, tmp_path / "d")
+    mask = data / "ground_truth" / "defect" / "002_mask.png"
+    ok, buf = cv2.imencode(".png", np.zeros((50, 60), np.uint8))
+    mask.write_bytes(buf.tobytes())
+    rc = main(["eval", "--model", str(model), "--data", str(data), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "002_mask.png" in err and "60x50" in err
+
+
+def test_missing_model_file_is_named(tmp_path, capsys):
+    rc = main(["predict", "--model", str(tmp_path / "nope.pt"), "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "nope.pt" in capsys.readouterr().err
+
+
+def test_non_ascii_paths_train(demo_data, tiny_yaml, tmp_path):
+    data = _copy(demo_data, tmp_path / "données ñ 数据")
+    out = tmp_path / "modèle é.pt"
+    assert main(["train", "--data", str(data), "--out", str(out), "--config", str(tiny_yaml), "--device", "cpu"]) == 0
+    assert out.is_file()
+
+
+def test_bad_device_is_explained(demo_data, tiny_yaml, tmp_path, capsys):
+    rc = main(["train", "--data", str(demo_data), "--out", str(tmp_path / "m.pt"), "--config", str(tiny_yaml),
+               "--device", "cuda:7"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cuda:7" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# cancel and resume
+# ---------------------------------------------------------------------------------------------
+def test_cancel_keeps_checkpoint_and_resume_continues(demo_data, tmp_path):
+    from core.config import Config
+    from core.datasets import load_mvtec
+    cfg = Config.from_dict(TINY_FULL())
+    normals = load_mvtec(demo_data).train
+    out = tmp_path / "m.pt"
+
+    def stop_at_12(ev):
+        if ev.stage == "train" and ev.done >= 12:
+            return False
+    with pytest.raises(Cancelled):
+        api.fit(normals, out, cfg, "cpu", progress=stop_at_12)
+    ckpt = out.with_name(out.name + ".ckpt")
+    assert ckpt.exists() and not out.exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+    events = []
+    bundle = api.fit(normals, out, cfg, "cpu", progress=events.append)
+    assert out.exists() and not ckpt.exists()
+    assert any(e.stage == "log" and "resumed" in e.message and "step 10" in e.message for e in events)
+    first_train = next(e for e in events if e.stage == "train")
+    assert first_train.done == 11          # continued after the step-10 checkpoint
+    assert [h["step"] for h in bundle.validation["history"]] == [10, 20]
+
+
+def test_checkpoint_of_another_run_is_not_resumed(demo_data, tmp_path):
+    from core.config import Config
+    from core.datasets import load_mvtec
+    cfg = Config.from_dict(TINY_FULL())
+    normals = load_mvtec(demo_data).train
+    out = tmp_path / "m.pt"
+    with pytest.raises(Cancelled):
+        api.fit(normals, out, cfg, "cpu", progress=lambda e: not (e.stage == "train" and e.done >= 12))
+    events = []
+    other = cfg.updated({"train": {"seed": 5}})
+    api.fit(normals, out, other, "cpu", progress=events.append)
+    assert any("belongs to another run" in e.message for e in events if e.stage == "log")
+    assert next(e for e in events if e.stage == "train").done == 1
+
+
+def TINY_FULL() -> dict:
+    from core.config import preset
+    return preset("cpu").updated({k: v for k, v in TINY.items() if k != "preset"}).to_dict()
