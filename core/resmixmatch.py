@@ -20,8 +20,9 @@ Blocks inside the union of boxes (more than v of their area) and every block of 
      Algorithm 1 step 9; L = L_F + L_x + lambda_u L_u, lambda_u ramped linearly to its maximum
      over ``rampup_steps`` and then held (the research code forgets the clamp).
 
-The model starts from the unsupervised (stage-1) model; the start itself is a checkpoint
-candidate, so a fine-tune that does not help on validation is not kept.
+The model starts from the unsupervised (stage-1) model. Checkpoints of this stage are chosen on
+the validation split like any other, but the start is not a candidate: the validation defects are
+synthetic, and a user who drew boxes asked for a model that learnt from them.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class ResMixMatchTrainer(Trainer):
             raise ValueError("ResMixMatch needs images with unknown blocks (boxes or defective tags)")
 
     stage = "ResMixMatch"
+    previous_is_candidate = False
     lr = property(lambda self: self.cfg.semi.lr)
     total_steps = property(lambda self: self.cfg.semi.steps)
 

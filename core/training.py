@@ -183,8 +183,10 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------
     stage = "supervised"          # history tag and progress message of this stage
 
+    previous_is_candidate = True  # may the result this stage starts from be kept instead of it?
+
     def run(self, previous: TrainResult | None = None) -> TrainResult:
-        """Train; ``previous`` (the result this stage starts from) is itself a checkpoint candidate."""
+        """Train, continuing the history of ``previous`` (the result this stage starts from)."""
         cfg, t = self.cfg, self.cfg.train
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=t.weight_decay)
         total = self.total_steps
@@ -200,7 +202,7 @@ class Trainer:
         start, best, history = 0, {"metric": -1.0, "step": 0, "state": None}, []
         if previous is not None:
             history = list(previous.history)
-            if not math.isnan(previous.best_metric):
+            if self.previous_is_candidate and not math.isnan(previous.best_metric):
                 best = {"metric": previous.best_metric, "step": 0, "state": previous.state}
         if self.checkpoint is not None and self.checkpoint.exists():
             resumed = self._resume(opt, sched, ema)

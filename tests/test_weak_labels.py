@@ -1,0 +1,197 @@
+"""Learning from the defects users have: ResMixMatch pieces, the protocols, an end-to-end
+semi-supervised fine-tune on real images, and clear errors for bad labels."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import api
+from core.datasets import load_mvtec, load_sample_mask
+from core.errors import LabelError
+from core.geometry import BlockGrid
+from core.images import read_image, write_mask
+from core.inference import Predictor
+from core.labels import (BLOCK_NORMAL, BLOCK_UNKNOWN, FORMAT, ImageLabel, RotatedBox, block_labels_from_mask,
+                         load_label, save_label)
+from core.losses import rampup, sharpen
+from core.modelfile import ModelBundle
+from core.protocols import draw_anomalous, make_protocol
+from core.resmixmatch import mixup_tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces of Algorithm 1
+# ---------------------------------------------------------------------------------------------
+def test_sharpen_hand_values():
+    # T = 0.5: p^2 / (p^2 + (1-p)^2); p = 0.75 -> 0.5625 / (0.5625 + 0.0625) = 0.9
+    p = torch.tensor([0.75, 0.5, 0.25, 0.0, 1.0])
+    assert torch.allclose(sharpen(p, 0.5), torch.tensor([0.9, 0.5, 0.1, 0.0, 1.0]))
+    # T = 1 leaves p unchanged
+    assert torch.allclose(sharpen(p, 1.0), p)
+
+
+def test_rampup_is_linear_then_clamped():
+    # lambda_u = 5 over 400 steps: 100 -> 1.25, 200 -> 2.5; held at 5 after 400 (research code forgot)
+    assert rampup(0, 400, 5.0) == 0.0
+    assert rampup(100, 400, 5.0) == pytest.approx(1.25)
+    assert rampup(200, 400, 5.0) == pytest.approx(2.5)
+    assert rampup(400, 400, 5.0) == 5.0
+    assert rampup(10_000, 400, 5.0) == 5.0
+
+
+def test_mixup_label_arithmetic():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(12, dtype=torch.float32).view(6, 2)
+    y = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.9, 0.2])
+    xm, ym, perm = mixup_tokens(x, y, 0.75, g)
+    # recover each token's lambda' from its first coordinate: xm = l x + (1 - l) x[perm]
+    a, b = x[:, 0], x[perm, 0]
+    same = a == b
+    lam = torch.where(same, torch.ones_like(a), (xm[:, 0] - b) / (a - b).where(~same, torch.ones_like(a)))
+    assert torch.all(lam[~same] >= 0.5 - 1e-6) and torch.all(lam <= 1 + 1e-6)   # lambda' = max(l, 1 - l)
+    # the same lambda' mixes the label: y' = l y + (1 - l) y[perm]
+    assert torch.allclose(ym[~same], (lam * y + (1 - lam) * y[perm])[~same], atol=1e-5)
+    # and both coordinates of a token use one lambda
+    assert torch.allclose(xm[:, 1], lam * x[:, 1] + (1 - lam) * x[perm, 1], atol=1e-4)
+    assert sorted(perm.tolist()) == list(range(6))
+
+
+def test_protocol_draw_is_stratified_and_seeded(piped):
+    ds = load_mvtec(piped, "PA_FLR01_TL")
+    a = draw_anomalous(ds.test, 10, seed=3)
+    assert a == draw_anomalous(ds.test, 10, seed=3)
+    assert a != draw_anomalous(ds.test, 10, seed=4)
+    assert all(s.is_anomalous for s in a) and len({s.path for s in a}) == 10
+    sup, semi, tag = (make_protocol(ds, p, 10, 3) for p in ("sup", "semi", "tag"))
+    assert sup.moved == semi.moved == tag.moved          # same images under each protocol
+    assert len(sup.test) == len(ds.test) - 10 and not set(sup.moved) & {s.path for s in sup.test}
+    assert all(lab.kind == "mask" for lab in sup.labels)
+    assert all(lab.kind == "boxes" and lab.boxes for lab in semi.labels)
+    assert all(lab.tag == "defective" for lab in tag.labels)
+    # one minimum-area box per connected component: every defect pixel lies inside the boxes
+    from core.labels import rasterize_boxes
+    for lab in semi.labels:
+        sample = next(s for s in ds.test if s.path == lab.image)
+        mask = load_sample_mask(sample, (lab.height, lab.width))
+        inside = rasterize_boxes(lab.boxes, lab.width, lab.height)
+        assert inside[mask].mean() > 0.97
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: boxes improve the heatmap on the boxed defects
+# ---------------------------------------------------------------------------------------------
+def _defect_auc(pred: Predictor, samples) -> float:
+    from sklearn.metrics import roc_auc_score
+    on, off = [], []
+    for s in samples:
+        img = read_image(s.path)
+        m = load_sample_mask(s, img.shape[:2])
+        lab = block_labels_from_mask(m, BlockGrid.for_image(img.shape[1], img.shape[0], 256, 8), 0.25, 0.01)
+        b = pred.predict(img).block_map
+        on += b[lab == 1].tolist()
+        off += b[lab == 0].tolist()
+    return roc_auc_score([1] * len(on) + [0] * len(off), on + off)
+
+
+def test_semi_supervised_finetune_improves_on_boxed_defects(piped, tmp_path):
+    from core.config import preset
+    torch.manual_seed(0)
+    cfg = preset("cpu").updated({
+        "swin": {"embed_dim": 48, "num_heads": 2, "depth": 2},
+        "train": {"steps": 60, "val_every": 30, "checkpoint_every": 30, "warmup_steps": 10},
+        "semi": {"steps": 80, "rampup_steps": 40, "lr": 1e-4},
+    })
+    ds = load_mvtec(piped, "PA_BRG01_RL")
+    split = make_protocol(ds, "semi", 6, seed=0)
+    start = api.fit(ds.train[:10], tmp_path / "unsup.pt", cfg, "cpu")
+    events = []
+    semi = api.fit(ds.train[:10], tmp_path / "semi.pt", cfg, "cpu", labels=split.labels,
+                   init_from=tmp_path / "unsup.pt", progress=events.append)
+    # the training log shows L_x and L_u separately, and lambda_u is ramped and clamped
+    semi_ev = [e for e in events if e.stage == "train" and e.message == "ResMixMatch"]
+    assert semi_ev and all({"l_x", "l_u", "l_f", "lambda_u"} <= set(e.metrics) for e in semi_ev)
+    assert semi_ev[-1].metrics["lambda_u"] == cfg.semi.lambda_u
+    assert semi.training["labels"] == {"boxes": 6}
+    # both stages are in the history; the unsupervised stage was not re-run (init_from, no masks)
+    stages = [h.get("stage") for h in semi.validation["history"]]
+    assert "ResMixMatch" in stages
+    # the fine-tuned model ranks the boxed defects' blocks better than its unsupervised start
+    boxed = [s for s in ds.test if s.path in set(split.moved)]
+    auc_start = _defect_auc(Predictor(start, "cpu"), boxed)
+    auc_semi = _defect_auc(Predictor(ModelBundle.load(tmp_path / "semi.pt"), "cpu"), boxed)
+    assert auc_semi > auc_start, (auc_start, auc_semi)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad labels
+# ---------------------------------------------------------------------------------------------
+def _image(tmp_path, name="a.png", size=(40, 30)):
+    from core.images import write_png
+    p = tmp_path / name
+    write_png(p, np.full((size[1], size[0], 3), 128, np.uint8))
+    return p
+
+
+def _label_json(tmp_path, **fields) -> "Path":
+    img = _image(tmp_path)
+    d = {"format": FORMAT, "image": img.name, "width": 40, "height": 30, **fields}
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def test_box_of_zero_size_is_refused(tmp_path):
+    p = _label_json(tmp_path, boxes=[{"cx": 10, "cy": 10, "w": 0, "h": 5, "angle": 0}])
+    with pytest.raises(LabelError, match="a.json.*zero or negative size"):
+        load_label(p)
+
+
+def test_angle_out_of_range_is_refused(tmp_path):
+    p = _label_json(tmp_path, boxes=[{"cx": 10, "cy": 10, "w": 4, "h": 5, "angle": 400}])
+    with pytest.raises(LabelError, match="a.json.*angle 400.*out of range"):
+        load_label(p)
+
+
+def test_mask_of_wrong_size_is_refused(tmp_path):
+    img = _image(tmp_path)
+    write_mask(tmp_path / "a_mask.png", np.zeros((10, 10), bool))
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps({"format": FORMAT, "image": img.name, "width": 40, "height": 30, "mask": "a_mask.png"}))
+    with pytest.raises(Exception, match="a_mask.png.*10x10.*40x30"):
+        load_label(p)
+
+
+def test_label_for_missing_image_is_refused(tmp_path):
+    p = tmp_path / "ghost.json"
+    p.write_text(json.dumps({"format": FORMAT, "image": "ghost.png", "tag": "defective"}))
+    with pytest.raises(LabelError, match="ghost.json.*does not exist.*ghost.png"):
+        load_label(p)
+    # and through the training API
+    with pytest.raises(LabelError, match="ghost.png"):
+        api._labelled_items([ImageLabel(image=tmp_path / "ghost.png", tag="defective")],
+                            __import__("core.config", fromlist=["preset"]).preset("cpu"))
+
+
+def test_label_size_must_match_the_image(tmp_path):
+    img = _image(tmp_path, size=(40, 30))
+    lab = ImageLabel(image=img, width=64, height=64, boxes=[RotatedBox(5, 5, 4, 4, 0)])
+    from core.config import preset
+    with pytest.raises(LabelError, match="64x64.*40x30"):
+        api._labelled_items([lab], preset("cpu"))
+
+
+def test_box_crossing_the_border_trains_and_unknown_blocks_follow_it(tmp_path):
+    from core.config import preset
+    img = _image(tmp_path, size=(64, 64))
+    lab = ImageLabel(image=img, width=64, height=64, boxes=[RotatedBox(0, 32, 20, 10, 30)])
+    (x, targets, kind, name), = api._labelled_items([lab], preset("cpu"))
+    assert kind == "boxes" and x.shape == (256, 256, 3)
+    assert (targets == BLOCK_UNKNOWN).any() and (targets == BLOCK_NORMAL).any()
+    assert (targets[:, :3] == BLOCK_UNKNOWN).any() and (targets[:, 10:] == BLOCK_NORMAL).all()
+    # save / load round trip of the JSON format keeps the box
+    save_label(lab, tmp_path / "a.json")
+    back = load_label(tmp_path / "a.json")
+    assert back.boxes == lab.boxes and back.kind == "boxes"
