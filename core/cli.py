@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--normals", help="instead of --data: a folder of normal images, or a text file "
                                      "listing one image path per line (relative to the file)")
     t.add_argument("--out", required=True, help="model file to write")
-    t.add_argument("--labels", help="folder of per-image label JSON files (semirest.labels/1) of defective images")
+    t.add_argument("--labels", help="labels of defective (or normal-tagged) images: a folder of per-image "
+                                    "JSON files (semirest.labels/1), or another format with --labels-format")
+    t.add_argument("--labels-format", default="semirest", choices=["semirest", "mvtec", "coco", "labelme", "dota"],
+                   help="mvtec: an MVTec category whose test images and ground_truth masks become labels; "
+                        "coco: an annotations.json; labelme/dota: a folder of per-image files")
+    t.add_argument("--image-root", help="where coco/labelme/dota labels find their images")
     t.add_argument("--init", help="start from this model (e.g. the unsupervised one, for boxes or tags)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing <out>.ckpt and start over")
     _add_config(t)
@@ -139,8 +144,17 @@ def _normal_list(path: str) -> list[Path]:
 def cmd_train(args, out: _Output) -> int:
     from . import api
     from .labels import load_label_dir
+    from .progress import ProgressEvent
     cfg = _config(args)
-    labels = list(load_label_dir(args.labels).values()) if args.labels else None
+    labels = None
+    if args.labels and args.labels_format == "semirest":
+        labels = list(load_label_dir(args.labels).values())
+    elif args.labels:
+        from .formats import import_labels
+        labels = import_labels(args.labels, args.labels_format, args.image_root)
+    if labels is not None:
+        out.render(ProgressEvent("log", 1, 1, f"labels: {len(labels)} images from {args.labels} "
+                                              f"({args.labels_format})"))
     if args.normals:
         bundle = api.fit(_normal_list(args.normals), args.out, cfg, args.device, labels=labels,
                          progress=out.render, resume=not args.no_resume, init_from=args.init,

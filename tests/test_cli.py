@@ -226,3 +226,15 @@ def test_checkpoint_of_another_run_is_not_resumed(demo_data, tmp_path):
 def TINY_FULL() -> dict:
     from core.config import preset
     return preset("cpu").updated({k: v for k, v in TINY.items() if k != "preset"}).to_dict()
+
+
+def test_train_with_mvtec_masks_as_labels(demo_data, tiny_yaml, tmp_path, capsys):
+    """`--labels CATEGORY --labels-format mvtec`: the test images' masks become block labels."""
+    out = tmp_path / "sup.pt"
+    assert main(["train", "--data", str(demo_data), "--out", str(out), "--config", str(tiny_yaml),
+                 "--device", "cpu", "--labels", str(demo_data), "--labels-format", "mvtec"]) == 0
+    from core.modelfile import ModelBundle
+    b = ModelBundle.load(out)
+    # 4 defective test images with masks; the 3 good test images come as normal tags
+    assert b.training["labels"] == {"mask": 4, "tag": 3}
+    assert "labels: 7 images" in capsys.readouterr().err
