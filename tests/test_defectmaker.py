@@ -8,16 +8,24 @@ import cv2
 import numpy as np
 import pytest
 
-from core.defectmaker import (BLEND_MIN, CLUMP_AREA, NOISE_HALF_WIDTH, NOISE_MEAN, RECT_AREA,
-                              RECT_MAX_ASPECT, SCAR_WIDTH_PX, DefectMaker, _squeeze_aspect, blend,
-                              blur_kernel, bezier_clump, bezier_rectangle, bezier_scar, noise_fill)
+from core.defectmaker import (DefectMaker, _squeeze_aspect, bezier_clump, bezier_rectangle,
+                              bezier_scar, blend, blur_kernel, noise_fill)
 from core.synthesis import perlin_noise
+
+# The stated ranges, written out (not imported) so that a changed constant fails here.
+RECT_AREA = (0.02, 0.15)          # REB
+RECT_MAX_ASPECT = 3.3             # REB
+SCAR_WIDTH_PX = (1.0, 12.0)       # at 256 px
+CLUMP_AREA = (0.001, 0.04)
+NOISE_MEAN = (50.0, 200.0)        # REB
+NOISE_HALF_WIDTH = (0.0, 50.0)    # REB
+BLEND_MIN = 0.5                   # beta = 1 or U(0.5, 1)
 
 
 def _image(h=128, w=128, seed=0):
     """A paper-like normal image: a mid-tone base with smooth mottling and fine grain."""
     rng = np.random.default_rng(seed)
-    base = 140 + 20 * perlin_noise((h, w), (4, 4), rng)[..., None] + rng.normal(0, 6, (h, w, 3))
+    base = 140 + 20 * perlin_noise((h, w), (4, 4), rng)[..., None] + rng.normal(0, 6, (h, w, 1))
     return np.clip(base * np.array([1.0, 0.95, 0.8]), 0, 255).astype(np.uint8)
 
 
@@ -220,7 +228,7 @@ def test_noise_defect_has_the_stated_mean():
 def test_cut_paste_takes_displaced_content_from_the_same_image():
     img = _image(128, 128, seed=9)
     dm = DefectMaker()
-    seen = 0
+    seen = checked = 0
     for out, mask, info in _calls(dm, img, range(200)):
         if info["fill"] != "cut-paste":
             continue
@@ -229,12 +237,15 @@ def test_cut_paste_takes_displaced_content_from_the_same_image():
         dy, dx = info["source_offset"]
         assert abs(dy) * 2 >= h or abs(dx) * 2 >= w           # really from elsewhere
         assert 0 <= y0 + dy and y0 + dy + h <= 128 and 0 <= x0 + dx and x0 + dx + w <= 128
-        if info["beta"] == 1.0 and info["blur_ksize"] == 0:
+        if info["beta"] == 1.0 and info["blur_ksize"] == 0 and mask.sum() > 50:
             # the pasted pixels are the source's pixels, colour-jittered by at most ~10 %
             src = img[y0 + dy:y0 + dy + h, x0 + dx:x0 + dx + w][mask[y0:y0 + h, x0:x0 + w]]
             diff = np.abs(out[mask].astype(float).mean(0) - src.astype(float).mean(0))
             assert diff.max() < 40
-    assert seen > 60
+            luma = np.array([0.299, 0.587, 0.114])
+            assert np.corrcoef(out[mask] @ luma, src @ luma)[0, 1] > 0.8
+            checked += 1
+    assert seen > 60 and checked >= 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,12 +369,18 @@ def test_size_floor_without_foreground():
 
 def test_tiny_foreground_falls_back_to_a_valid_blob():
     img = _image(64, 64)
-    fg = np.zeros((64, 64), bool)
-    fg[30:40, 20:30] = True  # 100 px; floor 90: only a near-complete fill of it is valid
-    dm = DefectMaker(min_component_px=90)
-    out, mask = dm(img, np.random.default_rng(0), fg)
-    assert mask.sum() >= 90 and not (mask & ~fg).any()
-    assert np.array_equal(out[~mask], img[~mask])
+    fg = np.zeros((64, 64), np.uint8)
+    cv2.line(fg, (4, 4), (60, 60), 1, 2)  # a thin diagonal object of ~160 px
+    fg = fg.astype(bool)
+    floor = int(0.9 * fg.sum())  # no shape covers 90 % of it: the fallback disc must
+    dm = DefectMaker(min_component_px=floor)
+    for s in range(3):
+        out, mask = dm(img, np.random.default_rng(s), fg)
+        assert dm.last_info["fallback"] is True
+        assert mask.sum() >= floor and not (mask & ~fg).any()
+        assert np.array_equal(out[~mask], img[~mask])
+    dm(img, np.random.default_rng(0))
+    assert dm.last_info["fallback"] is False
 
 
 def test_errors_are_clear():
