@@ -80,8 +80,8 @@ import numpy as np
 
 __all__ = [
     "DefectMaker", "bezier_rectangle", "bezier_scar", "bezier_clump", "noise_fill", "blend",
-    "blur_kernel", "SHAPES", "FILLS", "RECT_AREA", "RECT_MAX_ASPECT", "SCAR_LENGTH", "SCAR_WIDTH_PX",
-    "CLUMP_AREA", "CLUMP_MAX_ASPECT", "NOISE_MEAN", "NOISE_HALF_WIDTH", "BLEND_MIN", "BLUR_KSIZE",
+    "blur_kernel", "SHAPES", "FILLS", "RECT_AREA", "RECT_MAX_ASPECT", "SCAR_LENGTH",
+    "SCAR_WIDTH_PX", "CLUMP_AREA", "CLUMP_MAX_ASPECT", "NOISE_MEAN", "NOISE_HALF_WIDTH", "BLEND_MIN", "BLUR_KSIZE",
     "MAX_TRIES", "PLACE_TRIES",
 ]
 
@@ -585,7 +585,8 @@ class DefectMaker:
     """
 
     def __init__(self, min_component_px: int = 0):
-        if isinstance(min_component_px, bool) or not isinstance(min_component_px, (int, np.integer)):
+        is_int = isinstance(min_component_px, (int, np.integer))
+        if isinstance(min_component_px, bool) or not is_int:
             raise ValueError(f"min_component_px must be an int >= 0, got {min_component_px!r}")
         if min_component_px < 0:
             raise ValueError(f"min_component_px must be >= 0, got {min_component_px}")
