@@ -28,48 +28,69 @@ def _job_file(results: Path, cat: str, proto: str, seed: int) -> Path:
     return results / f"{cat}-{proto}-{seed}.json"
 
 
+def _command(args, data: Path, work: Path, out: Path, cat: str, proto: str, seed: int) -> list[str] | None:
+    cmd = [sys.executable, "-m", "bench.job", "--data", str(data), "--category", cat,
+           "--protocol", proto, "--seed", str(seed), "--preset", args.preset,
+           "--device", args.device, "--threads", str(args.threads), "--workdir", str(work),
+           "--out", str(out)]
+    if proto == "unsup":
+        return cmd + ["--patchcore", "--keep-model"]
+    if proto in ("semi", "tag"):
+        init = work / f"{cat}-unsup-0.pt"
+        if not init.exists():
+            return None
+        return cmd + ["--init", str(init)]
+    return cmd
+
+
 def run_jobs(args) -> None:
+    """Unsupervised jobs first (semi and tag start from their models), ``--jobs`` at a time."""
     data = Path(args.data)
     classes = args.classes or sorted(p.name for p in data.iterdir() if (p / "train" / "good").is_dir())
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for cat in classes:
-        for proto in args.protocols:
-            for seed in ([0] if proto == "unsup" else args.seeds):
-                jobs.append((cat, proto, seed))
-    t_start = time.perf_counter()
-    for i, (cat, proto, seed) in enumerate(jobs, 1):
-        out = _job_file(results, cat, proto, seed)
-        if out.exists() and not args.fresh:
-            print(f"[{i}/{len(jobs)}] {cat} {proto} seed {seed}: done earlier", flush=True)
-            continue
-        cmd = [sys.executable, "-m", "bench.job", "--data", str(data), "--category", cat,
-               "--protocol", proto, "--seed", str(seed), "--preset", args.preset,
-               "--device", args.device, "--threads", str(args.threads), "--workdir", str(work),
-               "--out", str(out)]
-        if proto == "unsup":
-            cmd += ["--patchcore", "--keep-model"]
-        elif proto in ("semi", "tag"):
-            init = work / f"{cat}-unsup-0.pt"
-            if not init.exists():
-                print(f"[{i}/{len(jobs)}] {cat} {proto}: no unsupervised model to start from; run unsup first",
-                      flush=True)
-                continue
-            cmd += ["--init", str(init)]
-        t0 = time.perf_counter()
-        print(f"[{i}/{len(jobs)}] {cat} {proto} seed {seed} ...", flush=True)
-        rc = subprocess.call(cmd, cwd=ROOT)
-        el = time.perf_counter() - t0
-        if rc != 0:
-            print(f"    FAILED (exit {rc}) after {el:.0f} s", flush=True)
-        else:
-            r = json.loads(out.read_text())
-            pc = r.get("patchcore", {}).get("pixel_ap")
-            print(f"    {el:.0f} s: SemiREST AP {r['semirest']['pixel_ap']:.3f}"
-                  + (f", PatchCore AP {pc:.3f}" if pc is not None else ""), flush=True)
+    waves = [[(c, "unsup", 0) for c in classes if "unsup" in args.protocols],
+             [(c, p, s) for c in classes for p in args.protocols if p != "unsup" for s in args.seeds]]
+    total = sum(len(w) for w in waves)
+    t_start, n = time.perf_counter(), 0
+    for wave in waves:
+        running: list[tuple] = []
+        queue = list(wave)
+        while queue or running:
+            while queue and len(running) < args.jobs:
+                cat, proto, seed = queue.pop(0)
+                n += 1
+                out = _job_file(results, cat, proto, seed)
+                if out.exists() and not args.fresh:
+                    print(f"[{n}/{total}] {cat} {proto} seed {seed}: done earlier", flush=True)
+                    continue
+                cmd = _command(args, data, work, out, cat, proto, seed)
+                if cmd is None:
+                    print(f"[{n}/{total}] {cat} {proto}: no unsupervised model to start from; run unsup first",
+                          flush=True)
+                    continue
+                log = open(work / f"{cat}-{proto}-{seed}.log", "w")
+                running.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
+                                time.perf_counter(), cat, proto, seed, out, log))
+                print(f"[{n}/{total}] {cat} {proto} seed {seed} started", flush=True)
+            for job in list(running):
+                proc, t0, cat, proto, seed, out, log = job
+                if proc.poll() is None:
+                    continue
+                running.remove(job)
+                log.close()
+                el = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    print(f"    {cat} {proto} seed {seed}: FAILED (exit {proc.returncode}) after {el:.0f} s; "
+                          f"see {log.name}", flush=True)
+                    continue
+                r = json.loads(out.read_text())
+                pc = r.get("patchcore", {}).get("pixel_ap")
+                print(f"    {cat} {proto} seed {seed}: {el:.0f} s, SemiREST AP {r['semirest']['pixel_ap']:.3f}"
+                      + (f", PatchCore AP {pc:.3f}" if pc is not None else ""), flush=True)
+            time.sleep(0.5)
     print(f"all jobs: {time.perf_counter() - t_start:.0f} s", flush=True)
 
 
@@ -81,7 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--preset", default="cpu")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads per job")
+    p.add_argument("--jobs", type=int, default=1, help="jobs run at once (timings are only clean with 1)")
     p.add_argument("--results", default=str(ROOT / "docs" / "bench-results"))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))

@@ -26,9 +26,9 @@ def _eval_patchcore(pc, samples) -> tuple[dict, dict]:
         img = read_image(s.path)
         gt = load_sample_mask(s, img.shape[:2])
         pr = pc.predict(img)
-        h, w = pr.anomaly_map.shape
-        maps.append(pr.anomaly_map)
-        masks.append(cv2.resize(gt.astype(np.float32), (w, h)) > 0.5)
+        e = pc.cfg.output.eval_size     # same protocol as core.api.evaluate: e x e
+        maps.append(cv2.resize(pr.anomaly_map, (e, e), interpolation=cv2.INTER_LINEAR))
+        masks.append(cv2.resize(gt.astype(np.float32), (e, e), interpolation=cv2.INTER_LINEAR) > 0.5)
         scores.append(pr.score)
         times.append(pr.timings_ms)
     med = {k: float(np.median([t[k] for t in times])) for k in times[0]}

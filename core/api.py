@@ -316,9 +316,14 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
         img = read_image(s.path)
         gt = load_sample_mask(s, img.shape[:2])
         pr = pred.predict(img)
-        h, w = pr.anomaly_map.shape
-        maps.append(pr.anomaly_map)
-        masks.append(cv2.resize(gt.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5)
+        # The protocol compares at eval_size x eval_size (256 x 256) whatever the image size, so
+        # images of slightly different sizes (128 x 127 among 128 x 128) pool into one set.
+        e = bundle.config.output.eval_size
+        amap = pr.anomaly_map
+        if amap.shape != (e, e):
+            amap = cv2.resize(amap, (e, e), interpolation=cv2.INTER_LINEAR)
+        maps.append(amap)
+        masks.append(cv2.resize(gt.astype(np.float32), (e, e), interpolation=cv2.INTER_LINEAR) > 0.5)
         scores.append((s.name, pr.score, s.is_anomalous))
         times.append(pr.timings_ms)
         report("eval", i + 1, len(samples), s.name)

@@ -97,6 +97,8 @@ class TrainConfig:
     pcr_dropout: float = 0.25           # Eq. 13 alpha [25%]
     val_fraction: float = 0.15          # held-out training normals for checkpoint choice (component 19)
     val_min_images: int = 2
+    val_generator: str = "defectmaker"  # defects of the validation split: defectmaker | memseg
+    val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
     val_every: int = 250                # validate (EMA weights) every this many steps
     checkpoint_every: int = 250         # resumable checkpoint every this many steps
     seed: int = 0
@@ -173,6 +175,8 @@ class Config:
             raise ConfigError(f"bank.residual: unknown residual {self.bank.residual!r}")
         if not 0 <= t.knn_a1 <= t.knn_a2 <= 1:
             raise ConfigError("train.knn_a1 <= train.knn_a2 must lie in [0, 1]")
+        if t.val_generator not in ("defectmaker", "memseg"):
+            raise ConfigError(f"train.val_generator: unknown generator {t.val_generator!r}")
         if f.feature_dim and f.feature_dim % 4:
             raise ConfigError("features.feature_dim must be a multiple of 4 (position code, Eq. 3)")
         return self

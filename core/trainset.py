@@ -7,7 +7,9 @@ Built once per run, before the optimisation steps:
    Eq. 14 (eps+ 50%, eps- 8%);
 3. real labelled defective images, labelled per block from their masks / blocks / boxes / tags
    (components 9, 15, 16);
-4. the validation split: held-out normals plus synthetic defects made from them (component 19);
+4. the validation split: held-out normals plus synthetic defects made from them (component 19)
+   by a *different* generator (REB's DefectMaker), so that checkpoint choice rewards models that
+   generalise to unseen defect types rather than ones that learnt MemSeg's look;
 5. for every image, the indices of its K nearest bank entries, with leave-one-out for images that
    came from a bank image (component 6): a normal's own patches, and those of the normal a
    synthetic image was made from, are not its neighbours.
@@ -29,7 +31,8 @@ from .geometry import BlockGrid
 from .labels import BLOCK_NORMAL, block_labels_from_mask
 from .progress import Reporter
 from .residuals import residual
-from .synthesis import AnomalySynthesizer, load_textures
+from .defectmaker import DefectMaker
+from .synthesis import AnomalySynthesizer, load_textures, min_component_pixels
 
 
 @dataclass
@@ -76,18 +79,31 @@ def _n_synthetic(per_normal: float, rng: np.random.Generator) -> int:
     return base + int(rng.random() < per_normal - base)
 
 
-def make_synthetic(images: list[np.ndarray], cfg: Config, seed: int,
-                   report: Reporter, stage: str = "synthesis") -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(source index, anomalous image, pixel mask) for about ``per_normal`` per image."""
-    textures = load_textures(cfg.synthesis.texture_dir) if cfg.synthesis.texture_dir else None
-    synth = AnomalySynthesizer(cfg.synthesis, textures)
+def make_synthetic(images: list[np.ndarray], cfg: Config, seed: int, report: Reporter,
+                   generator: str = "memseg", per_normal: float | None = None,
+                   ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(source index, anomalous image, pixel mask), about ``per_normal`` per image.
+
+    ``generator``: "memseg" (training defects, component 10) or "defectmaker" (REB's shapes and
+    fills; the validation split's defects, so that checkpoint choice measures generalisation to a
+    defect type the training never saw).
+    """
+    per = cfg.synthesis.per_normal if per_normal is None else per_normal
+    if generator == "memseg":
+        textures = load_textures(cfg.synthesis.texture_dir) if cfg.synthesis.texture_dir else None
+        synth = AnomalySynthesizer(cfg.synthesis, textures)
+    elif generator == "defectmaker":
+        shape = images[0].shape[:2] if images else (512, 512)
+        synth = DefectMaker(min_component_pixels(cfg.synthesis, shape))
+    else:
+        raise ValueError(f"unknown defect generator {generator!r}")
     out = []
     for i, img in enumerate(images):
         rng = np.random.default_rng([seed, i])
-        for _ in range(_n_synthetic(cfg.synthesis.per_normal, rng)):
+        for _ in range(_n_synthetic(per, rng)):
             aimg, mask = synth(img, rng)
             out.append((i, aimg, mask))
-        report(stage, i + 1, len(images))
+        report("synthesis", i + 1, len(images), generator)
     return out
 
 
@@ -132,7 +148,8 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
             val.append(token_image(f, None, normal_targets(f), "normal", name,
                                    mask=np.zeros(img.shape[:2], bool)))
         val += _synthetic_items(cfg, encoder, val_imgs, val_names, seed + 10_000, report, token_image,
-                                leave_one_out=False, keep_mask=True)
+                                leave_one_out=False, keep_mask=True, generator=t.val_generator,
+                                per_normal=t.val_defects_per_normal)
 
     defective = []
     if labelled:
@@ -151,8 +168,9 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
     return Material(bank, normals, synthetic, val, defective, scale, encoder.backbone_name, encoder.dim)
 
 
-def _synthetic_items(cfg, encoder, images, names, seed, report, token_image, leave_one_out, keep_mask=False):
-    made = make_synthetic(images, cfg, seed, report)
+def _synthetic_items(cfg, encoder, images, names, seed, report, token_image, leave_one_out, keep_mask=False,
+                     generator="memseg", per_normal=None):
+    made = make_synthetic(images, cfg, seed, report, generator, per_normal)
     if not made:
         return []
     feats = encoder.encode([m[1] for m in made], tick=report.tick("features", "synthetic anomalies"))

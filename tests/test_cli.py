@@ -238,3 +238,16 @@ def test_train_with_mvtec_masks_as_labels(demo_data, tiny_yaml, tmp_path, capsys
     # 4 defective test images with masks; the 3 good test images come as normal tags
     assert b.training["labels"] == {"mask": 4, "tag": 3}
     assert "labels: 7 images" in capsys.readouterr().err
+
+
+def test_eval_with_an_odd_sized_test_image(model, demo_data, tmp_path, capsys):
+    """Real sets hold the odd image one pixel short (PIPED PA_BTN01_RL has a 128 x 127 one)."""
+    data = _copy(demo_data, tmp_path / "d")
+    img = data / "test" / "defect" / "001.png"
+    mask = data / "ground_truth" / "defect" / "001_mask.png"
+    for p in (img, mask):
+        a = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_UNCHANGED)
+        ok, buf = cv2.imencode(".png", a[:, :127])
+        p.write_bytes(buf.tobytes())
+    assert main(["eval", "--model", str(model), "--data", str(data), "--device", "cpu"]) == 0
+    assert "pixel AP" in capsys.readouterr().out
