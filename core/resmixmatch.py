@@ -20,9 +20,10 @@ Blocks inside the union of boxes (more than v of their area) and every block of 
      Algorithm 1 step 9; L = L_F + L_x + lambda_u L_u, lambda_u ramped linearly to its maximum
      over ``rampup_steps`` and then held (the research code forgets the clamp).
 
-The model starts from the unsupervised (stage-1) model. Checkpoints of this stage are chosen on
-the validation split like any other, but the start is not a candidate: the validation defects are
-synthetic, and a user who drew boxes asked for a model that learnt from them.
+The model starts from the unsupervised (stage-1) model and this stage keeps its last EMA state
+(``semi.checkpoint = "last"``): the validation split's defects are synthetic, so it cannot see
+what the boxes teach, and selecting on it picks the steps before lambda_u has ramped up, i.e. a
+model that has not learnt from the user's labels. Validation is still run and logged.
 """
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ class ResMixMatchTrainer(Trainer):
 
     stage = "ResMixMatch"
     previous_is_candidate = False
+
+    @property
+    def select_on_validation(self) -> bool:
+        return self.cfg.semi.checkpoint == "validation"
     lr = property(lambda self: self.cfg.semi.lr)
     total_steps = property(lambda self: self.cfg.semi.steps)
 

@@ -184,6 +184,7 @@ class Trainer:
     stage = "supervised"          # history tag and progress message of this stage
 
     previous_is_candidate = True  # may the result this stage starts from be kept instead of it?
+    select_on_validation = True   # choose the best validated EMA state (else: the last one)
 
     def run(self, previous: TrainResult | None = None) -> TrainResult:
         """Train, continuing the history of ``previous`` (the result this stage starts from)."""
@@ -199,7 +200,7 @@ class Trainer:
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         ema = EMA(self.model, t.ema_decay)
-        start, best, history = 0, {"metric": -1.0, "step": 0, "state": None}, []
+        start, best, history = 0, {"metric": float("nan"), "step": 0, "state": None}, []
         if previous is not None:
             history = list(previous.history)
             if self.previous_is_candidate and not math.isnan(previous.best_metric):
@@ -228,9 +229,10 @@ class Trainer:
                 val = validate(ema.model, self.m.val, self.bank_t, cfg, self.device)
                 self.model.train()
                 metric = val.get("val_pixel_ap", float("nan"))
-                if not self.m.val or math.isnan(metric):
-                    metric = float(done)   # no validation possible: keep the last EMA state
-                if metric > best["metric"]:
+                # without a usable validation metric (or when this stage does not select on it)
+                # the latest EMA state is kept
+                if (not self.select_on_validation or math.isnan(metric) or best["state"] is None
+                        or metric > best["metric"]):
                     best = {"metric": metric, "step": done,
                             "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
                 history.append(dict(stage=self.stage, step=done, seconds=seconds_before + time.perf_counter() - t0,
