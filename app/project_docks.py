@@ -54,6 +54,9 @@ class ProjectDocks:
         self.models_panel.budgetRequested.connect(self.show_budget)
         self.review.modelChanged.connect(self._review_model_changed)
         self._counts = QTimer(window, singleShot=True, interval=COUNTS_REFRESH_MS, timeout=self.training.refresh)
+        if window.image_list is not None:       # counts and histogram follow the list's selection
+            for combo in (window.image_list.split_filter, window.image_list.status_filter):
+                combo.currentIndexChanged.connect(lambda _: self.review.refresh_scores())
         if window.controller is not None:
             window.controller.imageShown.connect(lambda _: self.review.redraw())
             window.controller.labelsSaved.connect(lambda _: self._labels_changed())

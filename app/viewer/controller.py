@@ -45,6 +45,7 @@ class ReviewController(QObject):
         self.device_fn = device_fn
         self.model = None
         self.scores: dict[int, float] = {}
+        self._rows: list = []            # the listed split/status selection (for counts and histogram)
         self.job: Job | None = None
         self.last_result = None
         self.closed = False
@@ -113,8 +114,10 @@ class ReviewController(QObject):
         lst = self.window.image_list
         if lst is not None:
             lst.set_scores(self.scores, thr)
-        rows = [] if lst is None else self.store.images(lst.split_filter.currentData(),
-                                                         lst.status_filter.currentData())
+        if reload_scores or not self._rows:
+            self._rows = [] if lst is None else self.store.images(lst.split_filter.currentData(),
+                                                                   lst.status_filter.currentData())
+        rows = self._rows
         groups: dict[str, list[float]] = {"defective": [], "normal": [], "unlabelled": []}
         for r in rows:
             if r.id in self.scores:
