@@ -74,7 +74,7 @@ class ProjectDocks:
 
     def _labels_changed(self) -> None:
         self._counts.start()
-        self.review.refresh_scores(reload_scores=False)
+        self.review.labels_changed()
 
     def show_budget(self) -> BudgetDialog:
         self.budget_dialog = BudgetDialog(self.training.store.models(), self.window)

@@ -57,15 +57,34 @@ class TrainingController(QObject):
         self.jobs: list[Job] = []
         self.python: str | None = None        # the worker's interpreter (None: this one); tests fake it
         self._preparing = False
+        self.closed = False
         train_panel.trainRequested.connect(lambda spec: self.start(spec))
         train_panel.cancelRequested.connect(self.cancel)
         train_panel.resumeRequested.connect(lambda: self.resume(self.last_resumable()))
         models_panel.retrainRequested.connect(self.retrain)
         models_panel.resumeRequested.connect(self.resume)
+        self.recover_models()
         orphans = store.mark_orphaned_runs()
         if orphans:
             self.message.emit(f"run(s) {', '.join(map(str, orphans))} stopped when the app closed; Resume continues them")
         self.refresh()
+
+    def recover_models(self) -> list[int]:
+        """Register models whose run wrote its file but whose window closed before recording it."""
+        from core.errors import SemiRestError
+        from core.modelfile import ModelBundle
+
+        from ..store_runs import _alive
+        out = []
+        for run in self.store.runs():
+            if run.status == "finished" or _alive(run.pid) or not run.model_path.is_file() \
+                    or self.store.model_of_run(run.id) is not None:
+                continue
+            try:
+                out.append(register_model(self.store, run.id, ModelBundle.load(run.model_path)))
+            except SemiRestError:
+                continue
+        return out
 
     # ---- state shown ------------------------------------------------------------------------------
     def busy(self) -> bool:
@@ -125,12 +144,16 @@ class TrainingController(QObject):
 
     def _prepare_failed(self, job: Job, msg: str) -> None:
         self._forget(job)
+        if self.closed:
+            return
         self._preparing = False
         self.panel.show_message(f"Cannot train: {msg}", True)
         self.refresh()
 
     def _prepared(self, job: Job, run_id: int, summary: str) -> None:
         self._forget(job)
+        if self.closed:                  # the project closed meanwhile: the run stays queued -> failed
+            return
         self._preparing = False
         self.panel.show_message(f"Training on {summary}")
         self._launch(run_id)
@@ -185,8 +208,11 @@ class TrainingController(QObject):
 
     def shutdown(self) -> None:
         """Closing the project: stop a running worker (resumable later) and wait for it."""
+        self.closed = True
         for job in self.jobs:
             job.cancel()
+        for job in list(self.jobs):
+            job.wait(10)
         proc = self.process
         if proc is not None and proc.is_running():
             proc.cancel()
@@ -196,7 +222,7 @@ class TrainingController(QObject):
 
     # ---- the end ----------------------------------------------------------------------------------
     def _ended(self, proc: TrainingProcess, run_id: int, status: str, code, message: str) -> None:
-        if self.store is None or self.store.db is None:
+        if self.store.db is None:
             return
         self.store.update_run(run_id, status="running" if status == "finished" else status,
                               ended=time.time(), exit_code=code, error=message or None)
@@ -204,8 +230,11 @@ class TrainingController(QObject):
             remove_partial_files(self.store.run(run_id).run_dir)
             self._finish_run(run_id, status, message)
             return
-        self.panel.show_message("Training finished; reading the model…")
         path = self.store.run(run_id).model_path
+        if self.closed:                  # finished while the project closes: record it now
+            self.recover_models()
+            return
+        self.panel.show_message("Training finished; reading the model…")
 
         def load(progress):
             from core.modelfile import ModelBundle
@@ -220,6 +249,8 @@ class TrainingController(QObject):
 
     def _register(self, job: Job, run_id: int, bundle) -> None:
         self._forget(job)
+        if self.store.db is None:        # closed meanwhile: the next open finds the run orphaned
+            return
         model_id = register_model(self.store, run_id, bundle)
         ap = bundle.validation.get("val_pixel_ap")
         self._finish_run(run_id, "finished", f"model {model_id}: validation pixel AP {ap:.3f}" if ap is not None

@@ -127,6 +127,11 @@ class ReviewController(QObject):
         self.redraw()
         self.scoresChanged.emit()
 
+    def labels_changed(self) -> None:
+        """A label was saved: statuses (histogram colours, counts) may have changed."""
+        self._rows = []
+        self.refresh_scores(reload_scores=False)
+
     @staticmethod
     def counts_text(groups: dict[str, list[float]], thr: float | None) -> str:
         n = sum(len(v) for v in groups.values())

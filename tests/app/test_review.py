@@ -186,3 +186,18 @@ def test_viewer_screenshot_with_heatmap(qtbot, window, reviewed, tmp_path):
         window.docks.review_panel.image_info.text() == "heatmap hidden (H)"
     img = QImage(str(path))
     assert (img.width(), img.height()) == (1400, 860)
+
+
+def test_a_model_written_after_the_window_closed_is_recovered(qtbot, reviewed, tmp_path):
+    """The worker finished while the project was closing: the next open records its model."""
+    folder = copy_project(reviewed[0], tmp_path / "proj")
+    with Store.open(folder) as s:
+        run_id = s.model(reviewed[1]).run_id
+        s.db.execute("DELETE FROM models")
+        s.update_run(run_id, status="running", pid=None)
+    w = open_window(qtbot, folder, tmp_path)
+    with Store.open(folder) as s:
+        (m,) = s.models()
+        assert m.run_id == run_id and s.run(run_id).status == "finished"
+    assert w.docks.models_panel.model_row_texts(m.id)["Supervision"] == "all"
+    w.close()
