@@ -43,7 +43,7 @@ class ProjectDocks:
                 window.tabifyDockWidget(first, dock)
             self.docks.append(dock)
         self.dock = {d.objectName(): d for d in self.docks}
-        window.resizeDocks([first], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        QTimer.singleShot(0, lambda: window.resizeDocks([first], [DOCK_WIDTH], Qt.Orientation.Horizontal))
         self.training = TrainingController(store, self.train_panel, self.models_panel, window)
         self.review = ReviewController(window, store, self.review_panel, self.train_panel.device.current, window)
         self.budget_dialog: BudgetDialog | None = None

@@ -34,7 +34,9 @@ class TrainPanel(QWidget):
             self.preset.addItem({"cpu": "cpu (small, minutes on a CPU)", "paper": "paper (large, for a GPU)"}[p], p)
         self.backbone = QComboBox()
         for b in BACKBONES:
-            self.backbone.addItem(b, b)
+            self.backbone.addItem("preset default" if b == "auto" else b, b)
+        self.backbone.setToolTip("preset default: cpu uses the offline EfficientNet-Lite0; paper uses "
+                                 "Wide-ResNet-50-2 when its weights are at hand, else Lite0")
         self.steps = QSpinBox(minimum=0, maximum=1_000_000, singleStep=100)
         self.steps.setSpecialValueText("preset default")
         self.device = DevicePicker(app_settings, devices)
@@ -53,7 +55,9 @@ class TrainPanel(QWidget):
         for b in (self.train_button, self.cancel_button, self.resume_button):
             buttons.addWidget(b)
         self.run_label = QLabel("No run yet")
+        self.run_label.setWordWrap(True)
         self.stage_label = QLabel("")
+        self.stage_label.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.curve = LossCurve()

@@ -53,7 +53,7 @@ class RunSpec:
 
     supervision: str = "all"
     preset: str = "cpu"
-    backbone: str = "auto"
+    backbone: str = "auto"               # auto: the preset's (or config file's) backbone
     device: str = "cpu"
     steps: int | None = None             # None: the preset's
     config: str | None = None            # a YAML of settings over the preset (advanced; tests)
@@ -160,7 +160,9 @@ def prepare_run(run_dir: Path, spec: RunSpec, ts: TrainingSet) -> list[str]:
     (run_dir / "normals.txt").write_text("".join(_ref(p, run_dir) + "\n" for p in ts.normals),
                                          encoding="utf-8")
     cmd = ["-m", "core.cli", "train", "--normals", "normals.txt", "--out", "model.pt",
-           "--preset", spec.preset, "--backbone", spec.backbone, "--device", spec.device, "--progress-json"]
+           "--preset", spec.preset, "--device", spec.device, "--progress-json"]
+    if spec.backbone != "auto":       # "auto" = the preset's own choice (cpu: the offline Lite0)
+        cmd += ["--backbone", spec.backbone]
     labels_dir = run_dir / "labels"
     if labels_dir.exists():
         shutil.rmtree(labels_dir)

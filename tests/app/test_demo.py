@@ -17,7 +17,6 @@ from app.store import Store
 from app.training.trainset import select_training_set
 from core.device import DeviceInfo
 
-from train_helpers import tiny_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = [DeviceInfo("cpu", "Test CPU", None, None)]
@@ -37,19 +36,22 @@ def test_demo_project_holds_the_shipped_images_and_labels(tmp_path):
         assert select_training_set(s, "unsupervised").labels == []
 
 
-def test_demo_first_start_trains_and_shows_a_heatmap(qtbot, tmp_path):
+def test_demo_first_start_starts_the_demo_training_run(qtbot, tmp_path):
     folder = demo.build_demo_project(tmp_path / "demo")
     w = MainWindow(folder, AppSettings(tmp_path / "u.ini"), devices=CPU)
     qtbot.addWidget(w)
-    w.resize(1400, 800)
     w.show()
-    with qtbot.waitSignal(w.docks.training.modelReady, timeout=240_000):
-        demo.start_first_training(w, config=str(tiny_yaml(tmp_path / "tiny.yaml")))
-    with qtbot.waitSignal(w.docks.review.jobEnded, timeout=120_000) as scored:
-        pass
-    assert scored.args == ["score", "finished"]
-    qtbot.waitUntil(lambda: w.canvas.heat is not None, timeout=10_000)
-    assert w.docks.models_panel.model_row_texts(w.docks.review.model.id)["Labels used"] == "boxes 3, mask 1, tag 1"
+    with qtbot.waitSignal(w.docks.training.runStarted, timeout=60_000) as started:
+        demo.start_first_training(w)
+    with Store.open(folder) as s:
+        run = s.run(started.args[0])
+    assert run.settings["supervision"] == "all" and run.settings["preset"] == "cpu"
+    assert run.labels_used == {"boxes": 3, "tag": 1, "mask": 1}
+    assert (run.run_dir / "config.yaml").read_text() == demo.resources.path("demo", "demo.yaml").read_text()
+    assert "--config" in run.command and w.docks.dock["train"].isVisible()
+    with qtbot.waitSignal(w.docks.training.runEnded, timeout=30_000) as ended:
+        w.docks.training.cancel()
+    assert ended.args[1] == "cancelled"
     w.close()
 
 

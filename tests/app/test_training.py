@@ -88,6 +88,8 @@ def test_train_a_tiny_model_from_the_window(qtbot, project, tmp_path):
     assert done.args == ["score", "finished"]
     with Store.open(project) as s:
         assert len(s.scores(model_id)) == s.image_count()
+    qtbot.waitUntil(lambda: w.canvas.heat is not None, timeout=10_000)     # heatmaps appear
+    assert "Score" in w.docks.review_panel.image_info.text()
     w.close()
 
 
@@ -123,7 +125,7 @@ def test_cancel_mid_training_then_resume(qtbot, project, tmp_path):
 def test_killed_worker_is_reported_and_the_app_survives(qtbot, project, tmp_path):
     w = open_window(qtbot, project, tmp_path, steps=400)
     qtbot.mouseClick(w.docks.train_panel.train_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: w.docks.training.process is not None and w.docks.training.process.state.stage,
+    qtbot.waitUntil(lambda: w.docks.training.process is not None and bool(w.docks.training.process.state.stage),
                     timeout=120_000)                        # the worker is busy (first progress event)
     pid = w.docks.training.process.pid()
     os.kill(pid, signal.SIGKILL)
