@@ -6,6 +6,9 @@
     semirest-studio --new DIR --import FOLDER [--copy] [--split test]
     semirest-studio PROJECT --mvtec CATEGORY_DIR --headless
                                           import without a window (prints skipped files), exit
+    semirest-studio --demo [DIR] [--no-train]
+                                          the demo project (real images, a few labels): built and
+                                          training a first model on first start (app/demo.py)
 
 With ``--headless`` nothing graphical starts: for scripted use on a line computer.
 """
@@ -27,7 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--copy", action="store_true", help="copy imported images into the project")
     p.add_argument("--split", choices=SPLITS, help="split for imported images (plain folders)")
     p.add_argument("--headless", action="store_true", help="do the import and exit, without a window")
+    p.add_argument("--demo", nargs="?", const="", metavar="DIR",
+                   help="open the demo project (built on first start, in DIR or the user's data folder)")
+    p.add_argument("--no-train", action="store_true", help="with --demo: do not start training on first start")
     a = p.parse_args(argv)
+    if a.demo is not None and (a.new or a.project or a.import_folder or a.mvtec or a.headless):
+        p.error("--demo opens the demo project; give no other project or import")
     if a.new and a.project:
         p.error("give either PROJECT or --new DIR, not both")
     if (a.import_folder or a.mvtec or a.headless) and not (a.new or a.project):
@@ -66,6 +74,29 @@ def run_headless(a: argparse.Namespace) -> int:
     return 0
 
 
+def open_demo(folder: Path | None, train: bool):
+    """Build the demo project on first start (and train), or reopen it; returns the window."""
+    from . import demo
+    from .main_window import MainWindow
+    from .store import Store
+
+    folder = folder or demo.default_dir()
+    first = not Store.is_project(folder)
+    if first:
+        print(f"building the demo project in {folder}", flush=True)
+        try:
+            demo.build_demo_project(folder)
+        except (OSError, RuntimeError) as exc:
+            print(f"error: cannot build the demo project: {exc}", file=sys.stderr)
+            return None
+    else:
+        print(f"opening the demo project {folder}", flush=True)
+    window = MainWindow(folder)
+    if first and train and window.store is not None:
+        demo.start_first_training(window)
+    return window
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if a.headless:
@@ -80,14 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("SemiREST Studio")
     app.setOrganizationName("SemiREST")
     app.setStyleSheet(resources.style_sheet())
-    if a.new:
+    if a.demo is not None:
+        window = open_demo(Path(a.demo) if a.demo else None, train=not a.no_train)
+        if window is None:
+            return 2
+    elif a.new:
         Path(a.new).mkdir(parents=True, exist_ok=True)
         window = MainWindow()
         window.open_project(a.new, create=not Store.is_project(a.new))
     else:
         window = MainWindow(a.project)
     window.show()
-    if window.store is not None:
+    if window.store is not None and a.demo is None:
         if a.import_folder:
             window.import_folder(a.import_folder, a.copy, a.split or window.store.settings().default_split)
         if a.mvtec:

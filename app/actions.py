@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QMainWindow, QToolBar
 from . import resources
 from .shortcuts import SHORTCUTS
 
-MENU_ORDER = ("Project", "Edit", "Tools", "Labels", "Navigate", "View", "Help")
+MENU_ORDER = ("Project", "Edit", "Tools", "Labels", "Navigate", "View", "Model", "Help")
 TOOLBAR = ("tool_brush", "tool_eraser", "tool_polygon", "tool_block", "tool_box", "tool_tag", None,
            "tag_normal", "tag_defective", "tag_clear", None, "undo", "redo", None, "prev_image",
            "next_image", "zoom_fit")

@@ -1,10 +1,11 @@
-"""The image list: thumbnails, status and split, filters, keyboard navigation.
+"""The image list: thumbnails, status and split, score, filters and sorting, keyboard navigation.
 
 A list model over the store's rows (one SQL query per reload), a delegate that paints thumbnail,
 name and a status chip, and a filter bar. Thumbnails come from :class:`ThumbnailLoader` in the
 background; until one arrives the row shows a grey square, so thousands of rows scroll freely.
 An image whose labels change while a filter is on stays in the list until the filter changes:
-rows do not jump away under the user.
+rows do not jump away under the user. With a model in review, each row shows the image score
+(red when at or above the image threshold) and the list sorts and filters by score.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from .thumbnails import ThumbnailLoader
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_ROLE = Qt.ItemDataRole.UserRole + 2
+SCORE_ROLE = Qt.ItemDataRole.UserRole + 3     # (score, flagged) or None
+ORDERS = (("Import order", None), ("Score, highest first", "desc"), ("Score, lowest first", "asc"))
+SCORE_FILTERS = (("Any score", None), ("Flagged", "flagged"), ("Not flagged", "ok"), ("Not scored", "none"))
 STATUS_COLORS = {"unlabelled": QColor(120, 120, 120), "normal": QColor(40, 160, 70),
                  "defective": QColor(210, 50, 50)}
 ICON = 56   # px shown in the list
@@ -34,6 +38,8 @@ class ImageListModel(QAbstractListModel):
         self._index: dict[int, int] = {}
         self._thumbs = thumbs
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
+        self.scores: dict[int, float] = {}
+        self.threshold: float | None = None
         thumbs.ready.connect(self._thumb_ready)
 
     def set_rows(self, rows: list[ImageRow]) -> None:
@@ -65,6 +71,9 @@ class ImageListModel(QAbstractListModel):
             return row.id
         if role == ROW_ROLE:
             return row
+        if role == SCORE_ROLE:
+            sc = self.scores.get(row.id)
+            return None if sc is None else (sc, self.threshold is not None and sc >= self.threshold)
         if role == Qt.ItemDataRole.ToolTipRole:
             where = "copied into the project" if row.copied else "referenced"
             return f"{row.abs_path}\n{row.width} x {row.height} px, {row.split}, {row.status} ({where})"
@@ -118,7 +127,11 @@ class ImageDelegate(QStyledItemDelegate):
         p.drawText(text, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
                    p.fontMetrics().elidedText(row.name, Qt.TextElideMode.ElideMiddle, text.width()))
         chip = QRect(text.left(), text.top() + p.fontMetrics().height() + 6, 0, p.fontMetrics().height() + 2)
-        for label, color in ((row.status, STATUS_COLORS[row.status]), (row.split, QColor(80, 110, 160))):
+        chips = [(row.status, STATUS_COLORS[row.status]), (row.split, QColor(80, 110, 160))]
+        scored = index.data(SCORE_ROLE)
+        if scored is not None:
+            chips.append((f"{scored[0]:.3f}", QColor(200, 40, 40) if scored[1] else QColor(95, 95, 95)))
+        for label, color in chips:
             chip.setWidth(p.fontMetrics().horizontalAdvance(label) + 12)
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(color)
@@ -144,6 +157,12 @@ class ImageListPanel(QWidget):
         for s in SPLITS:
             self.split_filter.addItem(s, s)
         self.search = QLineEdit(placeholderText="Filter by name…", clearButtonEnabled=True)
+        self.order = QComboBox()
+        for text, key in ORDERS:
+            self.order.addItem(text, key)
+        self.score_filter = QComboBox()
+        for text, key in SCORE_FILTERS:
+            self.score_filter.addItem(text, key)
         self.count = QLabel()
         self._total = 0
         self.model = ImageListModel(thumbs, self)
@@ -159,12 +178,18 @@ class ImageListPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(filters)
+        scores = QHBoxLayout()
+        scores.addWidget(self.order)
+        scores.addWidget(self.score_filter)
+        lay.addLayout(scores)
         lay.addWidget(self.search)
         lay.addWidget(self.view, 1)
         lay.addWidget(self.count)
         self.status_filter.currentIndexChanged.connect(lambda _: self.reload())
         self.split_filter.currentIndexChanged.connect(lambda _: self.reload())
         self.search.textChanged.connect(lambda _: self.reload())
+        self.order.currentIndexChanged.connect(lambda _: self.reload())
+        self.score_filter.currentIndexChanged.connect(lambda _: self.reload())
         self.view.selectionModel().currentChanged.connect(self._current_changed)
 
     def reload(self) -> None:
@@ -174,6 +199,7 @@ class ImageListPanel(QWidget):
         needle = self.search.text().strip().lower()
         if needle:
             rows = [r for r in rows if needle in str(r.path).lower()]
+        rows = self._by_score(rows)
         self.view.selectionModel().blockSignals(True)
         self.model.set_rows(rows)
         self.view.selectionModel().blockSignals(False)
@@ -183,6 +209,31 @@ class ImageListPanel(QWidget):
             self.select(current, emit=False)
         elif current is not None:
             self.currentImageChanged.emit(self.current_id())
+
+    def _by_score(self, rows: list[ImageRow]) -> list[ImageRow]:
+        sc, thr = self.model.scores, self.model.threshold
+        want = self.score_filter.currentData()
+        if want == "none":
+            rows = [r for r in rows if r.id not in sc]
+        elif want is not None:
+            flagged = want == "flagged"
+            rows = [r for r in rows if r.id in sc and (thr is not None and sc[r.id] >= thr) == flagged]
+        order = self.order.currentData()
+        if order is not None:
+            scored = sorted((r for r in rows if r.id in sc), key=lambda r: sc[r.id], reverse=order == "desc")
+            rows = scored + [r for r in rows if r.id not in sc]      # unscored last, in import order
+        return rows
+
+    def set_scores(self, scores: dict[int, float], threshold: float | None) -> None:
+        """The review model's scores and image threshold: shown per row, used to sort and filter."""
+        self.model.scores, self.model.threshold = dict(scores), threshold
+        if self.order.currentData() is not None or self.score_filter.currentData() is not None:
+            self.reload()
+        else:
+            self.view.viewport().update()
+
+    def visible_ids(self) -> list[int]:
+        return [r.id for r in self.model.rows]
 
     def refresh(self, image_id: int) -> None:
         """One image's labels or split changed: update its row in place."""
@@ -241,6 +292,20 @@ class ImageListPanel(QWidget):
         for k in range(n):
             r = self.model.rows[(start + k) % n]
             if r.status == "unlabelled" and r.id != cur:
+                return self.select(r.id)
+        return False
+
+    def next_flagged(self, delta: int = 1) -> bool:
+        """The next (or previous) listed image at or above the image threshold."""
+        sc, thr = self.model.scores, self.model.threshold
+        if thr is None:
+            return False
+        cur = self.current_id()
+        n = len(self.model.rows)
+        start = -1 if cur is None else self.model.row_of(cur)
+        for k in range(1, n + 1):
+            r = self.model.rows[(start + delta * k) % n]
+            if r.id != cur and sc.get(r.id, -1.0) >= thr:
                 return self.select(r.id)
         return False
 

@@ -19,6 +19,7 @@ from .dialogs.help import ShortcutsDialog
 from .dialogs.project import ProjectSettingsDialog, StartPage
 from .image_list import ImageListPanel
 from .labeling import LabelingController
+from .project_docks import ProjectDocks
 from .settings import AppSettings
 from .store import Store, StoreError
 from .thumbnails import ThumbnailLoader
@@ -27,10 +28,13 @@ ZOOM_STEP = 1.25
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, project: str | Path | None = None, app_settings: AppSettings | None = None):
+    def __init__(self, project: str | Path | None = None, app_settings: AppSettings | None = None,
+                 devices: list | None = None):
         super().__init__()
         self.setObjectName("main")
         self.app_settings = app_settings or AppSettings()
+        self.devices = devices            # None: listed in the background (tests inject a list)
+        self.docks: ProjectDocks | None = None
         self.store: Store | None = None
         self.controller: LabelingController | None = None
         self.image_list: ImageListPanel | None = None
@@ -102,6 +106,20 @@ class MainWindow(QMainWindow):
             "zoom_actual": lambda: self.canvas.set_scale(1.0),
             "toggle_grid": self._toggle_grid,
             "help": self.show_shortcuts,
+            "next_flagged": lambda: self.image_list and self.image_list.next_flagged(1),
+            "prev_flagged": lambda: self.image_list and self.image_list.next_flagged(-1),
+            "train": lambda: self.docks and self.docks.training.start(),
+            "cancel_training": lambda: self.docks and self.docks.training.cancel(),
+            "retrain": lambda: self.docks and self.docks.review.model and
+            self.docks.training.retrain(self.docks.review.model.id),
+            "score_images": lambda: self.docks and self.docks.review.score(),
+            "inspect_folder": lambda: self.docks and self.docks.review.inspect_folder(),
+            "export_report": lambda: self.docks and self.docks.review.export(),
+            "review_normal": lambda: self.docks and self.docks.review.mark_normal_next(),
+            "toggle_heatmap": lambda: self.docks and self.docks.review.toggle("heat"),
+            "toggle_labels": lambda: self.docks and self.docks.review.toggle("labels"),
+            "toggle_heat_view": lambda: self.docks and self.docks.review.toggle_view(),
+            "label_budget": lambda: self.docks and self.docks.show_budget(),
         }
         for tool in TOOL_NAMES:
             h[f"tool_{tool}"] = lambda t=tool: self.set_tool(t)
@@ -126,7 +144,8 @@ class MainWindow(QMainWindow):
         has = self.store is not None
         for name in ("import_folder", "import_mvtec", "export_labels", "export_timing",
                      "write_label_files", "project_settings", "split_train", "split_test", "split_val",
-                     "remove_images"):
+                     "remove_images", "train", "cancel_training", "retrain", "score_images",
+                     "inspect_folder", "export_report", "review_normal", "label_budget"):
             self.actions[name].setEnabled(has)
         if self.controller is None:
             self.actions["undo"].setEnabled(False)
@@ -175,6 +194,7 @@ class MainWindow(QMainWindow):
         self.canvas.show_message("Import images (Project menu) to start" if store.image_count() == 0
                                  else "Pick an image in the list")
         self.image_list.select_row(0)
+        self.docks = ProjectDocks(self, store, self.devices)
         self.app_settings.add_recent_project(store.folder)
         self.setWindowTitle(f"{store.folder.name} — SemiREST Studio")
         self._update_enabled()
@@ -186,6 +206,9 @@ class MainWindow(QMainWindow):
         for job in self.jobs:
             job.wait(10)
         self.jobs.clear()
+        if self.docks is not None:
+            self.docks.close()
+            self.docks = None
         if self.controller is not None:
             self.controller.close()
             self.controller.deleteLater()

@@ -1,9 +1,31 @@
-"""Access to ../resources (icons, style sheet). The app runs without them if they are missing."""
+"""Access to the shipped resources (icons, style sheet, demo images). The app runs without the
+icons and style if they are missing; the demo says so.
+
+In a source checkout (or an editable install) they are the repository's top-level ``resources/``
+folder; a regular install carries the same folder as the package ``semirest_studio_resources``
+(pyproject.toml), never anything written at run time.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "resources"
+
+def _root() -> Path:
+    here = Path(__file__).resolve().parents[1] / "resources"
+    if here.is_dir():
+        return here
+    from importlib.util import find_spec
+    spec = find_spec("semirest_studio_resources")     # a namespace package: no __init__.py in resources/
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return here
+
+
+ROOT = _root()
+
+
+def path(*parts: str) -> Path:
+    return ROOT.joinpath(*parts)
 
 
 def style_sheet() -> str:

@@ -58,7 +58,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     # Navigate
     Shortcut("next_image", ("D", "PgDown"), "&Next image", "Navigate", short="Next"),
     Shortcut("prev_image", ("A", "PgUp"), "&Previous image", "Navigate", short="Previous"),
-    Shortcut("next_unlabelled", ("N",), "Next &unlabelled image", "Navigate"),
+    Shortcut("next_unlabelled", ("U",), "Next &unlabelled image", "Navigate"),
+    Shortcut("next_flagged", (".",), "Next &flagged image (score over the image threshold)", "Navigate"),
+    Shortcut("prev_flagged", (",",), "Previous flagged image", "Navigate"),
     Shortcut("focus_list", ("Ctrl+L",), "Focus the image &list (then Up/Down)", "Navigate"),
     # View
     Shortcut("zoom_in", ("Ctrl++", "Ctrl+=", "+"), "Zoom &in", "View"),
@@ -66,6 +68,18 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("zoom_fit", ("F", "Ctrl+0"), "&Fit the image to the window", "View", short="Fit"),
     Shortcut("zoom_actual", ("Ctrl+1",), "&Actual pixels (100%)", "View"),
     Shortcut("toggle_grid", ("G",), "Show the block &grid in every tool", "View", checkable=True),
+    # Model: train, review
+    Shortcut("train", ("Ctrl+T",), "&Train a model (Train panel settings)", "Model"),
+    Shortcut("cancel_training", (), "&Cancel training", "Model"),
+    Shortcut("retrain", ("Ctrl+Shift+T",), "&Retrain with corrections (from the review model)", "Model"),
+    Shortcut("score_images", ("Ctrl+R",), "&Score images with the review model", "Model"),
+    Shortcut("inspect_folder", ("Ctrl+Shift+O",), "&Inspect a folder of new parts…", "Model"),
+    Shortcut("export_report", ("Ctrl+Shift+R",), "E&xport the review report and overlays…", "Model"),
+    Shortcut("review_normal", ("N",), "False alarm: tag &normal and go to the next flagged image", "Model"),
+    Shortcut("toggle_heatmap", ("H",), "Show / hide the &heatmap", "Model"),
+    Shortcut("toggle_labels", ("L",), "Show / hide the &labels over the heatmap", "Model"),
+    Shortcut("toggle_heat_view", ("V",), "Heatmap &view: smoothed / block grid", "Model"),
+    Shortcut("label_budget", (), "Label &budget plot…", "Model"),
     # Help
     Shortcut("help", ("F1",), "&Keyboard and mouse shortcuts", "Help"),
 )

@@ -34,6 +34,7 @@ import numpy as np
 from core.labels import BlockCells, ImageLabel, RotatedBox, save_label
 
 from .settings import SPLITS, ProjectSettings
+from .store_runs import RunsMixin
 from .store_schema import SchemaTooNew, migrate
 
 PROJECT_DB = "project.sqlite"
@@ -105,7 +106,7 @@ def file_sha1(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class Store:
+class Store(RunsMixin):
     """One connection to one project. Use :meth:`create` or :meth:`open`."""
 
     def __init__(self, folder: str | Path, _create: bool = False):

@@ -4,8 +4,9 @@
 that runs inside one transaction, so a database is always at exactly one version. A database made
 by a newer app (a higher version than we know) is refused rather than half-understood.
 
-Add tables for later issues (models, runs) as new migrations at the end; never edit a migration
-that has shipped.
+Add tables for later issues as new migrations at the end; never edit a migration that has shipped.
+A migration that rebuilds a table (SQLite cannot change a CHECK in place) runs with foreign keys
+off, as SQLite's documented 12-step procedure requires, and checks them before committing.
 """
 from __future__ import annotations
 
@@ -77,7 +78,83 @@ def _m1_initial(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial]
+_IMAGES_V2 = """
+    CREATE TABLE images_v2(
+        id        INTEGER PRIMARY KEY,
+        path      TEXT NOT NULL UNIQUE,
+        copied    INTEGER NOT NULL CHECK (copied IN (0, 1)),
+        source    TEXT NOT NULL,
+        width     INTEGER NOT NULL CHECK (width > 0),
+        height    INTEGER NOT NULL CHECK (height > 0),
+        split     TEXT NOT NULL DEFAULT 'train' CHECK (split IN ('train', 'test', 'val', 'inspect')),
+        file_size INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        sha1      TEXT NOT NULL,
+        added_at  REAL NOT NULL,
+        rev       INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO images_v2 SELECT id, path, copied, source, width, height, split, file_size, mtime_ns,
+                                 sha1, added_at, rev FROM images;
+    DROP TABLE images;
+    ALTER TABLE images_v2 RENAME TO images;
+    CREATE INDEX images_split ON images(split);
+    CREATE INDEX images_source ON images(source);
+"""
+
+
+def _m2_runs_models_predictions(db: sqlite3.Connection) -> None:
+    """Issue 5: training runs, trained models, cached predictions; the 'inspect' split (parts
+    from a folder run through a model for review: never training normals, their labels are)."""
+    _run_script(db, _IMAGES_V2 + """
+    CREATE TABLE runs(
+        id            INTEGER PRIMARY KEY,
+        status        TEXT NOT NULL CHECK (status IN ('queued', 'running', 'cancelled', 'failed', 'finished')),
+        settings      TEXT NOT NULL,              -- JSON: supervision, preset, backbone, device, steps...
+        command       TEXT NOT NULL,              -- JSON argv after the Python executable
+        run_dir       TEXT NOT NULL,              -- relative to the project
+        labels_used   TEXT NOT NULL,              -- JSON {kind: images}
+        label_seconds TEXT NOT NULL,              -- JSON {kind: annotation seconds}
+        parent_model  INTEGER REFERENCES models(id) ON DELETE SET NULL,   -- retrained from
+        created       REAL NOT NULL,
+        started       REAL,
+        ended         REAL,
+        pid           INTEGER,
+        exit_code     INTEGER,
+        error         TEXT,
+        log_path      TEXT                        -- relative to the project
+    );
+    CREATE TABLE models(
+        id              INTEGER PRIMARY KEY,
+        run_id          INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        path            TEXT NOT NULL,            -- relative to the project (or absolute)
+        created         REAL NOT NULL,
+        supervision     TEXT NOT NULL,
+        preset          TEXT,
+        backbone        TEXT,
+        device          TEXT,
+        device_name     TEXT,
+        train_seconds   REAL,
+        steps           INTEGER,
+        labels_used     TEXT NOT NULL,            -- JSON {kind: images}
+        label_seconds   TEXT NOT NULL,            -- JSON {kind: seconds}
+        validation      TEXT NOT NULL,            -- JSON {val_pixel_ap, step, history}
+        calibration     TEXT NOT NULL,            -- JSON (map_scale, default thresholds, score lists)
+        image_threshold REAL,                     -- the user's; NULL = the calibration's
+        pixel_threshold REAL
+    );
+    CREATE TABLE predictions(
+        model_id  INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+        image_id  INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        score     REAL NOT NULL,
+        block_map BLOB NOT NULL,                  -- .npy bytes, float16 (rows, cols)
+        created   REAL NOT NULL,
+        PRIMARY KEY (model_id, image_id)
+    );
+    CREATE INDEX predictions_image ON predictions(image_id);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_runs_models_predictions]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -95,20 +172,28 @@ def current_version(db: sqlite3.Connection) -> int:
 
 def migrate(db: sqlite3.Connection) -> int:
     """Bring ``db`` (autocommit connection) up to :data:`SCHEMA_VERSION`; return the old version."""
-    db.execute("BEGIN IMMEDIATE")   # two windows opening a fresh project: one migrates, one waits
+    fk = int(db.execute("PRAGMA foreign_keys").fetchone()[0])
+    db.execute("PRAGMA foreign_keys = OFF")   # table rebuilds must not cascade (no-op in a transaction)
     try:
-        old = current_version(db)
-        if old > SCHEMA_VERSION:
-            raise SchemaTooNew(f"the project was written by a newer SemiREST Studio "
-                               f"(schema {old}, this app knows {SCHEMA_VERSION})")
-        if old == 0:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")
-            db.execute("INSERT INTO schema_version VALUES (0)")
-        for version in range(old, SCHEMA_VERSION):
-            MIGRATIONS[version](db)
-            db.execute("UPDATE schema_version SET version = ?", (version + 1,))
-        db.execute("COMMIT")
-        return old
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+        db.execute("BEGIN IMMEDIATE")   # two windows opening a fresh project: one migrates, one waits
+        try:
+            old = current_version(db)
+            if old > SCHEMA_VERSION:
+                raise SchemaTooNew(f"the project was written by a newer SemiREST Studio "
+                                   f"(schema {old}, this app knows {SCHEMA_VERSION})")
+            if old == 0:
+                db.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")
+                db.execute("INSERT INTO schema_version VALUES (0)")
+            for version in range(old, SCHEMA_VERSION):
+                MIGRATIONS[version](db)
+                db.execute("UPDATE schema_version SET version = ?", (version + 1,))
+            bad = db.execute("PRAGMA foreign_key_check").fetchall()
+            if bad:
+                raise sqlite3.IntegrityError(f"migration left {len(bad)} broken references, e.g. {bad[0]}")
+            db.execute("COMMIT")
+            return old
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.execute(f"PRAGMA foreign_keys = {'ON' if fk else 'OFF'}")

@@ -226,16 +226,26 @@ def _load(model: str | Path | ModelBundle) -> ModelBundle:
     return model if isinstance(model, ModelBundle) else ModelBundle.load(model)
 
 
-def colorize(amap: np.ndarray, scale: float) -> np.ndarray:
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
+             "viridis": cv2.COLORMAP_VIRIDIS, "hot": cv2.COLORMAP_HOT}
+
+
+def colorize(amap: np.ndarray, scale: float, colormap: str = "jet") -> np.ndarray:
     """Map -> RGB heatmap with the model's fixed scale (not per-image normalisation)."""
     v = np.clip(amap / max(scale, 1e-12), 0, 1)
-    bgr = cv2.applyColorMap((v * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    bgr = cv2.applyColorMap((v * 255).astype(np.uint8), COLORMAPS[colormap])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay(img: np.ndarray, amap: np.ndarray, scale: float, opacity: float = 0.5) -> np.ndarray:
-    heat = colorize(amap, scale)
-    alpha = (opacity * np.clip(amap / max(scale, 1e-12), 0, 1))[..., None]
+def overlay_alpha(amap: np.ndarray, scale: float, opacity: float) -> np.ndarray:
+    """Per-pixel opacity of the overlay: calm regions stay transparent."""
+    return opacity * np.clip(amap / max(scale, 1e-12), 0, 1)
+
+
+def overlay(img: np.ndarray, amap: np.ndarray, scale: float, opacity: float = 0.5,
+            colormap: str = "jet") -> np.ndarray:
+    heat = colorize(amap, scale, colormap)
+    alpha = overlay_alpha(amap, scale, opacity)[..., None]
     return (img * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 

@@ -10,7 +10,27 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """``../shared/data`` beside the repository; in a git worktree, beside the main checkout
+    (``$SEMIREST_SHARED_DATA`` overrides)."""
+    if os.environ.get("SEMIREST_SHARED_DATA"):
+        return Path(os.environ["SEMIREST_SHARED_DATA"])
+    here = ROOT.parent / "shared" / "data"
+    git = ROOT / ".git"
+    if here.is_dir() or not git.is_file():
+        return here
+    try:   # .git is "gitdir: <main>/.git/worktrees/<name>"; commondir points at <main>/.git
+        gitdir = Path(git.read_text(encoding="utf-8").split("gitdir:", 1)[1].strip())
+        common = (gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()).resolve()
+    except (OSError, IndexError):
+        return here
+    main = common.parent / "shared" / "data" if common.name != ".git" else common.parent.parent / "shared" / "data"
+    return main if main.is_dir() else here
+
+
+SHARED_DATA = _shared_data()
 PIPED_ROOT = SHARED_DATA / "piped"
 PIPED = PIPED_ROOT / "PA_BDP01_TL"
 

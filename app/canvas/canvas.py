@@ -27,6 +27,7 @@ BOX_SELECTED_PEN = QColor(255, 210, 0)
 CELL_FILL = QColor(255, 150, 0, 120)
 CELL_PEN = QColor(255, 150, 0, 220)
 GRID_PEN = QColor(255, 255, 255, 70)
+CONTOUR_PEN = QColor(255, 255, 255, 230)
 TAG_COLORS = {"normal": QColor(40, 160, 70), "defective": QColor(210, 50, 50), None: QColor(90, 90, 90)}
 WHEEL_ZOOM_BASE = 1.0015    # per wheel-delta unit: one notch (120) zooms by ~20 %
 
@@ -49,6 +50,8 @@ class Canvas(QWidget):
         self.document: LabelDocument | None = None
         self.undo_stack: QUndoStack | None = None
         self._overlay = None
+        self.heat = None                    # app.viewer.heat.HeatLayer of the shown image, or None
+        self.show_labels = True             # the review toggle: labels over the heatmap, or not
         self._message = "No project open"
         self._brush_radius = BRUSH_RADIUS_DEFAULT
         self.show_grid = False
@@ -64,6 +67,8 @@ class Canvas(QWidget):
         self.tool.deactivate()
         if self.document is not None:
             self.document.remove_listener(self._on_document_changed)
+        if self.image is None or image is None or image.image_id != self.image.image_id:
+            self.heat = None
         self.image, self.document, self.undo_stack = image, document, undo_stack
         self._overlay = None if document is None else mask_overlay(document.mask)
         if document is not None:
@@ -77,6 +82,11 @@ class Canvas(QWidget):
         """Shown instead of an image: no project, loading, or why an image cannot be shown."""
         self.set_content(None, None, None)
         self._message = text
+        self.update()
+
+    def set_heat(self, layer) -> None:
+        """Show a heatmap layer over the image (None: none). The viewer sets it per image."""
+        self.heat = layer
         self.update()
 
     def has_image(self) -> bool:
@@ -244,13 +254,15 @@ class Canvas(QWidget):
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self._message)
             return
         self._paint_pixels(p, clip)
-        self._paint_blocks(p)
-        self._paint_boxes(p)
+        if self.show_labels:
+            self._paint_blocks(p)
+            self._paint_boxes(p)
         self.tool.paint(p)
         self._paint_tag(p)
 
     def _paint_pixels(self, p: QPainter, clip: QRect) -> None:
-        """The image (from the pyramid level near screen size) and the mask, exposed part only."""
+        """The image (from the pyramid level near screen size), the heatmap, and the mask over
+        them, exposed part only."""
         img, view = self.image, self.view
         x0, y0 = view.to_image(clip.left(), clip.top())
         x1, y1 = view.to_image(clip.right() + 1, clip.bottom() + 1)
@@ -264,9 +276,32 @@ class Canvas(QWidget):
         # Zoomed in, pixels stay crisp squares (inspection wants to see them); zoomed out, smooth.
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, view.scale * f < 1.0)
         p.drawImage(target, level, QRectF(x0 / f, y0 / f, (x1 - x0) / f, (y1 - y0) / f))
-        if self._overlay is not None:
+        self._paint_heat(p)
+        if self._overlay is not None and self.show_labels:
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
             p.drawImage(target, self._overlay, QRectF(x0, y0, x1 - x0, y1 - y0))
+
+    def _paint_heat(self, p: QPainter) -> None:
+        """The heatmap stretched over the whole image (smoothed, or crisp cells), then the outline
+        of the pixels over the pixel threshold."""
+        heat, view = self.heat, self.view
+        if heat is None:
+            return
+        x0, y0 = view.to_widget(0, 0)
+        target = QRectF(x0, y0, self.image.width * view.scale, self.image.height * view.scale)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, heat.smooth)
+        p.drawImage(target, heat.image)
+        if not heat.contours.isEmpty():
+            p.save()
+            p.translate(x0, y0)
+            p.scale(view.scale, view.scale)
+            p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            pen = QPen(CONTOUR_PEN, 1.6)
+            pen.setCosmetic(True)
+            p.setPen(pen)
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawPath(heat.contours)
+            p.restore()
 
     def _paint_blocks(self, p: QPainter) -> None:
         doc, view = self.document, self.view

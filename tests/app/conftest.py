@@ -27,7 +27,7 @@ def project_dir(tmp_path):
 def window(qtbot, project_dir, tmp_path):
     w = MainWindow(project_dir, AppSettings(tmp_path / "user.ini"))
     qtbot.addWidget(w)
-    w.resize(1000, 700)
+    w.resize(1400, 700)                      # the right docks (Review, Train, Models) take ~400 px
     w.show()
     qtbot.waitExposed(w)
     w.activateWindow()                       # window shortcuts fire only in the active window

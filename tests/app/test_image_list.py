@@ -50,10 +50,10 @@ def test_keyboard_navigation_in_the_list_and_next_unlabelled(qtbot, window):
     wait_image(qtbot, window, ids[2])
     qtbot.keyClick(panel.view, Qt.Key.Key_Up)
     wait_image(qtbot, window, ids[1])
-    key(qtbot, window, Qt.Key.Key_1)                          # label it; N skips labelled ones
+    key(qtbot, window, Qt.Key.Key_1)                          # label it; U skips labelled ones
     panel.select(ids[0])
     wait_image(qtbot, window, ids[0])
-    key(qtbot, window, Qt.Key.Key_N)
+    key(qtbot, window, Qt.Key.Key_U)
     wait_image(qtbot, window, ids[2])
     key(qtbot, window, Qt.Key.Key_D)                          # at the end: stays
     assert panel.current_id() == ids[2]

@@ -1,0 +1,138 @@
+"""The Train panel: what to train (supervision, preset, backbone, steps, device) and the run in
+progress (stage, progress bar, loss curve, steps per second, ETA, the error or advice).
+
+Widgets only: it emits what the user asks for; app.training.controller does it.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from .device_picker import DevicePicker
+from .loss_curve import LossCurve
+from .protocol import RunState
+from .trainset import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
+
+STATUS_COLORS = {"finished": "#2a8a3a", "cancelled": "#8a6d00", "failed": "#b02020", "running": "#2060b0"}
+
+
+class TrainPanel(QWidget):
+    trainRequested = Signal(object)        # RunSpec
+    cancelRequested = Signal()
+    resumeRequested = Signal()
+
+    def __init__(self, app_settings=None, devices=None, parent=None):
+        super().__init__(parent)
+        self.app_settings = app_settings
+        self.config_file: str | None = None     # advanced: a YAML over the preset (scripts, tests)
+        self.supervision = QComboBox()
+        for key, text in SUPERVISIONS.items():
+            self.supervision.addItem(text, key)
+        self.preset = QComboBox()
+        for p in PRESETS:
+            self.preset.addItem({"cpu": "cpu (small, minutes on a CPU)", "paper": "paper (large, for a GPU)"}[p], p)
+        self.backbone = QComboBox()
+        for b in BACKBONES:
+            self.backbone.addItem("preset default" if b == "auto" else b, b)
+        self.backbone.setToolTip("preset default: cpu uses the offline EfficientNet-Lite0; paper uses "
+                                 "Wide-ResNet-50-2 when its weights are at hand, else Lite0")
+        self.steps = QSpinBox(minimum=0, maximum=1_000_000, singleStep=100)
+        self.steps.setSpecialValueText("preset default")
+        self.device = DevicePicker(app_settings, devices)
+        form = QFormLayout()
+        form.addRow("Supervision", self.supervision)
+        form.addRow("Preset", self.preset)
+        form.addRow("Backbone", self.backbone)
+        form.addRow("Steps", self.steps)
+        form.addRow("Device", self.device)
+        self.train_button = QPushButton("Train")
+        self.train_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the last cancelled or failed run from its checkpoint")
+        buttons = QHBoxLayout()
+        for b in (self.train_button, self.cancel_button, self.resume_button):
+            buttons.addWidget(b)
+        self.run_label = QLabel("No run yet")
+        self.run_label.setWordWrap(True)
+        self.stage_label = QLabel("")
+        self.stage_label.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.curve = LossCurve()
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.run_label)
+        lay.addWidget(self.stage_label)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.curve, 1)
+        lay.addWidget(self.message)
+        self.train_button.clicked.connect(lambda: self.trainRequested.emit(self.spec()))
+        self.cancel_button.clicked.connect(self.cancelRequested.emit)
+        self.resume_button.clicked.connect(self.resumeRequested.emit)
+        self._restore()
+        for combo in (self.supervision, self.preset, self.backbone):
+            combo.currentIndexChanged.connect(lambda _: self._remember())
+        self.set_running(False, resumable=False)
+
+    # ---- settings -------------------------------------------------------------------------------
+    def spec(self) -> RunSpec:
+        return RunSpec(supervision=self.supervision.currentData(), preset=self.preset.currentData(),
+                       backbone=self.backbone.currentData(), device=self.device.current(),
+                       steps=self.steps.value() or None, config=self.config_file)
+
+    def set_spec(self, spec: RunSpec) -> None:
+        for combo, value in ((self.supervision, spec.supervision), (self.preset, spec.preset),
+                             (self.backbone, spec.backbone)):
+            i = combo.findData(value)
+            if i >= 0:
+                combo.setCurrentIndex(i)
+        self.steps.setValue(spec.steps or 0)
+        self.device.select(spec.device)
+
+    def _remember(self) -> None:
+        if self.app_settings is not None:
+            for key, combo in (("supervision", self.supervision), ("preset", self.preset),
+                               ("backbone", self.backbone)):
+                self.app_settings.set_value(f"train/{key}", combo.currentData())
+
+    def _restore(self) -> None:
+        if self.app_settings is None:
+            return
+        for key, combo in (("supervision", self.supervision), ("preset", self.preset),
+                           ("backbone", self.backbone)):
+            i = combo.findData(self.app_settings.value(f"train/{key}", None))
+            if i >= 0:
+                combo.setCurrentIndex(i)
+
+    def set_label_counts(self, counts: dict[str, int]) -> None:
+        """Say how many training images each supervision would use."""
+        for i in range(self.supervision.count()):
+            key = self.supervision.itemData(i)
+            n = counts.get(key)
+            text = SUPERVISIONS[key] + ("" if n is None or key == "unsupervised" else f" — {n} images")
+            self.supervision.setItemText(i, text)
+
+    # ---- the run --------------------------------------------------------------------------------
+    def set_running(self, running: bool, resumable: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.resume_button.setEnabled(not running and resumable)
+
+    def show_run(self, run_id: int, status: str, note: str = "") -> None:
+        color = STATUS_COLORS.get(status, "#444")
+        self.run_label.setText(f"Run {run_id}: <b style='color:{color}'>{status}</b>" + (f" — {note}" if note else ""))
+
+    def show_state(self, st: RunState) -> None:
+        self.stage_label.setText(st.describe())
+        self.progress.setValue(int(1000 * st.fraction))
+        self.curve.set_data(st.curves, st.stage_starts)
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.message.setStyleSheet("color: #b02020;" if error else "")
+        self.message.setText(text)

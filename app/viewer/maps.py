@@ -1,0 +1,38 @@
+"""Anomaly maps for display, without Qt: the core's smoothed map, colour with the model's fixed
+scale, and the blended overlay. The canvas layer (app.viewer.heat) and the report both use these.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# core.api / core.inference import torch (~2 s): imported on first use, and warmed up in the
+# background when a project with models opens (ReviewController), never at window start.
+COLORMAPS = ("jet", "turbo", "inferno", "viridis", "hot")   # core.api.COLORMAPS
+VIEWS = ("smoothed", "blocks")
+DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0}
+
+
+def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict | None = None) -> np.ndarray:
+    """The core's anomaly map at the evaluation size (what the image score is the maximum of)."""
+    from core.inference import eval_hw, postprocess
+    d = {**DEFAULT_DISPLAY, **(display or {})}
+    return postprocess(block_map, eval_hw(width, height, int(d["eval_size"])), float(d["gaussian_sigma"]))
+
+
+def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float) -> np.ndarray:
+    """(h, w) map -> (h, w, 4) BGRA uint8 with the fixed scale; alpha = opacity * normalised value."""
+    from core.api import colorize, overlay_alpha
+    values = np.asarray(values, np.float32)
+    rgb = colorize(values, scale, colormap)
+    alpha = (overlay_alpha(values, scale, float(np.clip(opacity, 0.0, 1.0))) * 255).astype(np.uint8)
+    return np.ascontiguousarray(np.dstack([rgb[..., ::-1], alpha]))
+
+
+def overlay_rgb(rgb: np.ndarray, block_map: np.ndarray, map_scale: float, colormap: str = "jet",
+                opacity: float = 0.6, display: dict | None = None) -> np.ndarray:
+    """The overlay as an RGB array at the image's size (for the exported PNGs): core.api.overlay."""
+    from core.api import overlay
+    h, w = rgb.shape[:2]
+    amap = cv2.resize(smoothed_map(block_map, w, h, display), (w, h), interpolation=cv2.INTER_LINEAR)
+    return overlay(rgb, amap, map_scale, opacity, colormap)

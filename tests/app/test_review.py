@@ -1,0 +1,203 @@
+"""Reviewing a trained model in the window (real images, a tiny model trained once per module):
+thresholds and counts, persistence per model, the review key, a box on a miss, inspection of a
+new folder, the CSV report, retraining with corrections, the label budget, and a screenshot."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+
+from app.main_window import MainWindow
+from app.settings import AppSettings
+from app.store import Store
+from app.viewer.scoring import score_images
+from core.device import DeviceInfo
+
+from qt_drive import drag, key, line, wait_image, widget_point
+from train_helpers import copy_project, piped_project, tiny_yaml, train_in_project
+
+pytestmark = pytest.mark.gui
+CPU = [DeviceInfo("cpu", "Test CPU", None, None)]
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory, piped):
+    """A project with one tiny model whose scores cover every image (built once)."""
+    base = tmp_path_factory.mktemp("reviewed")
+    folder = piped_project(base / "proj", piped / "PA_BDP01_TL")
+    config = tiny_yaml(base / "tiny.yaml")
+    model_id = train_in_project(folder, config)
+    with Store.open(folder) as s:
+        ids = [r.id for r in s.images()]
+    score_images(folder, model_id, ids, "cpu")
+    return folder, model_id, config
+
+
+def open_window(qtbot, folder, tmp_path) -> MainWindow:
+    w = MainWindow(folder, AppSettings(tmp_path / "user.ini"), devices=CPU)
+    qtbot.addWidget(w)
+    w.resize(1400, 860)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)
+    wait_image(qtbot, w)
+    w.canvas.setFocus()
+    return w
+
+
+@pytest.fixture
+def window(qtbot, reviewed, tmp_path):
+    folder = copy_project(reviewed[0], tmp_path / "proj")
+    w = open_window(qtbot, folder, tmp_path)
+    yield w
+    w.close()
+
+
+def test_threshold_slider_changes_counts_and_histogram_and_persists(qtbot, window, reviewed, tmp_path):
+    review, panel = window.docks.review, window.docks.review_panel
+    assert review.model is not None and review.model.id == reviewed[1]
+    scores = sorted(review.scores.values())
+    assert len(scores) == window.store.image_count() == 14
+    mid = round((scores[6] + scores[7]) / 2, 3)
+    panel.image_thr.slider.setValue(round(mid * 1000))           # the user drags the slider
+    assert panel.histogram.threshold == pytest.approx(mid)
+    x_mid = panel.histogram.line_x()
+    flagged = sum(s >= mid for s in scores)
+    assert review.flagged_count() == flagged and f"<b>{flagged} of 14</b>" in panel.counts.text()
+    panel.image_thr.slider.setValue(0)
+    assert review.flagged_count() == 14 and "<b>14 of 14</b>" in panel.counts.text()
+    assert panel.histogram.line_x() < x_mid                      # the line moved with the slider
+    lst = window.image_list
+    lst.score_filter.setCurrentIndex(lst.score_filter.findData("ok"))
+    assert lst.model.rowCount() == 0                              # nothing passes a zero threshold
+    panel.image_thr.spin.setValue(mid)
+    panel.pixel_thr.spin.setValue(0.123)
+    assert lst.model.rowCount() == 14 - flagged                   # the filter follows the threshold
+    window.close()                                                # thresholds are saved with the model
+    with Store.open(window.store.folder if window.store else tmp_path / "proj") as s:
+        m = s.model(reviewed[1])
+    assert (m.image_threshold, m.pixel_threshold) == (pytest.approx(mid), pytest.approx(0.123))
+    again = open_window(qtbot, tmp_path / "proj", tmp_path)
+    assert again.docks.review_panel.image_thr.value() == pytest.approx(mid)
+    assert again.docks.review_panel.pixel_thr.value() == pytest.approx(0.123)
+    again.close()
+
+
+def test_review_key_box_on_a_miss_inspection_report_and_retrain(qtbot, window, reviewed, tmp_path,
+                                                                 piped_category):
+    review, folder = window.docks.review, window.store.folder
+    parts = tmp_path / "new_parts"
+    parts.mkdir()
+    for p in sorted((piped_category / "test" / "good").glob("*.png"))[10:12]:
+        shutil.copy(p, parts / f"good_{p.name}")
+    for p in sorted((piped_category / "test" / "impurity").glob("*.png"))[10:12]:
+        shutil.copy(p, parts / f"bad_{p.name}")
+    with qtbot.waitSignal(review.jobEnded, timeout=120_000) as ended:
+        review.inspect_folder(parts)
+    assert ended.args == ["inspect", "finished"]
+    lst = window.image_list
+    assert lst.split_filter.currentData() == "inspect" and lst.model.rowCount() == 4
+    listed = [review.scores[i] for i in lst.visible_ids()]
+    assert listed == sorted(listed, reverse=True)                 # worst first
+    window.docks.review_panel.image_thr.set_value(0.0)            # review every part
+    review._image_threshold(0.0)
+    lst.select_row(0)
+    first = lst.current_id()
+    wait_image(qtbot, window, first)
+    key(qtbot, window, Qt.Key.Key_N)                              # false alarm: normal, next flagged
+    with Store.open(folder) as s:
+        assert s.label_record(first).tag == "normal"
+    second = lst.current_id()
+    assert second != first
+    wait_image(qtbot, window, second)
+    c = window.canvas
+    key(qtbot, window, Qt.Key.Key_R)                              # a miss: box it right there
+    drag(qtbot, c, line(widget_point(c, 40, 40), widget_point(c, 70, 60)))
+    with Store.open(folder) as s:
+        assert len(s.label_record(second).boxes) == 1
+    # The report: one row per listed part, overlays beside it.
+    with qtbot.waitSignal(review.jobEnded, timeout=60_000):
+        review.export(tmp_path / "report")
+    rows = list(csv.DictReader(open(tmp_path / "report" / f"report_model{reviewed[1]}.csv")))
+    assert len(rows) == 4 and {r["flagged"] for r in rows} == {"1"}
+    assert all((tmp_path / "report" / r["overlay"]).is_file() for r in rows)
+    # Retrain with corrections: a second run from the first model, with the new labels.
+    with qtbot.waitSignal(window.docks.training.modelReady, timeout=240_000) as ready:
+        window.actions["retrain"].trigger()
+    with Store.open(folder) as s:
+        new = s.model(ready.args[0])
+        run = s.run(new.run_id)
+        first_path, second_path = s.image(first).abs_path, s.image(second).abs_path
+    assert run.parent_model == reviewed[1] and "--init" in run.command
+    assert (run.run_dir / run.command[run.command.index("--init") + 1]).resolve() == \
+        (folder / "runs" / "0001" / "model.pt").resolve()
+    normals = [(run.run_dir / ln).resolve() for ln in (run.run_dir / "normals.txt").read_text().split()]
+    assert first_path.resolve() in normals                        # the corrected false alarm
+    labelled = [json.loads(p.read_text()) for p in (run.run_dir / "labels").glob("*.json")]
+    assert any(Path(d["image"]).name == second_path.name and len(d["boxes"]) == 1 for d in labelled)
+    assert run.labels_used == {"boxes": 3, "normal": 1}
+    text = window.docks.models_panel.model_row_texts(new.id)["vs. parent"]
+    assert f"model {reviewed[1]}" in text                         # new metrics beside the old
+
+
+def test_label_budget_plot(qtbot, window, reviewed):
+    dlg = window.docks.show_budget()
+    qtbot.addWidget(dlg)
+    assert len(dlg.points) == 1
+    seconds, ap, label = dlg.points[0]
+    assert seconds == pytest.approx(10.0) and 0 <= ap <= 1 and label.endswith("all")
+    assert len(dlg.png) > 5000 and not dlg.plot.pixmap().isNull()
+    dlg.close()
+
+
+def test_viewer_screenshot_with_heatmap(qtbot, window, reviewed, tmp_path):
+    """A defective test image with its heatmap and ground-truth mask, saved for a reviewer."""
+    with Store.open(window.store.folder) as s:
+        target = next(r.id for r in s.images("test") if r.status == "defective")
+    window.image_list.select(target)
+    wait_image(qtbot, window, target)
+    window.docks.dock["review"].raise_()
+    c = window.canvas
+    qtbot.waitUntil(lambda: c.heat is not None)
+    assert c.heat.smooth and c.heat.image.width() == 256          # the smoothed map at eval size
+    qtbot.wait(100)
+    path = tmp_path / "viewer.png"
+    assert window.grab().save(str(path))
+    print(f"\nviewer screenshot: {path}")
+    if os.environ.get("SEMIREST_SCREENSHOT_DIR"):
+        keep = Path(os.environ["SEMIREST_SCREENSHOT_DIR"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, keep / "viewer.png")
+    with_heat = c.grab().toImage()
+    key(qtbot, window, Qt.Key.Key_V)                              # block grid view
+    block = window.store.prediction(reviewed[1], target)[1]
+    assert not c.heat.smooth and (c.heat.image.height(), c.heat.image.width()) == block.shape   # one cell per block
+    key(qtbot, window, Qt.Key.Key_H)                              # heatmap off
+    assert c.heat is None
+    assert c.grab().toImage() != with_heat
+    assert "Score" in window.docks.review_panel.image_info.text() or \
+        window.docks.review_panel.image_info.text() == "heatmap hidden (H)"
+    img = QImage(str(path))
+    assert (img.width(), img.height()) == (1400, 860)
+
+
+def test_a_model_written_after_the_window_closed_is_recovered(qtbot, reviewed, tmp_path):
+    """The worker finished while the project was closing: the next open records its model."""
+    folder = copy_project(reviewed[0], tmp_path / "proj")
+    with Store.open(folder) as s:
+        run_id = s.model(reviewed[1]).run_id
+        s.db.execute("DELETE FROM models")
+        s.update_run(run_id, status="running", pid=None)
+    w = open_window(qtbot, folder, tmp_path)
+    with Store.open(folder) as s:
+        (m,) = s.models()
+        assert m.run_id == run_id and s.run(run_id).status == "finished"
+    assert w.docks.models_panel.model_row_texts(m.id)["Supervision"] == "all"
+    w.close()

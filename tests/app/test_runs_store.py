@@ -1,0 +1,79 @@
+"""Schema 2: runs, models, predictions, the 'inspect' split; a version-1 project migrates in place."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from app.store import Store
+from app.store_schema import SCHEMA_VERSION, _m1_initial, current_version
+
+from gen_images import make_image
+
+
+def _v1_project(folder, img):
+    """A project as issue 3 wrote it: schema version 1, one image with a tag, timing, thumbnail."""
+    folder.mkdir()
+    db = sqlite3.connect(str(folder / "project.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("BEGIN")
+    db.execute("CREATE TABLE schema_version(version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    _m1_initial(db)
+    db.execute("INSERT INTO images(path, copied, source, width, height, split, file_size, mtime_ns, sha1, "
+               "added_at) VALUES (?, 0, ?, 64, 48, 'test', ?, ?, 'x', 0)",
+               (str(img), str(img), img.stat().st_size, img.stat().st_mtime_ns))
+    db.execute("INSERT INTO labels VALUES (1, 'tag', '\"normal\"', NULL, 1, 0, 'w')")
+    db.execute("INSERT INTO timing VALUES ('s1', 1, 'tag', 2.5, 0, 1)")
+    db.execute("INSERT INTO thumbnails VALUES (1, x'00')")
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_version_1_project_migrates_keeping_everything(tmp_path):
+    img = make_image(tmp_path / "a.png")
+    _v1_project(tmp_path / "p", img)
+    with Store.open(tmp_path / "p") as s:
+        assert current_version(s.db) == SCHEMA_VERSION == 2
+        assert s.integrity_check() == "ok"
+        assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        (row,) = s.images()
+        assert row.split == "test" and row.status == "normal"
+        assert s.seconds_by_kind(row.id) == {"tag": 2.5} and s.thumbnail(row.id) == b"\x00"
+        s.set_split([row.id], "inspect")                       # the new split is allowed
+        assert s.image(row.id).split == "inspect"
+        with pytest.raises(sqlite3.IntegrityError):
+            s.db.execute("UPDATE images SET split = 'nonsense'")
+        s.remove_images([row.id])                              # cascades still reach the rebuilt table
+        assert s.db.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
+        assert s.db.execute("SELECT count(*) FROM timing").fetchone()[0] == 0
+
+
+def test_runs_models_thresholds_predictions(tmp_path):
+    img = make_image(tmp_path / "a.png")
+    with Store.create(tmp_path / "p") as s:
+        image_id = s.add_image(img, copied=False, width=64, height=48, split="inspect", sha1="x")
+        run_dir = s.folder / "runs" / "0001"
+        run_id = s.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 2}, {"boxes": 9.5})
+        s.update_run(run_id, status="running", pid=None, started=1.0)
+        run = s.run(run_id)
+        assert run.status == "running" and run.run_dir == run_dir and run.labels_used == {"boxes": 2}
+        with pytest.raises(ValueError):
+            s.update_run(run_id, status="exploded")
+        assert s.mark_orphaned_runs() == [run_id]              # no live worker: failed, resumable
+        assert s.run(run_id).status == "failed" and "Resume" in s.run(run_id).error
+        model_id = s.add_model(run_id, run_dir / "model.pt", "boxes", {"device": "cpu", "seconds": 12.0},
+                               "tf_efficientnet_lite0", "cpu", {"val_pixel_ap": 0.4, "history": []},
+                               {"map_scale": 0.8, "image_threshold": 0.3, "pixel_threshold": 0.2},
+                               {"boxes": 2}, {"boxes": 9.5})
+        m = s.model(model_id)
+        assert (m.image_threshold, m.pixel_threshold, m.map_scale, m.val_pixel_ap) == (0.3, 0.2, 0.8, 0.4)
+        s.set_thresholds(model_id, image=0.55)
+        assert s.model(model_id).image_threshold == 0.55 and s.model(model_id).pixel_threshold == 0.2
+        block = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+        s.save_predictions(model_id, [(image_id, 0.7, block)])
+        score, back = s.prediction(model_id, image_id)
+        assert score == 0.7 and back.shape == (3, 4) and np.allclose(back, block, atol=1e-3)
+        assert s.scores(model_id) == {image_id: 0.7}
+        assert s.model_of_run(run_id).id == model_id

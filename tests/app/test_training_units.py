@@ -1,0 +1,92 @@
+"""The worker protocol read robustly, the run's live state, and the selection rule. No window."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app.training.protocol import LineSplitter, RunState, format_seconds, parse_event
+from app.training.trainset import RunSpec, TrainSetError, prepare_run, restrict, select_training_set
+from core.labels import BlockCells, ImageLabel, RotatedBox
+
+
+def ev(stage, done, total, message="", **metrics):
+    return json.dumps({"event": "progress", "stage": stage, "done": done, "total": total,
+                       "message": message, "metrics": metrics})
+
+
+def test_lines_split_across_reads_and_noise_is_not_an_event():
+    sp = LineSplitter()
+    line = ev("train", 3, 10, "supervised", loss=0.5)
+    assert sp.feed(line[:17].encode()) == []
+    assert sp.feed((line[17:] + "\nnoise\r\n{\"half").encode()) == [line, "noise"]
+    assert sp.flush() == ['{"half']
+    assert sp.feed(b"\xff\xfebad bytes\n") == ["\ufffd\ufffdbad bytes"]
+    assert parse_event(line)["done"] == 3
+    for junk in ("noise", '{"half', "[1, 2]", '{"event": "other"}', '{"event": "progress", "done": "x"}', ""):
+        assert parse_event(junk) is None
+
+
+def test_run_state_follows_both_stages_on_one_axis():
+    st = RunState()
+    for line in (ev("log", 1, 1, "resumed from model.pt.ckpt at step 10"), ev("features", 4, 8, rate=2.0, eta_s=2.0),
+                 ev("train", 11, 20, "supervised", loss=0.9, rate=1.5, eta_s=6.0),
+                 ev("train", 20, 20, "supervised", loss=0.4, val_pixel_ap=0.3),
+                 ev("train", 1, 10, "ResMixMatch", loss=0.7, l_x=0.2, l_u=0.1, rate=0.5, eta_s=18),
+                 ev("train", 10, 10, "ResMixMatch", loss=0.5, l_x=0.1, l_u=float("nan"))):
+        st.apply(parse_event(line))
+    assert st.log[0].startswith("resumed") and st.curves["loss"] == [(11, 0.9), (20, 0.4), (21, 0.7), (30, 0.5)]
+    assert st.curves["l_u"] == [(21, 0.1)]                       # NaN is not plotted
+    assert st.stage_starts == [(10.0, "supervised"), (20.0, "ResMixMatch")]
+    assert st.curves["val_pixel_ap"] == [(20, 0.3)]
+    st.apply(parse_event(ev("train", 5, 10, "ResMixMatch", loss=0.6, rate=0.5, eta_s=10)))
+    assert "train (ResMixMatch): 5 / 10, 0.50 steps/s, ETA 10 s" == st.describe()
+    st.apply({"event": "error", "kind": "DeviceError", "message": "advice"})
+    assert st.error == {"kind": "DeviceError", "message": "advice"}
+    assert format_seconds(3725) == "1 h 02 min" and format_seconds(75) == "1 min 15 s"
+
+
+def _label(**kw):
+    return ImageLabel("x.png", 20, 10, seconds={"mask": 30.0, "boxes": 5.0, "tag": 1.0, "blocks": 8.0}, **kw)
+
+
+def test_restrict_keeps_only_the_chosen_kind_and_its_seconds():
+    mask = np.zeros((10, 20), bool)
+    mask[2:4, 3:6] = True
+    full = _label(mask=mask, boxes=[RotatedBox(5, 3, 4, 2)], tag="defective",
+                  blocks=BlockCells(256, 8, [(1, 1)]))
+    assert restrict(full, "all") is full
+    assert restrict(full, "unsupervised") is None
+    for sup, kind in (("masks", "mask"), ("boxes", "boxes"), ("blocks", "blocks"), ("tags", "tag")):
+        lab = restrict(full, sup)
+        assert lab.kind == kind and set(lab.seconds) == {kind}
+    assert restrict(_label(boxes=[RotatedBox(5, 3, 4, 2)]), "masks") is None
+    assert restrict(_label(tag="normal"), "tags") is None          # a normal tag is not a defect
+
+
+def test_selection_rule_and_its_refusals(tmp_path):
+    from app.store import Store
+    from gen_images import make_folder
+    paths = make_folder(tmp_path / "src", 6, 32, 32)
+    with Store.create(tmp_path / "p") as s:
+        ids = [s.add_image(p, copied=False, width=32, height=32, split=sp, sha1=str(i))
+               for i, (p, sp) in enumerate(zip(paths, ["train", "train", "train", "test", "inspect", "inspect"]))]
+        s.save_boxes(ids[2], [RotatedBox(10, 10, 6, 4)])          # defective train image: not a normal
+        s.save_boxes(ids[3], [RotatedBox(10, 10, 6, 4)])          # test split: ground truth, never trained
+        s.save_tag(ids[4], "normal")                                # a corrected false alarm
+        s.save_boxes(ids[5], [RotatedBox(8, 8, 4, 4)])             # a boxed miss
+        ts = select_training_set(s, "boxes")
+        assert [p.name for p in ts.normals] == [paths[0].name, paths[1].name, paths[4].name]
+        assert sorted(l.image.name for l in ts.labels) == [paths[2].name, paths[5].name]
+        assert ts.labels_used == {"boxes": 2, "normal": 1}
+        with pytest.raises(TrainSetError, match="block labels"):
+            select_training_set(s, "blocks")
+        cmd = prepare_run(tmp_path / "p" / "runs" / "0001", RunSpec(supervision="boxes", device="cuda:1",
+                                                                    steps=7), ts)
+        assert cmd[cmd.index("--device") + 1] == "cuda:1" and cmd[cmd.index("--steps") + 1] == "7"
+        assert cmd[cmd.index("--labels") + 1] == "labels" and len(list((tmp_path / "p" / "runs" / "0001" /
+                                                                        "labels").glob("*.json"))) == 2
+        s.set_split(ids[:2], "test")
+        with pytest.raises(TrainSetError, match="at least 2 normal images"):
+            select_training_set(s, "unsupervised")
