@@ -69,6 +69,11 @@ def run(args) -> dict:
         pc = PatchCore(cfg, enc).fit([read_image(p) for p in ds.train])
         out["patchcore_fit_s"] = time.perf_counter() - t1
         out["patchcore"], out["patchcore_ms"] = _eval_patchcore(pc, split.test)
+    if args.compare:
+        # the unsupervised model on this split's test images, so Sup/Semi/Tag are compared with
+        # Unsup on the same images (the moved ones are not in this test set)
+        out["unsup_on_split"] = api.evaluate(args.compare, args.data, samples=split.test,
+                                             device=args.device).metrics
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device.startswith("cuda"):
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -90,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--patchcore", action="store_true")
     p.add_argument("--init", help="start from this model (its bank and Swin weights)")
+    p.add_argument("--compare", help="also evaluate this (unsupervised) model on the same test split")
     p.add_argument("--workdir", default=".")
     p.add_argument("--keep-model", action="store_true")
     p.add_argument("--out", required=True)

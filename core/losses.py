@@ -36,14 +36,25 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25,
 
 
 def soft_focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-token focal term of Algorithm 1 step 9 for soft targets y* in [0, 1]:
+    """Per-token focal term of Algorithm 1 step 9 for soft targets y* in [0, 1], written as a
+    soft-target focal cross-entropy over the two classes (the research code's
+    ``focal_loss_mixmatch``):
 
-    p = (1 - y*)(1 - y) + y* y, term = (1 - p)^gamma log(p), where y is the predicted anomaly
-    probability. The class weight (alpha or 1 - alpha) is applied by the caller.
+        term = y* (1 - y)^gamma log(y) + (1 - y*) y^gamma log(1 - y),
+
+    where y is the predicted anomaly probability. For hard targets (0 or 1) this equals the
+    paper's ``(1 - p)^gamma log(p)`` with ``p = (1 - y*)(1 - y) + y* y``. For soft targets the
+    paper's literal form is linear in y, so it drives y to 0 or 1 by the sign of y* - 0.5, i.e.
+    it turns every mixed pseudo-label into a hard one; with an under-confident first-stage model,
+    MixUp with mostly normal partners drags box targets just under 0.5 and the guesses collapse
+    to "normal" (docs/decisions/0012-resmixmatch-soft-targets.md). This form is minimised near
+    y = y*, as MixMatch's loss on guessed labels is. The class weight (alpha or 1 - alpha) is
+    applied by the caller.
     """
-    prob = F.softmax(logits.float(), dim=-1)[..., 1]
-    p = (1 - target) * (1 - prob) + target * prob
-    return (1 - p).pow(gamma) * torch.log(p.clamp_min(1e-8))
+    logp = F.log_softmax(logits.float(), dim=-1)
+    log_q, log_1mq = logp[..., 1], logp[..., 0]
+    q = log_q.exp()
+    return target * (1 - q).pow(gamma) * log_q + (1 - target) * q.pow(gamma) * log_1mq
 
 
 def mixmatch_focal(logits: torch.Tensor, target: torch.Tensor, hard_pos: torch.Tensor,

@@ -106,13 +106,14 @@ def test_focal_gradient_flows():
 # ResMixMatch focal terms (Algorithm 1 step 9)
 # ---------------------------------------------------------------------------------------------
 def test_soft_focal_terms_and_mixmatch_focal():
-    # Predicted p+ = 3/4. Target y* = 1: p = 3/4, term = (1/4)^4 ln(3/4) = -0.00112376.
-    # Target y* = 0.5: p = 0.5 * 1/4 + 0.5 * 3/4 = 1/2, term = (1/2)^4 ln(1/2) = -0.04332169.
+    # Predicted y = 3/4. Target y* = 1: term = (1/4)^4 ln(3/4) = -0.00112376.
+    # Target y* = 0.5: 0.5 (1/4)^4 ln(3/4) + 0.5 (3/4)^4 ln(1/4) = -0.00056188 - 0.2193161.
     logits = torch.tensor([THREE_Q, THREE_Q, THREE_Q])
     target = torch.tensor([1.0, 0.5, 0.0])
     t = soft_focal_terms(logits, target, 4.0)
-    assert t[:2].tolist() == pytest.approx([0.25 ** 4 * math.log(0.75), 0.5 ** 4 * math.log(0.5)], rel=1e-5)
-    # y* = 0: p = 1/4, term = (3/4)^4 ln(1/4) = -0.4386322
+    assert t[:2].tolist() == pytest.approx(
+        [0.25 ** 4 * math.log(0.75), 0.5 * 0.25 ** 4 * math.log(0.75) + 0.5 * 0.75 ** 4 * math.log(0.25)], rel=1e-5)
+    # y* = 0: term = (3/4)^4 ln(1/4) = -0.4386322
     assert t[2].item() == pytest.approx(0.75 ** 4 * math.log(0.25), rel=1e-5)
     # Tokens 0 and 2 selected, token 0 in Z+ (weight alpha 0.25), token 2 in Z- (0.75):
     #   -(0.25 * -0.00112376 + 0.75 * -0.4386322) / 2 = (0.00028094 + 0.3289742) / 2 = 0.1646276
@@ -121,6 +122,19 @@ def test_soft_focal_terms_and_mixmatch_focal():
     loss = mixmatch_focal(logits, target, hard_pos, 0.25, 4.0, select)
     assert loss.item() == pytest.approx(0.1646276, rel=1e-5)
     assert mixmatch_focal(logits, target, hard_pos, 0.25, 4.0, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_soft_focal_term_is_minimised_near_a_soft_target():
+    # A mixed pseudo-label of 0.45 must pull the prediction towards 0.45, not to 0 (the literal
+    # p_t form is linear in y and would push it to 0: the collapse of decision 0012).
+    target = torch.tensor([0.45])
+    ys = torch.linspace(0.02, 0.98, 97)
+    losses = [-soft_focal_terms(torch.log(torch.tensor([[1 - y, y]])), target, 4.0).item() for y in ys]
+    best = ys[int(torch.tensor(losses).argmin())].item()
+    assert 0.2 < best < 0.6
+    # and a hard target still has its optimum at the end
+    losses1 = [-soft_focal_terms(torch.log(torch.tensor([[1 - y, y]])), torch.tensor([1.0]), 4.0).item() for y in ys]
+    assert int(torch.tensor(losses1).argmin()) == len(ys) - 1
 
 
 # ---------------------------------------------------------------------------------------------
