@@ -1,0 +1,32 @@
+"""The design's layout rules, checked so a change cannot quietly break them."""
+from __future__ import annotations
+
+import ast
+import collections
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_core_imports_no_qt_and_no_app():
+    bad = {str(p.relative_to(ROOT)): sorted(_imports(p) & {"PySide6", "PyQt5", "PyQt6", "shiboken6", "app"})
+           for p in (ROOT / "core").rglob("*.py")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_test_modules_have_unique_basenames():
+    # pytest's default import mode puts each test folder on sys.path: two test_x.py in different
+    # folders collide at collection ("import file mismatch"), which once broke CI.
+    names = collections.Counter(p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py")
+    assert [n for n, c in names.items() if c > 1] == []
