@@ -42,6 +42,7 @@ import numpy as np
 from .config import SynthesisConfig
 from .errors import ConfigError, DatasetError, ImageReadError
 from .images import is_image_file, read_image
+from .masks import check_foreground, check_rgb_u8, drop_small_components
 
 __all__ = [
     "perlin_noise", "perlin_mask", "procedural_texture", "load_textures", "AnomalySynthesizer",
@@ -151,18 +152,6 @@ def min_component_pixels(cfg: SynthesisConfig, shape: tuple[int, int]) -> int:
     """The per-component size floor at this input size: ``min_component_px`` at 512 x 512,
     scaled with the image area, rounded up (a component must have at least this many pixels)."""
     return max(1, math.ceil(cfg.min_component_px * shape[0] * shape[1] / REFERENCE_AREA - 1e-9))
-
-
-def _drop_small_components(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """``mask`` without its 8-connected components of fewer than ``min_px`` pixels."""
-    if not mask.any():
-        return mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_px
-    keep[0] = False  # background
-    if keep[1:].all():
-        return mask
-    return keep[labels]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +435,7 @@ class AnomalySynthesizer:
             m = perlin_mask(shape, rng, self.cfg)
             if fg is not None:
                 m &= fg
-            m = _drop_small_components(m, min_px)
+            m = drop_small_components(m, min_px)
             if m.any():
                 self.last_info["mask_tries"] = attempt
                 return m
@@ -461,7 +450,7 @@ class AnomalySynthesizer:
         components, which the caller has checked to exist.
         """
         h, w = shape
-        allowed = np.ones(shape, bool) if fg is None else _drop_small_components(fg, min_px)
+        allowed = np.ones(shape, bool) if fg is None else drop_small_components(fg, min_px)
         ys, xs = np.nonzero(allowed)
         i = int(rng.integers(len(ys)))
         cy, cx = int(ys[i]), int(xs[i])
@@ -469,7 +458,7 @@ class AnomalySynthesizer:
         yy = (np.arange(h) - cy)[:, None] ** 2
         xx = (np.arange(w) - cx)[None, :] ** 2
         while True:
-            m = _drop_small_components(((yy + xx) <= r * r) & allowed, min_px)
+            m = drop_small_components(((yy + xx) <= r * r) & allowed, min_px)
             if m.any():
                 return m
             r *= 1.5
@@ -516,22 +505,10 @@ class AnomalySynthesizer:
         Raises ``ValueError`` for a malformed image/foreground, or a foreground without any
         connected region as large as the size floor (no valid defect can be placed there).
         """
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-                and image.shape[2] == 3):
-            raise ValueError(f"image: expected uint8 RGB (H, W, 3), got "
-                             f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
+        check_rgb_u8(image)
         shape = image.shape[:2]
         min_px = min_component_pixels(self.cfg, shape)
-        fg = None
-        if foreground is not None:
-            fg = np.asarray(foreground)
-            if fg.shape != shape:
-                raise ValueError(f"foreground: shape {fg.shape} differs from the image's {shape}")
-            fg = np.ascontiguousarray(fg != 0)
-            if not _drop_small_components(fg, min_px).any():
-                raise ValueError(f"foreground has no connected region of at least {min_px} px "
-                                 f"(the defect size floor at {shape[1]}x{shape[0]}): cannot place "
-                                 f"a synthetic defect")
+        fg = None if foreground is None else check_foreground(foreground, shape, min_px)
         self.last_info = {}
         mask = self._mask(shape, rng, fg, min_px)
         if rng.random() < self.cfg.texture_prob:

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.defectmaker import (DefectMaker, _squeeze_aspect, bezier_clump, bezier_rectangle,
+from core.defect_shapes import _squeeze_aspect
+from core.defectmaker import (DefectMaker, bezier_clump, bezier_rectangle,
                               bezier_scar, blend, blur_kernel, noise_fill)
 from core.synthesis import perlin_noise
 
