@@ -35,12 +35,14 @@ def _command(args, data: Path, work: Path, out: Path, cat: str, proto: str, seed
            "--out", str(out)]
     if proto == "unsup":
         return cmd + ["--patchcore", "--keep-model"]
-    # Labelled protocols also evaluate the unsupervised model and PatchCore on their own test
-    # split (10 defective images fewer), so every column of a protocol table sees the same images.
+    # The first labelled protocol of a seed also evaluates the unsupervised model and PatchCore on
+    # that seed's test split (10 defective images fewer; the same split for every protocol), so
+    # every column of a protocol table sees the same images, computed once per seed.
     init = work / f"{cat}-unsup-0.pt"
     if not init.exists():
         return None
-    cmd += ["--patchcore", "--compare", str(init)]
+    if proto == next(p for p in args.protocols if p != "unsup"):
+        cmd += ["--patchcore", "--compare", str(init)]
     if proto in ("semi", "tag"):
         cmd += ["--init", str(init)]
     return cmd

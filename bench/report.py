@@ -79,7 +79,7 @@ def protocol_table(by: dict, classes: list[str], metric: str) -> list[str]:
     for cat in classes:
         cells = []
         # PatchCore and Unsup on each labelled job's own test split (same images as Sup/Semi/Tag);
-        # the sup jobs carry them (one per seed), else fall back to the full test set.
+        # the first labelled job of each seed carries them, else fall back to the full test set.
         same = [r for p in ("sup", "semi", "tag") for r in by.get((cat, p), []) if "unsup_on_split" in r]
         same = {r["seed"]: r for r in same}.values()
         un = by.get((cat, "unsup"), [])
