@@ -16,8 +16,9 @@ Blocks inside the union of boxes (more than v of their area) and every block of 
      and the X/U membership of the first token, so re-tensorising puts it back where it was
      (the paper: tokens stay tied to their image position);
   5. PCR dropout (Eq. 13) on the re-tensorised windows; dropped tokens carry no loss;
-  6. L_x (alpha_x, gamma_x) over X and L_u (alpha_u, gamma_u) over U with the soft focal term of
-     Algorithm 1 step 9; L = L_F + L_x + lambda_u L_u, lambda_u ramped linearly to its maximum
+  6. L_x (alpha_x, gamma_x) over X and L_u (alpha_u, gamma_u) over U with the focal term of
+     Algorithm 1 step 9 written as a soft-target focal cross-entropy (the literal form turns
+     mixed pseudo-labels into hard ones and collapsed on real data: decision 0012); L = L_F + L_x + lambda_u L_u, lambda_u ramped linearly to its maximum
      over ``rampup_steps`` and then held (the research code forgets the clamp).
 
 The model starts from the unsupervised (stage-1) model and this stage keeps its last EMA state
