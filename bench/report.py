@@ -72,33 +72,59 @@ def speed_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def protocol_table(by: dict, classes: list[str], metric: str) -> list[str]:
+def _protocol_values(by: dict, cat: str, metric: str) -> dict[str, dict[int, float]]:
+    """{column: {seed: value}} of one class. PatchCore and Unsup on each labelled job's own test
+    split (same images as Sup/Semi/Tag; the first labelled job of each seed carries them), else on
+    the full test set (seed 0)."""
+    same = [r for p in ("sup", "semi", "tag") for r in by.get((cat, p), []) if "unsup_on_split" in r]
+    same = {r["seed"]: r for r in same}
+    un = by.get((cat, "unsup"), [])
+    if same:
+        vals = {"PatchCore": {sd: r["patchcore"][metric] for sd, r in same.items()},
+                "Unsup": {sd: r["unsup_on_split"][metric] for sd, r in same.items()}}
+    else:
+        vals = {"PatchCore": {r["seed"]: r["patchcore"][metric] for r in un if "patchcore" in r},
+                "Unsup": {r["seed"]: r["semirest"][metric] for r in un}}
+    for proto, col in (("sup", "Sup"), ("semi", "Semi"), ("tag", "Tag")):
+        vals[col] = {r["seed"]: r["semirest"][metric] for r in by.get((cat, proto), [])}
+    return vals
+
+
+def protocol_table(by: dict, classes: list[str], metric: str) -> tuple[list[str], dict[str, float]]:
+    """The table, and each column's mean over classes (of each class's mean over seeds)."""
     cols = ["PatchCore", "Unsup", "Sup", "Semi", "Tag"]
     out = ["| class | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    means = {c: [] for c in cols}
+    per_class = {cat: _protocol_values(by, cat, metric) for cat in classes}
+    means: dict[str, float] = {}
     for cat in classes:
-        cells = []
-        # PatchCore and Unsup on each labelled job's own test split (same images as Sup/Semi/Tag);
-        # the first labelled job of each seed carries them, else fall back to the full test set.
-        same = [r for p in ("sup", "semi", "tag") for r in by.get((cat, p), []) if "unsup_on_split" in r]
-        same = {r["seed"]: r for r in same}.values()
-        un = by.get((cat, "unsup"), [])
-        if same:
-            vals = {"PatchCore": [r["patchcore"][metric] for r in same],
-                    "Unsup": [r["unsup_on_split"][metric] for r in same]}
-        else:
-            vals = {"PatchCore": [r["patchcore"][metric] for r in un if "patchcore" in r],
-                    "Unsup": [r["semirest"][metric] for r in un]}
-        for proto, col in (("sup", "Sup"), ("semi", "Semi"), ("tag", "Tag")):
-            vals[col] = [r["semirest"][metric] for r in by.get((cat, proto), [])]
-        for c in cols:
-            cells.append(_mean_sd(vals[c]))
-            if vals[c]:
-                means[c].append(np.mean(vals[c]))
-        out.append(f"| {cat} | " + " | ".join(cells) + " |")
-    out.append("| **mean** | " + " | ".join(f"**{100 * np.mean(means[c]):.1f}**" if means[c] else "-"
-                                           for c in cols) + " |")
-    return out
+        out.append(f"| {cat} | " + " | ".join(_mean_sd(list(per_class[cat][c].values())) for c in cols) + " |")
+    cells = []
+    for c in cols:
+        class_means = [np.mean(list(per_class[cat][c].values())) for cat in classes if per_class[cat][c]]
+        if not class_means:
+            cells.append("-")
+            continue
+        means[c] = float(np.mean(class_means))
+        # spread of the 8-class mean between seeds, over the seeds every class has
+        common = set.intersection(*(set(per_class[cat][c]) for cat in classes))
+        seed_means = [np.mean([per_class[cat][c][sd] for cat in classes]) for sd in sorted(common)]
+        spread = f" (sd {100 * np.std(seed_means):.1f} over {len(seed_means)} seeds)" if len(seed_means) > 1 else ""
+        cells.append(f"**{100 * means[c]:.1f}**{spread}")
+    out.append("| **mean** | " + " | ".join(cells) + " |")
+    return out, means
+
+
+def bar_lines(means: dict[str, float]) -> list[str]:
+    """The issue's three bars on mean pixel AP, stated from the table's means."""
+    need = ("Unsup", "Sup", "Semi", "Tag")
+    if not all(k in means for k in need):
+        return []
+    u, su, se, t = (100 * means[k] for k in need)
+    ok = lambda b: "met" if b else "MISSED"
+    return ["Bars on mean pixel AP: "
+            f"Sup above Unsup: {ok(su > u)} ({su - u:+.1f}); "
+            f"Semi within 1.5 of Sup: {ok(su - se <= 1.5)} ({se - su:+.1f}); "
+            f"Tag above Unsup: {ok(t > u)} ({t - u:+.1f}).", ""]
 
 
 def write_report(results: Path, out: Path, args) -> None:
@@ -139,7 +165,10 @@ def write_report(results: Path, out: Path, args) -> None:
                   "Sup trains from scratch with block labels, Semi fine-tunes with ResMixMatch on one "
                   "rotated box per defect component, Tag fine-tunes on image tags.", ""]
         for metric, name in METRICS:
-            lines += [f"### {name}", ""] + protocol_table(by, classes, metric) + [""]
+            table, means = protocol_table(by, classes, metric)
+            lines += [f"### {name}", ""] + table + [""]
+            if metric == "pixel_ap":
+                lines += bar_lines(means)
     from core.fileio import atomic_write_text
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():

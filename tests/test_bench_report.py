@@ -1,0 +1,63 @@
+"""bench/report.py: the protocol tables and the bar check are computed from result files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.report import bar_lines, protocol_table, write_report
+
+
+def _row(cat, proto, seed, ap, unsup_ap=None, pc_ap=None):
+    m = lambda v: {"pixel_ap": v, "pro": v, "pixel_auroc": v, "image_auroc": v}
+    r = {"category": cat, "protocol": proto, "seed": seed, "semirest": m(ap), "backbone": "x",
+         "train_s": 1.0, "peak_rss_mb": 1.0, "semirest_ms": {"total": 1.0}}
+    if unsup_ap is not None:
+        r["unsup_on_split"] = m(unsup_ap)
+        r["patchcore"] = m(pc_ap)
+    return r
+
+
+def _by(rows):
+    by = {}
+    for r in rows:
+        by.setdefault((r["category"], r["protocol"]), []).append(r)
+    return by
+
+
+def test_protocol_table_means_spread_and_same_split_baselines():
+    rows = []
+    for cat, base in (("A", 0.0), ("B", 0.2)):
+        # the unsupervised job on the full test set must not be used when a split value exists
+        rows.append(_row(cat, "unsup", 0, 0.99, None))
+        for seed in (0, 1):
+            rows.append(_row(cat, "sup", seed, 0.6 + base + 0.1 * seed, unsup_ap=0.4 + base, pc_ap=0.5 + base))
+            rows.append(_row(cat, "semi", seed, 0.45 + base))
+            rows.append(_row(cat, "tag", seed, 0.3 + base))
+    table, means = protocol_table(_by(rows), ["A", "B"], "pixel_ap")
+    assert means["Unsup"] == pytest.approx(0.5)        # (0.4 + 0.6) / 2, not the 0.99 of the full set
+    assert means["PatchCore"] == pytest.approx(0.6)
+    assert means["Sup"] == pytest.approx(0.75)         # A: 0.65, B: 0.85
+    assert table[2] == "| A | 50.0 ± 0.0 | 40.0 ± 0.0 | 65.0 ± 5.0 | 45.0 ± 0.0 | 30.0 ± 0.0 |"
+    # per-seed class means 0.7 and 0.8: sd 5.0 over the two seeds
+    assert "**75.0** (sd 5.0 over 2 seeds)" in table[-1]
+    bars = bar_lines(means)[0]
+    assert "Sup above Unsup: met (+25.0)" in bars
+    assert "Semi within 1.5 of Sup: MISSED (-20.0)" in bars
+    assert "Tag above Unsup: MISSED (-10.0)" in bars
+
+
+def test_write_report_from_result_files(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    rows = [_row("A", "unsup", 0, 0.5, None), _row("A", "sup", 0, 0.7, 0.5, 0.6),
+            _row("A", "semi", 0, 0.69), _row("A", "tag", 0, 0.55)]
+    rows[0]["patchcore"] = rows[1]["patchcore"]
+    rows[0]["patchcore_ms"] = {"total": 1.0}
+    for r in rows:
+        (res / f"{r['category']}-{r['protocol']}-{r['seed']}.json").write_text(json.dumps(r))
+    out = tmp_path / "benchmarks.md"
+    write_report(res, out, None)
+    text = out.read_text()
+    assert "Semi within 1.5 of Sup: met (-1.0)" in text
+    assert "Tag above Unsup: met (+5.0)" in text
