@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QDockWidget
 
+from . import resources
 from .training.controller import TrainingController
 from .training.models_panel import ModelsPanel
 from .training.panel import TrainPanel
@@ -23,7 +24,7 @@ DOCK_WIDTH = 400
 class ProjectDocks:
     def __init__(self, window, store, devices=None):
         self.window = window
-        self.train_panel = TrainPanel(window.app_settings, devices)
+        self.train_panel = TrainPanel(window.app_settings, devices, label_costs=resources.label_costs())
         self.models_panel = ModelsPanel()
         from .viewer.panel import ReviewPanel
         self.review_panel = ReviewPanel()

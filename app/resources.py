@@ -37,3 +37,16 @@ def icon(name: str):
     from PySide6.QtGui import QIcon
     p = ROOT / "icons" / f"{name}.svg"
     return QIcon(str(p)) if p.is_file() else None
+
+
+def label_costs() -> dict | None:
+    """What each kind of label bought on the benchmark (written by ``python -m bench`` to
+    resources/label_costs.json), or None when the file is missing or unreadable: the Train
+    panel then says nothing rather than something made up."""
+    import json
+    p = ROOT / "label_costs.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        return data if isinstance(data.get("pixel_ap"), dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -112,6 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(ROOT / "docs" / "bench-results"))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument("--label-costs", default=str(ROOT / "resources" / "label_costs.json"),
+                   help="where to write the per-label-kind mean pixel AP the app's Train panel shows "
+                        "('' for nowhere)")
     p.add_argument("--fresh", action="store_true", help="rerun jobs that have a result file")
     p.add_argument("--report-only", action="store_true", help="only rewrite the tables from result files")
     args = p.parse_args(argv)
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
     if not args.report_only:
         run_jobs(args)
     from .report import write_report
-    write_report(Path(args.results), Path(args.out), args)
+    write_report(Path(args.results), Path(args.out), args, costs_out=Path(args.label_costs) if args.label_costs else None)
     print(f"wrote {args.out}")
     return 0
 

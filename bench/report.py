@@ -127,7 +127,18 @@ def bar_lines(means: dict[str, float]) -> list[str]:
             f"Tag above Unsup: {ok(t > u)} ({t - u:+.1f}).", ""]
 
 
-def write_report(results: Path, out: Path, args) -> None:
+def label_costs(rows: list[dict], means: dict[str, float], seeds: list[int]) -> dict:
+    """What each kind of label bought on this benchmark, for the app's Train panel
+    (resources/label_costs.json): mean pixel AP per protocol column, and where it came from."""
+    unsup = [r for r in rows if r["protocol"] == "unsup"]
+    lab = [r for r in rows if r["protocol"] != "unsup"]
+    return {"source": "docs/benchmarks.md", "date": dt.date.today().isoformat(), "commit": _commit(),
+            "data": "8 PIPED defect classes, 10 defective images labelled per class",
+            "preset": (lab or unsup)[0].get("preset", "?"), "backbone": (unsup or lab)[0].get("backbone", "?"),
+            "seeds": seeds, "pixel_ap": {k: round(100 * v, 1) for k, v in means.items()}}
+
+
+def write_report(results: Path, out: Path, args, costs_out: Path | None = None) -> None:
     rows = _load(results)
     unsup = sorted([r for r in rows if r["protocol"] == "unsup"], key=lambda r: r["category"])
     by: dict = {}
@@ -169,6 +180,9 @@ def write_report(results: Path, out: Path, args) -> None:
             lines += [f"### {name}", ""] + table + [""]
             if metric == "pixel_ap":
                 lines += bar_lines(means)
+                if costs_out is not None:
+                    from core.fileio import atomic_write_text
+                    atomic_write_text(costs_out, json.dumps(label_costs(rows, means, seeds), indent=1) + "\n")
     from core.fileio import atomic_write_text
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():

@@ -57,7 +57,10 @@ def test_write_report_from_result_files(tmp_path):
     for r in rows:
         (res / f"{r['category']}-{r['protocol']}-{r['seed']}.json").write_text(json.dumps(r))
     out = tmp_path / "benchmarks.md"
-    write_report(res, out, None)
+    write_report(res, out, None, costs_out=tmp_path / "label_costs.json")
     text = out.read_text()
+    costs = json.loads((tmp_path / "label_costs.json").read_text())
+    assert costs["pixel_ap"] == {"PatchCore": 60.0, "Unsup": 50.0, "Sup": 70.0, "Semi": 69.0, "Tag": 55.0}
+    assert costs["seeds"] == [0]
     assert "Semi within 1.5 of Sup: met (-1.0)" in text
     assert "Tag above Unsup: met (+5.0)" in text

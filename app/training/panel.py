@@ -14,6 +14,9 @@ from .loss_curve import LossCurve
 from .protocol import RunState
 from .trainset import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
 
+# Which benchmark column measures each supervision (bench/report.py, resources/label_costs.json).
+BENCH_COLUMN = {"unsupervised": "Unsup", "masks": "Sup", "blocks": "Sup", "boxes": "Semi", "tags": "Tag"}
+
 STATUS_COLORS = {"finished": "#2a8a3a", "cancelled": "#8a6d00", "failed": "#b02020", "running": "#2060b0"}
 
 
@@ -22,9 +25,10 @@ class TrainPanel(QWidget):
     cancelRequested = Signal()
     resumeRequested = Signal()
 
-    def __init__(self, app_settings=None, devices=None, parent=None):
+    def __init__(self, app_settings=None, devices=None, label_costs: dict | None = None, parent=None):
         super().__init__(parent)
         self.app_settings = app_settings
+        self.label_costs = label_costs          # benchmark means per supervision, or None
         self.config_file: str | None = None     # advanced: a YAML over the preset (scripts, tests)
         self.supervision = QComboBox()
         for key, text in SUPERVISIONS.items():
@@ -42,6 +46,11 @@ class TrainPanel(QWidget):
         self.device = DevicePicker(app_settings, devices)
         form = QFormLayout()
         form.addRow("Supervision", self.supervision)
+        # what this kind of label bought on the benchmark: honest about what labels cost
+        self.bench_hint = QLabel("")
+        self.bench_hint.setWordWrap(True)
+        self.bench_hint.setObjectName("benchHint")
+        form.addRow("", self.bench_hint)
         form.addRow("Preset", self.preset)
         form.addRow("Backbone", self.backbone)
         form.addRow("Steps", self.steps)
@@ -78,6 +87,8 @@ class TrainPanel(QWidget):
         self._restore()
         for combo in (self.supervision, self.preset, self.backbone):
             combo.currentIndexChanged.connect(lambda _: self._remember())
+        self.supervision.currentIndexChanged.connect(lambda _: self._update_bench_hint())
+        self._update_bench_hint()
         self.set_running(False, resumable=False)
 
     # ---- settings -------------------------------------------------------------------------------
@@ -117,6 +128,30 @@ class TrainPanel(QWidget):
             n = counts.get(key)
             text = SUPERVISIONS[key] + ("" if n is None or key == "unsupervised" else f" — {n} images")
             self.supervision.setItemText(i, text)
+
+    def _update_bench_hint(self) -> None:
+        """One line: the benchmark's mean pixel AP with the selected supervision, beside no labels
+        and full block labels, and a plain warning when these labels did worse than none."""
+        costs = self.label_costs or {}
+        ap = costs.get("pixel_ap", {})
+        col = BENCH_COLUMN.get(self.supervision.currentData())
+        if col not in ap or "Unsup" not in ap:
+            self.bench_hint.setText("")
+            self.bench_hint.setVisible(False)
+            return
+        seeds = costs.get("seeds") or []
+        where = (f"benchmark, {costs.get('data', '?')}, preset {costs.get('preset', '?')}, "
+                 f"{costs.get('backbone', '?')}, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+        text = f"Mean pixel AP {ap[col]:.1f} %"
+        if col != "Unsup":
+            text += f" vs {ap['Unsup']:.1f} % unsupervised"
+        if col not in ("Sup", "Unsup") and "Sup" in ap:
+            text += f" and {ap['Sup']:.1f} % with pixel masks"
+        text += f" ({where})."
+        if col != "Unsup" and ap[col] < ap["Unsup"]:
+            text += " <b>On this benchmark these labels made the model worse than none.</b>"
+        self.bench_hint.setText(text)
+        self.bench_hint.setVisible(True)
 
     # ---- the run --------------------------------------------------------------------------------
     def set_running(self, running: bool, resumable: bool) -> None:

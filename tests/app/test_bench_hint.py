@@ -1,0 +1,57 @@
+"""The Train panel says what each kind of label bought on the benchmark, and warns plainly when
+the selected labels did worse than none (resources/label_costs.json, written by python -m bench)."""
+from __future__ import annotations
+
+import json
+
+from app import resources
+from app.training.panel import TrainPanel
+
+COSTS = {"data": "8 PIPED classes", "preset": "cpu", "backbone": "tf_efficientnet_lite0", "seeds": [0, 1, 2],
+         "pixel_ap": {"PatchCore": 54.2, "Unsup": 44.9, "Sup": 61.4, "Semi": 45.6, "Tag": 32.7}}
+
+
+def _select(panel, key):
+    panel.supervision.setCurrentIndex(panel.supervision.findData(key))
+    return panel.bench_hint.text()
+
+
+def test_hint_follows_the_selected_supervision(qtbot):
+    panel = TrainPanel(label_costs=COSTS)
+    qtbot.addWidget(panel)
+    tags = _select(panel, "tags")
+    assert "32.7" in tags and "44.9" in tags and "61.4" in tags and "worse than none" in tags
+    assert "3 seeds" in tags and "cpu" in tags
+    boxes = _select(panel, "boxes")
+    assert "45.6" in boxes and "worse than none" not in boxes
+    masks = _select(panel, "masks")
+    assert masks.startswith("Mean pixel AP 61.4 % vs 44.9 % unsupervised") and "worse" not in masks
+    assert _select(panel, "unsupervised").startswith("Mean pixel AP 44.9 % (")
+    _select(panel, "all")          # a mix has no single benchmark column: say nothing
+    assert panel.bench_hint.text() == "" and panel.bench_hint.isHidden()
+
+
+def test_no_benchmark_file_means_no_hint(qtbot):
+    panel = TrainPanel(label_costs=None)
+    qtbot.addWidget(panel)
+    assert _select(panel, "tags") == "" and panel.bench_hint.isHidden()
+
+
+def test_label_costs_reader(tmp_path, monkeypatch):
+    monkeypatch.setattr(resources, "ROOT", tmp_path)
+    assert resources.label_costs() is None                      # missing
+    (tmp_path / "label_costs.json").write_text("{not json", encoding="utf-8")
+    assert resources.label_costs() is None                      # corrupt
+    (tmp_path / "label_costs.json").write_text(json.dumps(COSTS), encoding="utf-8")
+    assert resources.label_costs()["pixel_ap"]["Tag"] == 32.7
+
+
+def test_shipped_label_costs_match_the_benchmark_report():
+    # the file the app reads is the one the benchmark wrote beside docs/benchmarks.md
+    costs = resources.label_costs()
+    assert costs is not None
+    report = (resources.ROOT.parent / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    ap_table = report.split("### AP")[1].split("### PRO")[0]
+    mean_row = [line for line in ap_table.splitlines() if line.startswith("| **mean**")][0]
+    for col in ("PatchCore", "Unsup", "Sup", "Semi", "Tag"):
+        assert f"**{costs['pixel_ap'][col]:.1f}**" in mean_row
