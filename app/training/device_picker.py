@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from shiboken6 import isValid
 from PySide6.QtCore import QProcess, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
@@ -70,7 +71,9 @@ class DevicePicker(QWidget):
         proc.start(sys.executable, ["-m", "app.training.devices"])
 
     def _listed(self, proc: QProcess, code: int) -> None:
-        if proc is not self._proc:
+        # A picker destroyed while listing (window closed, app quitting) destroys its running
+        # child process, which still emits errorOccurred: nothing is left to update then.
+        if proc is not self._proc or not (isValid(self) and isValid(proc)):
             return
         self._proc = None
         out = bytes(proc.readAllStandardOutput()).decode("utf-8", "replace")

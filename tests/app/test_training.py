@@ -201,6 +201,18 @@ def test_device_picker_without_gpu(qtbot, tmp_path):
     assert picker.combo.count() == 1 and picker.current() == "cpu" and picker.note.text() == NO_GPU
 
 
+def test_device_picker_destroyed_while_listing(qtbot, tmp_path):
+    """Closing the window while the GPU listing runs kills the listing process, which still emits
+    errorOccurred; the picker must not touch its deleted widgets (it raised RuntimeError)."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+    picker = DevicePicker(AppSettings(tmp_path / "u.ini"))
+    picker.show()
+    assert picker._proc is not None and picker._proc.waitForStarted(10_000)
+    picker.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qtbot.wait(50)       # pytest-qt fails the test on an exception raised in a Qt callback
+
+
 def test_device_picker_asks_a_real_process(qtbot, tmp_path):
     """The real listing runs in a subprocess (the window never opens CUDA); this machine: CPU only."""
     import torch
