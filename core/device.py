@@ -3,10 +3,15 @@ CUDA device with the most free memory, or the CPU when there is none."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DeviceError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions: the app's window imports DeviceInfo and must not pay
+# torch's start-up (about 2 s) in the GUI process (docs/decisions/0008-training-worker.md).
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ def list_devices() -> list[DeviceInfo]:
     """The CPU and every CUDA device, with name and total / free memory."""
     import os
     import platform
+    import torch
     cpu_name = platform.processor() or platform.machine() or "CPU"
     out = [DeviceInfo("cpu", f"{cpu_name} ({os.cpu_count()} logical cores)", None, None)]
     if torch.cuda.is_available():
@@ -39,8 +45,9 @@ def list_devices() -> list[DeviceInfo]:
     return out
 
 
-def resolve_device(spec: str | None) -> torch.device:
+def resolve_device(spec: str | None) -> "torch.device":
     """``auto`` / None, ``cpu``, ``cuda`` (= auto among GPUs) or ``cuda:N``; a clear error otherwise."""
+    import torch
     spec = (spec or "auto").strip().lower()
     if spec == "cpu":
         return torch.device("cpu")
@@ -67,10 +74,11 @@ def resolve_device(spec: str | None) -> torch.device:
 
 
 def is_oom(exc: BaseException) -> bool:
+    import torch
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def oom_message(device: torch.device) -> str:
+def oom_message(device: "torch.device") -> str:
     return (f"{device} ran out of memory. Try the smaller preset (--preset cpu), a smaller "
             f"features.image_size or swin.embed_dim, bagging off, or another device "
             f"(see `semirest devices`).")

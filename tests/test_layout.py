@@ -30,3 +30,14 @@ def test_test_modules_have_unique_basenames():
     # folders collide at collection ("import file mismatch"), which once broke CI.
     names = collections.Counter(p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py")
     assert [n for n, c in names.items() if c > 1] == []
+
+
+def test_the_window_does_not_import_torch():
+    """Decision 0008: the GUI process stays light; torch loads in the worker (and in the GUI only
+    when a model file is opened). Importing the window must not pull it in."""
+    import subprocess
+    import sys
+    code = "import sys, app.main_window; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
