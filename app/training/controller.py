@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..store import Store
 from ..workers import Job
@@ -66,13 +66,14 @@ class TrainingController(QObject):
         self.recover_models()
         orphans = store.mark_orphaned_runs()
         if orphans:
-            self.message.emit(f"run(s) {', '.join(map(str, orphans))} stopped when the app closed; Resume continues them")
+            # after the event loop turns: whoever built this controller connects to ``message`` next
+            text = f"run(s) {', '.join(map(str, orphans))} stopped when the app closed; Resume continues them"
+            QTimer.singleShot(0, self, lambda: self.message.emit(text))
         self.refresh()
 
     def recover_models(self) -> list[int]:
         """Register models whose run wrote its file but whose window closed before recording it."""
         from core.errors import SemiRestError
-        from core.modelfile import ModelBundle
 
         from ..store_runs import _alive
         out = []
@@ -80,6 +81,7 @@ class TrainingController(QObject):
             if run.status == "finished" or _alive(run.pid) or not run.model_path.is_file() \
                     or self.store.model_of_run(run.id) is not None:
                 continue
+            from core.modelfile import ModelBundle     # torch: only when there is a model to recover
             try:
                 out.append(register_model(self.store, run.id, ModelBundle.load(run.model_path)))
             except SemiRestError:

@@ -224,3 +224,14 @@ def test_device_picker_asks_a_real_process(qtbot, tmp_path):
     assert picker.combo.count() == 1 + n_gpus
     if n_gpus == 0:
         assert picker.note.text() == NO_GPU
+
+
+def test_a_run_orphaned_by_a_closed_app_is_reported_on_open(qtbot, project, tmp_path):
+    """A run left 'running' by a window that died says so in the status bar when the project opens
+    (the message was emitted before anyone listened to it)."""
+    with Store.open(project) as s:
+        run_id = s.add_run({"supervision": "all"}, ["-m", "core.cli"], s.folder / "runs" / "0099", {}, {})
+        s.update_run(run_id, status="running", pid=None, started=1.0)
+    w = open_window(qtbot, project, tmp_path)
+    qtbot.waitUntil(lambda: "stopped when the app closed" in w.statusBar().currentMessage(), timeout=5000)
+    assert str(run_id) in w.statusBar().currentMessage()
