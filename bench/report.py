@@ -139,6 +139,7 @@ def label_costs(rows: list[dict], means: dict[str, float], seeds: list[int]) -> 
 
 
 def write_report(results: Path, out: Path, args, costs_out: Path | None = None) -> None:
+    from core.fileio import atomic_write_text
     rows = _load(results)
     unsup = sorted([r for r in rows if r["protocol"] == "unsup"], key=lambda r: r["category"])
     by: dict = {}
@@ -175,15 +176,15 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "on that split (Unsup is the class's unsupervised model, the start of Semi and Tag); "
                   "Sup trains from scratch with block labels, Semi fine-tunes with ResMixMatch on one "
                   "rotated box per defect component, Tag fine-tunes on image tags.", ""]
+        ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)
             lines += [f"### {name}", ""] + table + [""]
             if metric == "pixel_ap":
+                ap_means = means
                 lines += bar_lines(means)
-                if costs_out is not None:
-                    from core.fileio import atomic_write_text
-                    atomic_write_text(costs_out, json.dumps(label_costs(rows, means, seeds), indent=1) + "\n")
-    from core.fileio import atomic_write_text
+        if costs_out is not None:
+            atomic_write_text(costs_out, json.dumps(label_costs(rows, ap_means, seeds), indent=1) + "\n")
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():
         lines += ["", notes.read_text()]
