@@ -12,9 +12,7 @@ from scratch, as in the paper.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import subprocess
 import sys
 import time

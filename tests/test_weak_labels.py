@@ -3,6 +3,7 @@ semi-supervised fine-tune on real images, and clear errors for bad labels."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,7 +136,7 @@ def _image(tmp_path, name="a.png", size=(40, 30)):
     return p
 
 
-def _label_json(tmp_path, **fields) -> "Path":
+def _label_json(tmp_path, **fields) -> Path:
     img = _image(tmp_path)
     d = {"format": FORMAT, "image": img.name, "width": 40, "height": 30, **fields}
     p = tmp_path / "a.json"

@@ -14,14 +14,13 @@ One run at a time per window. Closing the project cancels a running run (it stay
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..store import Store
 from ..workers import Job
 from .process import KILL_AFTER_MS, TrainingProcess
-from .trainset import (SUPERVISIONS, RunSpec, TrainSetError, prepare_run, register_model,
+from .trainset import (RunSpec, TrainSetError, prepare_run, register_model,
                        remove_partial_files, run_dir_for, select_training_set)
 
 
@@ -52,7 +51,6 @@ class TrainingController(QObject):
         self.store, self.panel, self.models_panel = store, train_panel, models_panel
         self.process: TrainingProcess | None = None
         self.last_process: TrainingProcess | None = None
-        self.run_id: int | None = None
         self.active_model: int | None = None
         self.jobs: list[Job] = []
         self.python: str | None = None        # the worker's interpreter (None: this one); tests fake it
@@ -164,7 +162,7 @@ class TrainingController(QObject):
         run = self.store.run(run_id)
         log = run.run_dir / "train.log"
         proc = TrainingProcess(run.command, run.run_dir, log, python=self.python, parent=self)
-        self.process, self.last_process, self.run_id = proc, proc, run_id
+        self.process, self.last_process = proc, proc
         proc.started.connect(lambda pid: self._started(run_id, pid))
         proc.event.connect(lambda ev: self.panel.show_state(proc.state))
         proc.ended.connect(lambda status, code, msg: self._ended(proc, run_id, status, code, msg))
@@ -275,6 +273,3 @@ class TrainingController(QObject):
     def _forget(self, job: Job) -> None:
         if job in self.jobs:
             self.jobs.remove(job)
-
-    def label_for(self, key: str) -> str:
-        return SUPERVISIONS.get(key, key)

@@ -68,7 +68,6 @@ class TrainingProcess(QObject):
         self.proc.errorOccurred.connect(self._error)
         self.proc.started.connect(lambda: self.started.emit(int(self.proc.processId())))
         self._killer = QTimer(self, singleShot=True, interval=KILL_AFTER_MS, timeout=self.kill)
-        self.started_at = 0.0
 
     # ---- control ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,7 +77,6 @@ class TrainingProcess(QObject):
             self._log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {self.python} "
                             f"{' '.join(self.command)}  (in {self.cwd})\n")
             self._log.flush()
-        self.started_at = time.time()
         self.proc.start(self.python, self.command)
 
     def pid(self) -> int | None:

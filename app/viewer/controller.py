@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog
 
 from .. import importer
 from ..store import Store
@@ -47,7 +47,6 @@ class ReviewController(QObject):
         self.scores: dict[int, float] = {}
         self._rows: list = []            # the listed split/status selection (for counts and histogram)
         self.job: Job | None = None
-        self.last_result = None
         self.closed = False
         self._save = QTimer(self, singleShot=True, interval=SAVE_THRESHOLDS_MS, timeout=self.save_thresholds)
         panel.displayChanged.connect(self.redraw)
@@ -76,10 +75,6 @@ class ReviewController(QObject):
             self.panel.set_thresholds(m.image_threshold, m.pixel_threshold)
         self.refresh_scores()
         self.modelChanged.emit(model_id)
-
-    def _reload_model(self) -> None:
-        if self.model is not None:
-            self.model = self.store.model(self.model.id)
 
     # ---- thresholds -----------------------------------------------------------------------------
     def _image_threshold(self, v: float) -> None:
@@ -214,11 +209,7 @@ class ReviewController(QObject):
             self.refresh_scores()
             self.jobEnded.emit(job.name, status)
 
-        def finished(result):
-            self.last_result = result
-            end("finished", on_done(result))
-
-        job.finished.connect(finished)
+        job.finished.connect(lambda result: end("finished", on_done(result)))
         job.failed.connect(lambda msg: (end("failed", msg.splitlines()[0] if msg else "failed"),
                                         self.window.statusBar().showMessage(f"{title} failed: {msg}", 15000)))
         job.cancelled.connect(lambda: end("cancelled", "cancelled (what was done is kept)"))
@@ -296,9 +287,6 @@ class ReviewController(QObject):
         if self.job is not None:
             self.job.cancel()
             self.job.wait(30)
-
-    def warn(self, title: str, text: str) -> None:
-        QMessageBox.warning(self.window, title, text)
 
 
 def _with(model, **changes):
