@@ -85,7 +85,7 @@ import numpy as np
 from .defect_shapes import (CLUMP_AREA, CLUMP_MAX_ASPECT, RECT_AREA, RECT_MAX_ASPECT,  # noqa: F401 (re-exported)
                             SCAR_LENGTH, SCAR_WIDTH_PX, _PATCH, _check_shape, _fit_into, _scale,
                             bezier_clump, bezier_rectangle, bezier_scar)
-from .masks import check_foreground, check_rgb_u8, drop_small_components
+from .masks import check_foreground, check_rgb_u8, drop_small_components, fallback_disc
 
 __all__ = [
     "DefectMaker", "bezier_rectangle", "bezier_scar", "bezier_clump", "noise_fill", "blend",
@@ -272,27 +272,6 @@ def _place(patch, shape, rng, allowed):
     return best[1], best[2], best[3]
 
 
-def _fallback_disc(shape, rng, allowed, min_px):
-    """A disc at a random valid pixel, grown until it holds a component of >= min_px pixels.
-
-    Terminates: at full size it is the valid part of the allowed region, checked non-empty by the
-    caller. Returns (y0, x0, patch) like :func:`_place`.
-    """
-    h, w = shape
-    valid = np.ones(shape, bool) if allowed is None else drop_small_components(allowed, min_px)
-    pts = np.argwhere(valid)
-    cy, cx = pts[int(rng.integers(len(pts)))]
-    r = max(2.0, math.sqrt(2.0 * max(min_px, 1) / math.pi))
-    yy = (np.arange(h) - cy)[:, None] ** 2
-    xx = (np.arange(w) - cx)[None, :] ** 2
-    while True:
-        m = drop_small_components(((yy + xx) <= r * r) & valid, min_px)
-        if m.any():
-            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-            return int(rows[0]), int(cols[0]), m[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        r *= 1.5
-
-
 # ---------------------------------------------------------------------------------------------
 # The generator
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +325,7 @@ class DefectMaker:
                 break
         else:  # only for tiny or fragmented foregrounds against a large floor
             kind = "clump"
-            y0, x0, patch = _fallback_disc(shape, rng, allowed, min_px)
+            y0, x0, patch = 0, 0, fallback_disc(shape, rng, allowed, min_px)   # cut below
             info.update(shape=kind, tries=MAX_TRIES, fallback=True)
         # Re-tighten the box (clipping to the foreground may have emptied its borders).
         rows, cols = np.flatnonzero(patch.any(axis=1)), np.flatnonzero(patch.any(axis=0))

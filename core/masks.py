@@ -3,6 +3,8 @@
 size floor they both apply."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -41,3 +43,27 @@ def check_foreground(foreground, shape: tuple[int, int], min_px: int) -> np.ndar
         raise ValueError(f"foreground has no connected region of at least {min_px} px "
                          f"(the defect size floor at {w}x{h}): no room to place a defect")
     return fg
+
+
+def fallback_disc(shape: tuple[int, int], rng: np.random.Generator, allowed: np.ndarray | None,
+                  min_px: int) -> np.ndarray:
+    """A disc at a random allowed pixel, grown until it holds a component of >= ``min_px``
+    pixels: the last resort of both defect generators when their shapes keep missing a tiny or
+    fragmented foreground. Returns a bool mask of ``shape``.
+
+    Terminates: once the disc covers the whole image the result is the allowed region's valid
+    components, which the caller has checked to exist (:func:`check_foreground`).
+    """
+    h, w = shape
+    valid = np.ones(shape, bool) if allowed is None else drop_small_components(allowed, min_px)
+    ys, xs = np.nonzero(valid)
+    i = int(rng.integers(len(ys)))
+    cy, cx = int(ys[i]), int(xs[i])
+    r = max(2.0, math.sqrt(2.0 * min_px / math.pi))
+    yy = (np.arange(h) - cy)[:, None] ** 2
+    xx = (np.arange(w) - cx)[None, :] ** 2
+    while True:
+        m = drop_small_components(((yy + xx) <= r * r) & valid, min_px)
+        if m.any():
+            return m
+        r *= 1.5

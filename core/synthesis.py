@@ -42,7 +42,7 @@ import numpy as np
 from .config import SynthesisConfig
 from .errors import ConfigError, DatasetError, ImageReadError
 from .images import is_image_file, read_image
-from .masks import check_foreground, check_rgb_u8, drop_small_components
+from .masks import check_foreground, check_rgb_u8, drop_small_components, fallback_disc
 
 __all__ = [
     "perlin_noise", "perlin_mask", "procedural_texture", "load_textures", "AnomalySynthesizer",
@@ -440,28 +440,7 @@ class AnomalySynthesizer:
                 self.last_info["mask_tries"] = attempt
                 return m
         self.last_info["mask_tries"] = -1  # fallback
-        return self._fallback_blob(shape, rng, fg, min_px)
-
-    @staticmethod
-    def _fallback_blob(shape, rng, fg, min_px) -> np.ndarray:
-        """A disc at a random allowed pixel, grown until it holds a component of >= min_px pixels.
-
-        Terminates: once the disc covers the whole image the result is the foreground's valid
-        components, which the caller has checked to exist.
-        """
-        h, w = shape
-        allowed = np.ones(shape, bool) if fg is None else drop_small_components(fg, min_px)
-        ys, xs = np.nonzero(allowed)
-        i = int(rng.integers(len(ys)))
-        cy, cx = int(ys[i]), int(xs[i])
-        r = max(2.0, math.sqrt(2.0 * min_px / math.pi))
-        yy = (np.arange(h) - cy)[:, None] ** 2
-        xx = (np.arange(w) - cx)[None, :] ** 2
-        while True:
-            m = drop_small_components(((yy + xx) <= r * r) & allowed, min_px)
-            if m.any():
-                return m
-            r *= 1.5
+        return fallback_disc(shape, rng, fg, min_px)
 
     # ---- source -----------------------------------------------------------------------------
     def _texture_source(self, shape, rng) -> np.ndarray:
