@@ -18,6 +18,7 @@ import torch
 
 def _eval_patchcore(pc, samples) -> tuple[dict, dict]:
     import cv2
+    from core.api import pool_sizes
     from core.datasets import load_sample_mask
     from core.images import read_image
     from core.metrics import evaluate
@@ -26,12 +27,13 @@ def _eval_patchcore(pc, samples) -> tuple[dict, dict]:
         img = read_image(s.path)
         gt = load_sample_mask(s, img.shape[:2])
         pr = pc.predict(img)
-        e = pc.cfg.output.eval_size     # same protocol as core.api.evaluate: e x e
-        maps.append(cv2.resize(pr.anomaly_map, (e, e), interpolation=cv2.INTER_LINEAR))
-        masks.append(cv2.resize(gt.astype(np.float32), (e, e), interpolation=cv2.INTER_LINEAR) > 0.5)
+        # same protocol as core.api.evaluate: the map at the mask's own size
+        maps.append(cv2.resize(pr.anomaly_map, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR))
+        masks.append(gt)
         scores.append(pr.score)
         times.append(pr.timings_ms)
     med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
+    maps, masks = pool_sizes(maps, masks)
     return evaluate(np.stack(maps), np.stack(masks), np.array(scores)), med
 
 

@@ -26,7 +26,7 @@ from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_
 from .device import is_oom, oom_message, resolve_device
 from .errors import ConfigError, DeviceError, InputError, LabelError
 from .features import Encoder
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, save_npy
 from .geometry import BlockGrid
 from .images import list_images, read_image, write_png
 from .inference import Predictor, eval_hw, postprocess
@@ -93,6 +93,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     if len(normal_paths) < 2:
         raise InputError(normal_paths[0] if normal_paths else None,
                          f"training needs at least 2 normal images, got {len(normal_paths)}")
+    if cfg.method == "patchcore":
+        return _fit_patchcore(normal_paths, out, cfg, dev, labels, report, record, t0)
     ckpt = checkpoint_path(out)
     if not resume:
         ckpt.unlink(missing_ok=True)
@@ -167,6 +169,45 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         raise
 
 
+def _fit_patchcore(normal_paths: list[Path], out: Path, cfg: Config, dev: torch.device,
+                   labels: list[ImageLabel] | None, report: Reporter, record: dict | None,
+                   t0: float) -> ModelBundle:
+    """PatchCore (core/patchcore.py): a bank of every training normal, calibrated leave-one-out."""
+    from .methods import USES_LABELS
+    from .patchcore import PatchCore
+    used = [lab for lab in labels or [] if lab.kind and not (lab.kind == "tag" and lab.tag == "normal")]
+    if used and not USES_LABELS["patchcore"]:
+        raise ConfigError(f"PatchCore learns from normal images only; {len(used)} labelled defective "
+                          f"image(s) were given (train SemiREST to use them, or leave the labels out)")
+    # Images tagged normal are more normals: PatchCore can use those.
+    extra = [Path(lab.image) for lab in labels or [] if lab.kind == "tag" and lab.tag == "normal"]
+    paths = normal_paths + [p for p in extra if p not in normal_paths]
+    try:
+        images = read_images(paths)
+        report.log(f"device: {dev}; PatchCore bank from {len(images)} normal images")
+        encoder = Encoder(cfg.features, dev)
+        pc = PatchCore(cfg, encoder).fit(images, tick=report.tick("coreset", "greedy coreset"))
+        report.log(f"memory bank: {len(pc.bank)} entries")
+        calib = pc.calibration(images, cfg.train.seed)
+        bundle = ModelBundle(
+            config=cfg, backbone=encoder.backbone_name, feature_dim=encoder.dim,
+            bank_state=pc.bank.state(), swin_state={}, residual_scale=1.0,
+            validation={}, calibration=calib,
+            training={"created": _dt.datetime.now().isoformat(timespec="seconds"), "version": __version__,
+                      "method": "patchcore", "device": str(dev), "device_name": _device_name(dev),
+                      "seconds": time.perf_counter() - t0, "train_seconds": 0.0, "steps": 0,
+                      "normal_images": len(images), "val_images": 0,
+                      "bank_images": [p.name for p in paths], "labels": {}, "label_seconds": {},
+                      **(record or {})})
+        bundle.save(out)
+        report("done", 1, 1, f"saved {out}")
+        return bundle
+    except RuntimeError as exc:
+        if is_oom(exc):
+            raise DeviceError(oom_message(dev)) from exc
+        raise
+
+
 def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], init_from) -> str:
     """Identity of a training run (settings, images, labels), so a checkpoint is only resumed by
     the run that wrote it."""
@@ -194,7 +235,7 @@ def _calibrate(model, material, cfg: Config, dev) -> dict:
         block = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging)
         h, w = it.mask.shape
         ev = eval_hw(w, h, cfg.output.eval_size)
-        maps.append(postprocess(block.cpu().numpy(), ev, cfg.output.gaussian_sigma))
+        maps.append(postprocess(block.cpu().numpy(), ev, cfg.output.gaussian_sigma, cfg.output.upsample))
         masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
     return calibrate(maps, masks)
 
@@ -219,6 +260,7 @@ class ImageResult:
     flagged: bool
     heatmap: Path | None = None
     overlay: Path | None = None
+    map_file: Path | None = None
     timings_ms: dict = field(default_factory=dict)
 
 
@@ -251,9 +293,12 @@ def overlay(img: np.ndarray, amap: np.ndarray, scale: float, opacity: float = 0.
 
 def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir: str | Path | None = None,
             device: str = "auto", progress: ProgressCallback | None = None,
-            cancel_event: threading.Event | None = None) -> list[ImageResult]:
+            cancel_event: threading.Event | None = None, maps: str = "none") -> list[ImageResult]:
     """Score images (a folder or a list of paths); with ``out_dir`` write heatmaps, overlays and
-    ``scores.csv``. Unreadable images stop the run with an error naming the file."""
+    ``scores.csv``; ``maps="npy"`` also writes each raw float32 map at the image's own size as
+    ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file."""
+    if maps not in ("none", "npy"):
+        raise ConfigError(f"maps: expected none or npy, got {maps!r}")
     bundle = _load(model)
     report = Reporter(progress, cancel_event)
     if isinstance(images, (str, Path)):
@@ -283,15 +328,19 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
             res.overlay = out / f"{stem}_overlay.png"
             write_png(res.heatmap, colorize(pr.anomaly_map, scale))
             write_png(res.overlay, overlay(img, pr.anomaly_map, scale))
+            if maps == "npy":
+                res.map_file = out / f"{stem}.npy"
+                save_npy(res.map_file, pr.anomaly_map.astype(np.float32))
         results.append(res)
         report("predict", i + 1, len(paths), p.name, score=pr.score)
     if out is not None:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["image", "score", "flagged", "image_threshold", "heatmap", "overlay"])
+        w.writerow(["image", "score", "flagged", "image_threshold", "heatmap", "overlay", "map"])
         for r in results:
             w.writerow([str(r.path), f"{r.score:.6f}", int(r.flagged), f"{thr:.6f}",
-                        r.heatmap.name if r.heatmap else "", r.overlay.name if r.overlay else ""])
+                        r.heatmap.name if r.heatmap else "", r.overlay.name if r.overlay else "",
+                        r.map_file.name if r.map_file else ""])
         atomic_write_text(out / "scores.csv", buf.getvalue())
     return results
 
@@ -312,7 +361,10 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
              cancel_event: threading.Event | None = None, samples: list[Sample] | None = None,
              bagging: bool | None = None) -> EvalResult:
     """Pixel AP, PRO (FPR <= 0.3, normalised), pixel AUROC and image AUROC on the test split
-    (or on ``samples``), with ground truth resized to the evaluation size."""
+    (or on ``samples``), scored as ``../shared/tools/metrics.py`` and the MVTec protocol score:
+    each map resized (bilinear) to its mask's own size, pixels of all images pooled. When the
+    test images differ in size, every map and mask goes to the most common size instead (maps
+    bilinear, masks nearest), so that the pooled arrays stack."""
     from .metrics import evaluate as metric_eval
     bundle = _load(model)
     report = Reporter(progress, cancel_event)
@@ -325,18 +377,26 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
     for i, s in enumerate(samples):
         img = read_image(s.path)
         gt = load_sample_mask(s, img.shape[:2])
-        pr = pred.predict(img)
-        # The protocol compares at eval_size x eval_size (256 x 256) whatever the image size, so
-        # images of slightly different sizes (128 x 127 among 128 x 128) pool into one set.
-        e = bundle.config.output.eval_size
-        amap = pr.anomaly_map
-        if amap.shape != (e, e):
-            amap = cv2.resize(amap, (e, e), interpolation=cv2.INTER_LINEAR)
-        maps.append(amap)
-        masks.append(cv2.resize(gt.astype(np.float32), (e, e), interpolation=cv2.INTER_LINEAR) > 0.5)
+        pr = pred.predict(img, out_hw=gt.shape)
+        maps.append(pr.anomaly_map)
+        masks.append(gt)
         scores.append((s.name, pr.score, s.is_anomalous))
         times.append(pr.timings_ms)
         report("eval", i + 1, len(samples), s.name)
+    maps, masks = pool_sizes(maps, masks)
     metrics = metric_eval(np.stack(maps), np.stack(masks), np.array([x[1] for x in scores]))
     med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
     return EvalResult(metrics, scores, med, len(samples))
+
+
+def pool_sizes(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list, list]:
+    """Maps and masks at their own sizes -> all at the most common size (maps bilinear, masks
+    nearest), unchanged when they already agree (the usual case)."""
+    shapes = [m.shape for m in masks]
+    if len(set(shapes)) <= 1:
+        return maps, masks
+    h, w = max(set(shapes), key=shapes.count)
+    maps = [m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in maps]
+    masks = [k if k.shape == (h, w) else cv2.resize(k.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+             for k in masks]
+    return maps, masks

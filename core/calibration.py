@@ -45,7 +45,7 @@ def calibrate(maps: list[np.ndarray], masks: list[np.ndarray]) -> dict:
     normal_scores = img_scores[~img_labels]
     scale = float(np.quantile(defect_scores, 0.9)) if len(defect_scores) else float(img_scores.max())
     return {
-        "map_scale": float(np.clip(scale, 1e-3, 1.0)),
+        "map_scale": float(max(scale, 1e-6)),   # probabilities (SemiREST) or distances (PatchCore)
         "image_threshold": it, "image_f1": if1,
         "pixel_threshold": pt, "pixel_f1": pf1,
         "normal_image_scores": normal_scores.round(6).tolist(),

@@ -31,6 +31,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
+    from .methods import METHODS
+    p.add_argument("--method", choices=sorted(METHODS),
+                   help="semirest (default) or patchcore (the baseline; normal images only)")
     p.add_argument("--preset", choices=["cpu", "paper"], help="size preset (default: cpu, or the config file's)")
     p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")
     p.add_argument("--backbone", choices=["auto", "wide_resnet50_2", "tf_efficientnet_lite0"])
@@ -63,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True)
     pr.add_argument("--images", required=True, help="folder of images (any size; gray, RGBA, 16-bit accepted)")
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--maps", choices=["none", "npy"], default="none",
+                    help="npy: also write each raw float map at the image's own size as OUT/<stem>.npy "
+                         "(for any scorer, e.g. metrics that read .npy maps)")
     _add_common(pr)
 
     e = sub.add_parser("eval", help="pixel AP, PRO, pixel AUROC, image AUROC on a test split")
@@ -86,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args):
     from .config import load_config
     over: dict = {}
+    if getattr(args, "method", None):
+        over["method"] = args.method
     if getattr(args, "backbone", None):
         over.setdefault("features", {})["backbone"] = args.backbone
     if getattr(args, "steps", None):
@@ -172,7 +180,8 @@ def cmd_train(args, out: _Output) -> int:
 
 def cmd_predict(args, out: _Output) -> int:
     from . import api
-    res = api.predict(args.model, args.images, args.out, args.device, progress=out.render)
+    res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
+                      maps=args.maps)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
                 "scores": {str(r.path): r.score for r in res}},

@@ -21,6 +21,15 @@ import yaml
 from .errors import ConfigError
 
 
+# Input normalisations: name -> (mean, std) of RGB in [0, 1]; "backbone" takes timm's pretrained_cfg.
+NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "backbone": None}
+
+# Settings that models saved before decision 0013 used; a model file whose config lacks these keys
+# gets them on load (core/modelfile.py), so an old model keeps predicting as it was trained.
+LEGACY_DEFAULTS = {"features": {"normalization": "backbone", "aggregation_padding": "valid"},
+                   "output": {"upsample": "bilinear"}}
+
+
 @dataclass
 class FeatureConfig:
     backbone: str = "auto"              # auto | wide_resnet50_2 | tf_efficientnet_lite0
@@ -28,6 +37,11 @@ class FeatureConfig:
     image_size: int = 512               # longest side of the model input [512] (component 1)
     size_multiple: int = 64             # the other side is rounded up to this
     aggregation: int = 3                # local average aggregation kernel [3x3] (component 2)
+    aggregation_padding: str = "zeros"  # zeros: border averages count the zero padding, as PatchCore's
+                                        # reference and anomalib (AvgPool2d(3, 1, 1)); valid: average
+                                        # only the pixels inside (models made before decision 0013)
+    normalization: str = "imagenet"     # imagenet: ImageNet mean/std, as anomalib and the paper's code;
+                                        # backbone: timm's pretrained_cfg (0.5/0.5 for Lite0; older models)
     feature_dim: int = 1024             # d_f [1024]; channel pooling target (0 = concatenate layers)
     lambda_pe: float = 0.1              # position code weight [0.1] (component 3, Eq. 2)
     pe_rho: float = 1.0                 # rho of Eq. 3 [1]
@@ -129,6 +143,8 @@ class SemiConfig:
 @dataclass
 class OutputConfig:
     gaussian_sigma: float = 4.0         # smoothing of the upsampled map [4] (component 18)
+    upsample: str = "nearest"           # block map -> pixels: nearest (each 8x8 block keeps its value,
+                                        # then the Gaussian; PatchCore/anomalib) | bilinear (older models)
     eval_size: int = 256                # ground truth and maps compared at this size [256]
 
 
@@ -142,6 +158,7 @@ class Config:
     semi: SemiConfig = field(default_factory=SemiConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     preset: str = "paper"
+    method: str = "semirest"            # semirest | patchcore (core/methods.py)
 
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -157,6 +174,9 @@ class Config:
 
     def validate(self) -> "Config":
         f, s, t = self.features, self.swin, self.train
+        from .methods import METHODS
+        if self.method not in METHODS:
+            raise ConfigError(f"method: unknown method {self.method!r}; choose one of {sorted(METHODS)}")
         if f.backbone not in ("auto", "wide_resnet50_2", "tf_efficientnet_lite0"):
             raise ConfigError(f"features.backbone: unknown backbone {f.backbone!r}")
         if f.image_size % f.size_multiple:
@@ -172,6 +192,12 @@ class Config:
             raise ConfigError(f"swin.embed_dim {s.embed_dim} must be divisible by swin.num_heads {s.num_heads}")
         if not 0 < self.bank.coreset_ratio <= 1:
             raise ConfigError("bank.coreset_ratio must be in (0, 1]")
+        if f.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"features.normalization: expected one of {sorted(NORMALIZATIONS)}, got {f.normalization!r}")
+        if f.aggregation_padding not in ("zeros", "valid"):
+            raise ConfigError(f"features.aggregation_padding: expected zeros or valid, got {f.aggregation_padding!r}")
+        if self.output.upsample not in ("nearest", "bilinear"):
+            raise ConfigError(f"output.upsample: expected nearest or bilinear, got {self.output.upsample!r}")
         if self.bank.residual not in ("square", "abs", "abs_square"):
             raise ConfigError(f"bank.residual: unknown residual {self.bank.residual!r}")
         if not 0 <= t.knn_a1 <= t.knn_a2 <= 1:

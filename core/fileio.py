@@ -53,3 +53,9 @@ def atomic_write_with(path: str | Path, writer: Callable[[io.BufferedWriter], No
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             writer(fh)
+
+
+def save_npy(path: str | Path, array) -> None:
+    """``numpy.save`` to ``path`` atomically (the file is whole or absent)."""
+    import numpy as np
+    atomic_write_with(path, lambda f: np.save(f, array, allow_pickle=False))

@@ -26,12 +26,17 @@ from .residuals import residual
 from .training import model_tokens
 
 
-def postprocess(block_map: np.ndarray, out_hw: tuple[int, int], sigma: float) -> np.ndarray:
-    """(rows, cols) -> (H, W) float32: bilinear upsample, then Gaussian smoothing."""
+def postprocess(block_map: np.ndarray, out_hw: tuple[int, int], sigma: float,
+                upsample: str = "nearest") -> np.ndarray:
+    """(rows, cols) -> (H, W) float32: upsample (nearest: every block keeps its value, as
+    PatchCore's reference does; or bilinear), then a Gaussian of ``sigma`` pixels with a kernel of
+    2*int(4*sigma+0.5)+1 and mirrored borders (torch's "reflect", OpenCV's REFLECT_101)."""
     h, w = out_hw
-    up = cv2.resize(block_map.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    interp = cv2.INTER_NEAREST if upsample == "nearest" else cv2.INTER_LINEAR
+    up = cv2.resize(block_map.astype(np.float32), (w, h), interpolation=interp)
     if sigma > 0:
-        up = cv2.GaussianBlur(up, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+        k = 2 * int(4.0 * sigma + 0.5) + 1
+        up = cv2.GaussianBlur(up, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
     return up
 
 
@@ -72,15 +77,16 @@ class _Timer:
 
 
 class Predictor:
-    """Runs a trained model on images of any size. ``method``: "semirest" or "patchcore" (the
-    baseline: nearest-neighbour distance in a bank of plain features, same backbone)."""
+    """Runs a trained model on images of any size, whatever its method (``config.method``):
+    "semirest", or "patchcore" (nearest-neighbour distance in a bank of plain features)."""
 
     def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", bagging: bool | None = None):
         self.bundle = bundle
         self.cfg = bundle.config
         self.device = torch.device(device)
+        self.method = self.cfg.method
         self.encoder = bundle.encoder(self.device)
-        self.model = bundle.swin(self.device)
+        self.model = bundle.swin(self.device) if self.method == "semirest" else None
         self.bank = bundle.bank(self.device)
         self.bank_t = torch.from_numpy(self.bank.features).to(self.device)
         self.bagging = self.cfg.swin.bagging if bagging is None else bagging
@@ -88,6 +94,12 @@ class Predictor:
     def block_map(self, img: np.ndarray, timer: _Timer | None = None) -> np.ndarray:
         timer = timer or _Timer(self.device)
         x = prepare_image(img, self.cfg.features.image_size, self.cfg.features.size_multiple)
+        if self.method == "patchcore":   # distance to the nearest plain feature (core/patchcore.py)
+            with timer("backbone"):
+                f = self.encoder.encode([x], with_position=False)[0]
+            with timer("search"):
+                d2, _ = self.bank.search(f.reshape(-1, f.shape[-1]), 1)
+                return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(f.shape[:2]).astype(np.float32)
         with timer("backbone"):
             f = self.encoder.encode([x])[0]
         with timer("search"):
@@ -108,7 +120,7 @@ class Predictor:
         h0, w0 = img.shape[:2]
         ev = eval_hw(w0, h0, self.cfg.output.eval_size)
         with timer("post"):
-            amap = postprocess(block, ev, self.cfg.output.gaussian_sigma)
+            amap = postprocess(block, ev, self.cfg.output.gaussian_sigma, self.cfg.output.upsample)
             score = float(amap.max())
             if out_hw is not None and tuple(out_hw) != ev:
                 amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)

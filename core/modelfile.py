@@ -11,11 +11,21 @@ from pathlib import Path
 import torch
 
 from .bank import MemoryBank
-from .config import Config
+from .config import LEGACY_DEFAULTS, Config
 from .errors import InputError
 from .fileio import atomic_path
 
 FORMAT = "semirest.model/1"
+
+
+def _with_legacy_defaults(config: dict) -> dict:
+    """A saved config with the settings of its time filled in: a model saved before a setting
+    existed was trained with the old behaviour (config.LEGACY_DEFAULTS), not today's default."""
+    out = dict(config)
+    for section, values in LEGACY_DEFAULTS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**values, **out[section]}
+    return out
 
 
 @dataclass
@@ -34,6 +44,10 @@ class ModelBundle:
     def encoder(self, device):
         from .features import Encoder
         return Encoder(self.config.features, device, backbone=self.backbone)
+
+    @property
+    def method(self) -> str:
+        return self.config.method
 
     def swin(self, device):
         from .training import build_model
@@ -68,13 +82,13 @@ class ModelBundle:
             raise InputError(path, f"not a readable SemiREST model file ({type(exc).__name__}: {exc})") from exc
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(path, f"not a SemiREST model file (expected format {FORMAT})")
-        return cls(Config.from_dict(d["config"], where=f"{path} config"), d["backbone"], int(d["feature_dim"]),
+        return cls(Config.from_dict(_with_legacy_defaults(d["config"]), where=f"{path} config"), d["backbone"], int(d["feature_dim"]),
                    d["bank"], d["swin"], float(d["residual_scale"]), d.get("validation") or {},
                    d.get("calibration") or {}, d.get("training") or {})
 
     def summary(self) -> str:
         tr, val = self.training, self.validation
-        parts = [f"backbone {self.backbone}", f"preset {self.config.preset}",
+        parts = [f"method {self.method}", f"backbone {self.backbone}", f"preset {self.config.preset}",
                  f"bank {self.bank_state['features'].shape[0]} x {self.feature_dim}"]
         if "val_pixel_ap" in val:
             parts.append(f"validation pixel AP {val['val_pixel_ap']:.3f} (step {val.get('step')})")

@@ -1,9 +1,15 @@
-"""PatchCore, the baseline every benchmark shows beside SemiREST (docs: other-methods.md).
+"""PatchCore, the baseline every benchmark shows beside SemiREST, and a method users can train.
 
-Same backbone, aggregation and channel pooling as SemiREST (components 2 and 4), *no* position
-code, coreset of the same ratio; the anomaly score of a block is the Euclidean distance to its
-nearest bank entry. Post-processing (upsample, Gaussian sigma 4, image score = map maximum) is the
-same as SemiREST's, so the two differ only in what happens after the nearest-neighbour search.
+At parity with anomalib's ``PatchcoreModel`` on the same weights (docs/decisions/0013): same
+backbone stages, ImageNet normalisation, 3x3 aggregation counting the zero padding, stride-16 map
+bilinearly resized to stride 8, *no* position code, a coreset of ``bank.coreset_ratio``; the score of
+a block is the Euclidean distance to its nearest bank entry; the map is that block map upsampled
+(nearest) and smoothed with a Gaussian of sigma 4 at the evaluation size; the image score is the
+map's maximum. The bank holds every training normal (no validation hold-out is needed to train).
+
+Calibration (display scale, default thresholds) needs maps of normals and of defects the bank has
+not seen: a few training normals are scored leave-one-out against the bank (their own entries
+excluded), and DefectMaker defects pasted on them are scored the same way. No test image is used.
 """
 from __future__ import annotations
 
@@ -11,10 +17,13 @@ import numpy as np
 import torch
 
 from .bank import MemoryBank, build_bank
+from .calibration import calibrate
 from .config import Config
 from .datasets import prepare_image
 from .features import Encoder
 from .inference import Prediction, _Timer, eval_hw, postprocess
+
+CALIBRATION_IMAGES = 6   # training normals scored leave-one-out for calibration
 
 
 class PatchCore:
@@ -22,6 +31,9 @@ class PatchCore:
         self.cfg = cfg
         self.encoder = encoder
         self.bank: MemoryBank | None = None
+
+    def _features(self, x: np.ndarray) -> torch.Tensor:
+        return self.encoder.encode([x], with_position=False)[0]
 
     def fit(self, images: list[np.ndarray], tick=None) -> "PatchCore":
         """``images``: training normals, uint8 RGB at their own size."""
@@ -34,16 +46,43 @@ class PatchCore:
                                self.encoder.device, tick)
         return self
 
+    def block_map(self, feats: torch.Tensor, exclude_owner: int | None = None) -> np.ndarray:
+        """(rows, cols, d) features -> (rows, cols) distance to the nearest bank entry."""
+        d2, _ = self.bank.search(feats.reshape(-1, feats.shape[-1]), 1, exclude_owner=exclude_owner)
+        return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(feats.shape[:2]).astype(np.float32)
+
+    def calibration(self, images: list[np.ndarray], seed: int = 0) -> dict:
+        """Calibration from training normals scored leave-one-out, and defects made from them."""
+        from .defectmaker import DefectMaker
+        from .synthesis import min_component_pixels
+        f, out = self.cfg.features, self.cfg.output
+        n = len(images)
+        pick = np.random.default_rng(seed).choice(n, min(CALIBRATION_IMAGES, n), replace=False)
+        maps, masks = [], []
+        for i in pick:
+            x = prepare_image(images[int(i)], f.image_size, f.size_multiple)
+            maker = DefectMaker(min_component_pixels(self.cfg.synthesis, x.shape[:2]))
+            variants = [(x, np.zeros(x.shape[:2], bool))]
+            rng = np.random.default_rng([seed, int(i)])
+            variants += [maker(x, rng) for _ in range(2)]
+            for img, mask in variants:
+                block = self.block_map(self._features(img), exclude_owner=int(i))
+                ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
+                maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample))
+                import cv2
+                masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+        return calibrate(maps, masks)
+
     def predict(self, img: np.ndarray) -> Prediction:
         timer = _Timer(self.encoder.device)
         f = self.cfg.features
         x = prepare_image(img, f.image_size, f.size_multiple)
         with timer("backbone"):
-            q = self.encoder.encode([x], with_position=False)[0]
+            q = self._features(x)
         with timer("search"):
-            d2, _ = self.bank.search(q.reshape(-1, q.shape[-1]), 1)
-            block = np.sqrt(np.maximum(d2[:, 0], 0)).reshape(q.shape[:2])
+            block = self.block_map(q)
         with timer("post"):
-            amap = postprocess(block, eval_hw(img.shape[1], img.shape[0], self.cfg.output.eval_size),
-                               self.cfg.output.gaussian_sigma)
+            out = self.cfg.output
+            amap = postprocess(block, eval_hw(img.shape[1], img.shape[0], out.eval_size),
+                               out.gaussian_sigma, out.upsample)
         return Prediction(block, amap, float(amap.max()), dict(timer.times))

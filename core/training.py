@@ -122,7 +122,8 @@ def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor,
         r = residual(f, bank_t[it.nbr[..., 0].to(device)], cfg.bank.residual)
         block = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging)
         h, w = it.mask.shape
-        maps.append(postprocess(block.cpu().numpy(), (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size))
+        maps.append(postprocess(block.cpu().numpy(), (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size,
+                                cfg.output.upsample))
         masks.append(it.mask)
     maps_a, masks_a = np.stack(maps), np.stack(masks)
     out = {"val_pixel_ap": pixel_ap(maps_a, masks_a) if masks_a.any() else float("nan")}

@@ -172,11 +172,12 @@ def _grace_hopper() -> np.ndarray:
 
 def test_lite0_weights_classify_grace_hopper(lite0_classifier, cpu_extractor):
     # The whole image stretched to 224 x 224 (as the product stretches to its input size) and
-    # normalised with the backbone's own mean / std (timm's pretrained_cfg: 0.5 / 0.5), the
-    # extractor's buffers. ImageNet class 652 is "military uniform".
+    # normalised with the extractor's buffers: ImageNet's mean / std, as anomalib normalises
+    # (decision 0013). ImageNet class 652 is "military uniform".
     img = cv2.resize(_grace_hopper(), (224, 224), interpolation=cv2.INTER_AREA)
     x = (to_tensor(img, "cpu") - cpu_extractor.mean) / cpu_extractor.std
-    assert cpu_extractor.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    torch.testing.assert_close(cpu_extractor.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    torch.testing.assert_close(cpu_extractor.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
     with torch.no_grad():
         prob = lite0_classifier(x).softmax(-1)[0]
     assert int(prob.argmax()) == 652
@@ -196,7 +197,7 @@ def test_extractor_uses_the_same_weights_as_the_classifier(lite0_classifier):
         lambda m, a, out, i=i: got.__setitem__(i, out)) for i in (2, 4)]
     try:
         with torch.no_grad():
-            lite0_classifier((x - 0.5) / 0.5)
+            lite0_classifier((x - ext.mean) / ext.std)
     finally:
         for h in hooks:
             h.remove()
@@ -207,6 +208,38 @@ def test_extractor_uses_the_same_weights_as_the_classifier(lite0_classifier):
     torch.testing.assert_close(feats[..., :40], s8, rtol=1e-4, atol=1e-5)
     s16 = torch.nn.functional.interpolate(got[4], size=(8, 16), mode="bilinear", align_corners=False)
     torch.testing.assert_close(feats[..., 40:], s16.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_extractor_matches_anomalib_patchcore_embedding(lite0_classifier, cpu_extractor):
+    # anomalib's PatchcoreModel: each stage through AvgPool2d(3, 1, 1) (the zero padding counts in
+    # the border averages), the stride-16 map resized bilinearly to the stride-8 grid, both
+    # concatenated; the input ImageNet-normalised. The cpu preset's features are exactly that
+    # (decision 0013); averaging only the pixels inside, as before, changes every border token.
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    x = to_tensor(img, "cpu")
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    got = {}
+    hooks = [lite0_classifier.blocks[i].register_forward_hook(
+        lambda m, a, out, i=i: got.__setitem__(i, out)) for i in (2, 4)]
+    try:
+        with torch.no_grad():
+            lite0_classifier((x - mean) / std)
+    finally:
+        for h in hooks:
+            h.remove()
+    pool = torch.nn.AvgPool2d(3, 1, 1)
+    s8, s16 = pool(got[2]), pool(got[4])
+    s16 = torch.nn.functional.interpolate(s16, size=s8.shape[-2:], mode="bilinear")
+    want = torch.cat([s8, s16], 1).permute(0, 2, 3, 1)
+    feats = cpu_extractor(x)
+    torch.testing.assert_close(feats, want, rtol=1e-4, atol=1e-5)
+    legacy = FeatureExtractor(FeatureConfig(backbone=LITE0, feature_dim=0, normalization="imagenet",
+                                            aggregation_padding="valid")).eval()
+    assert not torch.allclose(legacy(x)[:, 0], want[:, 0], atol=1e-3)       # the border row differs
+    # inside the border the stride-8 channels agree (the stride-16 map's border reaches further)
+    torch.testing.assert_close(legacy(x)[:, 1:-1, 1:-1, :40], want[:, 1:-1, 1:-1, :40], rtol=1e-4, atol=1e-5)
 
 
 def test_cpu_preset_extractor_shape(cpu_extractor):

@@ -12,6 +12,8 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 from .device_picker import DevicePicker
 from .loss_curve import LossCurve
 from .protocol import RunState
+from core.methods import METHODS, USES_LABELS
+
 from .trainset import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
 
 # Which benchmark column measures each supervision (bench/report.py, resources/label_costs.json).
@@ -30,6 +32,13 @@ class TrainPanel(QWidget):
         self.app_settings = app_settings
         self.label_costs = label_costs          # benchmark means per supervision, or None
         self.config_file: str | None = None     # advanced: a YAML over the preset (scripts, tests)
+        self.method = QComboBox()
+        for key, text in METHODS.items():
+            self.method.addItem(key, key)
+            self.method.setItemData(self.method.count() - 1, text, Qt.ItemDataRole.ToolTipRole)
+        self.method_hint = QLabel("")
+        self.method_hint.setWordWrap(True)
+        self.method_hint.setObjectName("methodHint")
         self.supervision = QComboBox()
         for key, text in SUPERVISIONS.items():
             self.supervision.addItem(text, key)
@@ -45,6 +54,8 @@ class TrainPanel(QWidget):
         self.steps.setSpecialValueText("preset default")
         self.device = DevicePicker(app_settings, devices)
         form = QFormLayout()
+        form.addRow("Method", self.method)
+        form.addRow("", self.method_hint)
         form.addRow("Supervision", self.supervision)
         # what this kind of label bought on the benchmark: honest about what labels cost
         self.bench_hint = QLabel("")
@@ -85,21 +96,37 @@ class TrainPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
         self.resume_button.clicked.connect(self.resumeRequested.emit)
         self._restore()
-        for combo in (self.supervision, self.preset, self.backbone):
+        for combo in (self.method, self.supervision, self.preset, self.backbone):
             combo.currentIndexChanged.connect(lambda _: self._remember())
         self.supervision.currentIndexChanged.connect(lambda _: self._update_bench_hint())
+        self.method.currentIndexChanged.connect(lambda _: self._update_method())
+        self._update_method()
         self._update_bench_hint()
         self.set_running(False, resumable=False)
 
     # ---- settings -------------------------------------------------------------------------------
+    def _update_method(self) -> None:
+        """Describe the method in one line; a method that cannot learn from labels greys out the
+        supervision choice and says why."""
+        key = self.method.currentData()
+        uses = USES_LABELS[key]
+        self.supervision.setEnabled(uses)
+        self.steps.setEnabled(key == "semirest")
+        text = METHODS[key]
+        if not uses:
+            text += ". Supervision is fixed to normal images only: this method cannot learn from labels."
+        self.method_hint.setText(text)
+
     def spec(self) -> RunSpec:
-        return RunSpec(supervision=self.supervision.currentData(), preset=self.preset.currentData(),
+        method = self.method.currentData()
+        supervision = self.supervision.currentData() if USES_LABELS[method] else "unsupervised"
+        return RunSpec(supervision=supervision, method=method, preset=self.preset.currentData(),
                        backbone=self.backbone.currentData(), device=self.device.current(),
                        steps=self.steps.value() or None, config=self.config_file)
 
     def set_spec(self, spec: RunSpec) -> None:
-        for combo, value in ((self.supervision, spec.supervision), (self.preset, spec.preset),
-                             (self.backbone, spec.backbone)):
+        for combo, value in ((self.method, spec.method), (self.supervision, spec.supervision),
+                             (self.preset, spec.preset), (self.backbone, spec.backbone)):
             i = combo.findData(value)
             if i >= 0:
                 combo.setCurrentIndex(i)
@@ -108,15 +135,15 @@ class TrainPanel(QWidget):
 
     def _remember(self) -> None:
         if self.app_settings is not None:
-            for key, combo in (("supervision", self.supervision), ("preset", self.preset),
-                               ("backbone", self.backbone)):
+            for key, combo in (("method", self.method), ("supervision", self.supervision),
+                               ("preset", self.preset), ("backbone", self.backbone)):
                 self.app_settings.set_value(f"train/{key}", combo.currentData())
 
     def _restore(self) -> None:
         if self.app_settings is None:
             return
-        for key, combo in (("supervision", self.supervision), ("preset", self.preset),
-                           ("backbone", self.backbone)):
+        for key, combo in (("method", self.method), ("supervision", self.supervision),
+                           ("preset", self.preset), ("backbone", self.backbone)):
             i = combo.findData(self.app_settings.value(f"train/{key}", None))
             if i >= 0:
                 combo.setCurrentIndex(i)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.labels import ImageLabel, save_label
+from core.methods import METHODS, USES_LABELS
 
 SUPERVISIONS: dict[str, str] = {
     "all": "Whatever labels exist",
@@ -52,6 +53,7 @@ class RunSpec:
     """What the user chose in the Train panel (stored with the run as JSON)."""
 
     supervision: str = "all"
+    method: str = "semirest"             # core.methods.METHODS
     preset: str = "cpu"
     backbone: str = "auto"               # auto: the preset's (or config file's) backbone
     device: str = "cpu"
@@ -62,6 +64,11 @@ class RunSpec:
     def validate(self) -> "RunSpec":
         if self.supervision not in SUPERVISIONS:
             raise TrainSetError(f"unknown supervision {self.supervision!r}; one of {list(SUPERVISIONS)}")
+        if self.method not in METHODS:
+            raise TrainSetError(f"unknown method {self.method!r}; one of {list(METHODS)}")
+        if not USES_LABELS[self.method] and self.supervision != "unsupervised":
+            raise TrainSetError(f"{self.method} learns from normal images only: choose the "
+                                f"unsupervised supervision (labels would be ignored)")
         if self.preset not in PRESETS:
             raise TrainSetError(f"unknown preset {self.preset!r}")
         if self.backbone not in BACKBONES:
@@ -161,6 +168,8 @@ def prepare_run(run_dir: Path, spec: RunSpec, ts: TrainingSet) -> list[str]:
                                          encoding="utf-8")
     cmd = ["-m", "core.cli", "train", "--normals", "normals.txt", "--out", "model.pt",
            "--preset", spec.preset, "--device", spec.device, "--progress-json"]
+    if spec.method != "semirest":
+        cmd += ["--method", spec.method]
     if spec.backbone != "auto":       # "auto" = the preset's own choice (cpu: the offline Lite0)
         cmd += ["--backbone", spec.backbone]
     labels_dir = run_dir / "labels"
@@ -206,7 +215,8 @@ def register_model(store, run_id: int, bundle) -> int:
     run = store.run(run_id)
     out = bundle.config.output
     calibration = {**bundle.calibration,
-                   "display": {"eval_size": out.eval_size, "gaussian_sigma": out.gaussian_sigma}}
+                   "display": {"eval_size": out.eval_size, "gaussian_sigma": out.gaussian_sigma,
+                                "upsample": out.upsample}}
     model_id = store.add_model(run_id, run.model_path, run.settings.get("supervision", "?"), bundle.training,
                                bundle.backbone, bundle.config.preset, bundle.validation, calibration,
                                run.labels_used, run.label_seconds)

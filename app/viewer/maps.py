@@ -10,14 +10,16 @@ import numpy as np
 # background when a project with models opens (ReviewController), never at window start.
 COLORMAPS = ("jet", "turbo", "inferno", "viridis", "hot")   # core.api.COLORMAPS
 VIEWS = ("smoothed", "blocks")
-DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0}
+# upsample: models made before decision 0013 (no "upsample" in their display record) were bilinear
+DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinear"}
 
 
 def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict | None = None) -> np.ndarray:
     """The core's anomaly map at the evaluation size (what the image score is the maximum of)."""
     from core.inference import eval_hw, postprocess
     d = {**DEFAULT_DISPLAY, **(display or {})}
-    return postprocess(block_map, eval_hw(width, height, int(d["eval_size"])), float(d["gaussian_sigma"]))
+    return postprocess(block_map, eval_hw(width, height, int(d["eval_size"])), float(d["gaussian_sigma"]),
+                       str(d["upsample"]))
 
 
 def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float) -> np.ndarray:
