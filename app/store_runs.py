@@ -88,6 +88,11 @@ class ModelRow:
         return float(self.calibration.get("map_scale") or 1.0)
 
     @property
+    def map_floor(self) -> float:
+        """Where normal parts sit on the fixed scale (0 for models calibrated before it existed)."""
+        return float(self.calibration.get("map_floor") or 0.0)
+
+    @property
     def image_threshold(self) -> float:
         if self.user_image_threshold is not None:
             return self.user_image_threshold

@@ -272,22 +272,29 @@ COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv
              "viridis": cv2.COLORMAP_VIRIDIS, "hot": cv2.COLORMAP_HOT}
 
 
-def colorize(amap: np.ndarray, scale: float, colormap: str = "jet") -> np.ndarray:
+def display_values(amap: np.ndarray, scale: float, floor: float = 0.0) -> np.ndarray:
+    """The model's fixed display range [floor, scale] -> [0, 1] (never per-image normalisation):
+    ``floor`` is where normal parts sit (calibration's ``map_floor``), so they show as calm."""
+    top = max(scale, floor + 1e-12)
+    return np.clip((amap - floor) / (top - floor), 0, 1)
+
+
+def colorize(amap: np.ndarray, scale: float, colormap: str = "jet", floor: float = 0.0) -> np.ndarray:
     """Map -> RGB heatmap with the model's fixed scale (not per-image normalisation)."""
-    v = np.clip(amap / max(scale, 1e-12), 0, 1)
+    v = display_values(amap, scale, floor)
     bgr = cv2.applyColorMap((v * 255).astype(np.uint8), COLORMAPS[colormap])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay_alpha(amap: np.ndarray, scale: float, opacity: float) -> np.ndarray:
+def overlay_alpha(amap: np.ndarray, scale: float, opacity: float, floor: float = 0.0) -> np.ndarray:
     """Per-pixel opacity of the overlay: calm regions stay transparent."""
-    return opacity * np.clip(amap / max(scale, 1e-12), 0, 1)
+    return opacity * display_values(amap, scale, floor)
 
 
 def overlay(img: np.ndarray, amap: np.ndarray, scale: float, opacity: float = 0.5,
-            colormap: str = "jet") -> np.ndarray:
-    heat = colorize(amap, scale, colormap)
-    alpha = overlay_alpha(amap, scale, opacity)[..., None]
+            colormap: str = "jet", floor: float = 0.0) -> np.ndarray:
+    heat = colorize(amap, scale, colormap, floor)
+    alpha = overlay_alpha(amap, scale, opacity, floor)[..., None]
     return (img * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
@@ -314,6 +321,7 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
     report.log(f"model: {bundle.summary()}; device {dev}")
     pred = Predictor(bundle, dev)
     scale = bundle.calibration.get("map_scale", 1.0)
+    floor = bundle.calibration.get("map_floor", 0.0)
     thr = bundle.calibration.get("image_threshold", 0.5)
     out = Path(out_dir) if out_dir else None
     results, used = [], set()
@@ -326,8 +334,8 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
             used.add(stem)
             res.heatmap = out / f"{stem}_heatmap.png"
             res.overlay = out / f"{stem}_overlay.png"
-            write_png(res.heatmap, colorize(pr.anomaly_map, scale))
-            write_png(res.overlay, overlay(img, pr.anomaly_map, scale))
+            write_png(res.heatmap, colorize(pr.anomaly_map, scale, floor=floor))
+            write_png(res.overlay, overlay(img, pr.anomaly_map, scale, floor=floor))
             if maps == "npy":
                 res.map_file = out / f"{stem}.npy"
                 save_npy(res.map_file, pr.anomaly_map.astype(np.float32))

@@ -44,8 +44,15 @@ def calibrate(maps: list[np.ndarray], masks: list[np.ndarray]) -> dict:
     defect_scores = img_scores[img_labels]
     normal_scores = img_scores[~img_labels]
     scale = float(np.quantile(defect_scores, 0.9)) if len(defect_scores) else float(img_scores.max())
+    # Display floor: where the pixels of validation normals sit (their 99th percentile), so that a
+    # good part shows calm instead of the colour of a mid-scale value (SemiREST's normal blocks sit
+    # near a probability of 0.5 on some classes, PatchCore's distances never reach 0).
+    normal_pix = [m.ravel() for m, k in zip(maps, masks) if not k.any()]
+    floor = float(np.quantile(np.concatenate(normal_pix), 0.99)) if normal_pix else 0.0
+    floor = min(floor, 0.8 * scale) if scale > 0 else 0.0   # keep room for the defects' colours
     return {
         "map_scale": float(max(scale, 1e-6)),   # probabilities (SemiREST) or distances (PatchCore)
+        "map_floor": floor,
         "image_threshold": it, "image_f1": if1,
         "pixel_threshold": pt, "pixel_f1": pf1,
         "normal_image_scores": normal_scores.round(6).tolist(),

@@ -54,4 +54,24 @@ def test_calibrate_hand_example():
     # Display scale: the 90% quantile of the defect image scores: 0.6 + 0.9 * (0.9 - 0.6) = 0.87.
     assert cal["map_scale"] == pytest.approx(0.87)
     assert cal["normal_image_scores"] == [0.2, 0.3] and cal["defect_image_scores"] == [0.6, 0.9]
+    # Display floor: the 99th percentile of the normal maps' pixels (0.1, 0.2, 0.3, 0.0) = 0.297,
+    # under 0.8 of the scale (0.696), so it is kept.
+    assert cal["map_floor"] == pytest.approx(np.quantile([0.1, 0.2, 0.3, 0.0], 0.99))
     assert calibrate([], [])["map_scale"] == 1.0
+
+
+def test_display_floor_makes_normal_parts_calm():
+    from core.api import colorize, display_values
+    # normals sit near 0.5 (the demo's old yellow wash), defects near 0.9
+    m = [np.full((4, 4), 0.5) + 0.01 * i for i in range(3)] + [np.array([[0.5, 0.95], [0.5, 0.5]])]
+    k = [np.zeros((4, 4), bool)] * 3 + [np.array([[False, True], [False, False]])]
+    cal = calibrate(m, k)
+    assert 0.5 <= cal["map_floor"] <= 0.53
+    v = display_values(np.array([0.5, 0.95]), cal["map_scale"], cal["map_floor"])
+    assert v[0] == 0.0 and v[1] == 1.0
+    # with no floor the same normal value shows at half the scale (the wash)
+    assert display_values(np.array([0.5]), cal["map_scale"])[0] > 0.5
+    assert colorize(np.array([[0.5]]), cal["map_scale"], floor=cal["map_floor"]).shape == (1, 1, 3)
+    # a floor can never swallow the defects: it stays at most 0.8 of the scale
+    assert calibrate([np.full((2, 2), 0.9), np.array([[0.95, 0.1]])],
+                     [np.zeros((2, 2), bool), np.array([[True, False]])])["map_floor"] <= 0.8 * 0.95 + 1e-9

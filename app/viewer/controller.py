@@ -163,7 +163,7 @@ class ReviewController(QObject):
             return
         score, block = pred
         layer = build_layer(block, doc.width, doc.height, m.map_scale, d["view"], d["colormap"], d["opacity"],
-                            m.pixel_threshold, m.calibration.get("display"))
+                            m.pixel_threshold, m.calibration.get("display"), m.map_floor)
         self.canvas.set_heat(layer)
         verdict = FLAGGED if score >= m.image_threshold else "not flagged"
         self.panel.image_info.setText(

@@ -1,6 +1,6 @@
 """The heatmap layer drawn over the image on the canvas.
 
-Normalisation is one fixed scale per model (``calibration.map_scale``, from validation): a value
+Normalisation is one fixed range per model (``calibration.map_floor`` to ``map_scale``, from validation): a value
 is shown as ``clip(value / map_scale, 0, 1)`` on every image, never stretched per image, so a good
 part looks calm. Colour comes from the chosen colormap; opacity grows with the value (a calm
 region stays transparent) up to the opacity slider's value.
@@ -46,10 +46,10 @@ def _contour_path(over: np.ndarray, sx: float, sy: float) -> QPainterPath:
 
 def build_layer(block_map: np.ndarray, width: int, height: int, map_scale: float, view: str = "smoothed",
                 colormap: str = "jet", opacity: float = 0.6, pixel_threshold: float | None = None,
-                display: dict | None = None) -> HeatLayer:
+                display: dict | None = None, map_floor: float = 0.0) -> HeatLayer:
     amap = smoothed_map(block_map, width, height, display)
     values = amap if view == "smoothed" else np.asarray(block_map, np.float32)
-    bgra = colorize_rgba(values, map_scale, colormap, opacity)
+    bgra = colorize_rgba(values, map_scale, colormap, opacity, map_floor)
     h, w = bgra.shape[:2]
     # Non-premultiplied ARGB32 is BGRA in memory on little-endian machines.
     img = QImage(bgra.data, w, h, 4 * w, QImage.Format.Format_ARGB32)

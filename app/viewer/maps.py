@@ -22,19 +22,21 @@ def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict |
                        str(d["upsample"]))
 
 
-def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float) -> np.ndarray:
-    """(h, w) map -> (h, w, 4) BGRA uint8 with the fixed scale; alpha = opacity * normalised value."""
+def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float,
+                  floor: float = 0.0) -> np.ndarray:
+    """(h, w) map -> (h, w, 4) BGRA uint8 with the fixed range [floor, scale]; alpha = opacity *
+    normalised value."""
     from core.api import colorize, overlay_alpha
     values = np.asarray(values, np.float32)
-    rgb = colorize(values, scale, colormap)
-    alpha = (overlay_alpha(values, scale, float(np.clip(opacity, 0.0, 1.0))) * 255).astype(np.uint8)
+    rgb = colorize(values, scale, colormap, floor)
+    alpha = (overlay_alpha(values, scale, float(np.clip(opacity, 0.0, 1.0)), floor) * 255).astype(np.uint8)
     return np.ascontiguousarray(np.dstack([rgb[..., ::-1], alpha]))
 
 
 def overlay_rgb(rgb: np.ndarray, block_map: np.ndarray, map_scale: float, colormap: str = "jet",
-                opacity: float = 0.6, display: dict | None = None) -> np.ndarray:
+                opacity: float = 0.6, display: dict | None = None, map_floor: float = 0.0) -> np.ndarray:
     """The overlay as an RGB array at the image's size (for the exported PNGs): core.api.overlay."""
     from core.api import overlay
     h, w = rgb.shape[:2]
     amap = cv2.resize(smoothed_map(block_map, w, h, display), (w, h), interpolation=cv2.INTER_LINEAR)
-    return overlay(rgb, amap, map_scale, opacity, colormap)
+    return overlay(rgb, amap, map_scale, opacity, colormap, map_floor)

@@ -54,7 +54,8 @@ def export_report(project: Path, model_id: int, image_ids: list[int] | None, out
                     name, n = f"{stem}-{n}_overlay.png", n + 1
                 used.add(name)
                 write_png(out_dir / "overlays" / name,
-                          overlay_rgb(read_image(row.abs_path), block, model.map_scale, colormap, opacity, display))
+                          overlay_rgb(read_image(row.abs_path), block, model.map_scale, colormap, opacity, display,
+                                      model.map_floor))
             w.writerow([row.name, str(row.abs_path), row.split, row.status, f"{score:.6f}", int(is_flagged),
                         f"{model.image_threshold:.6f}", f"{model.pixel_threshold:.6f}", f"{over:.6f}",
                         f"{model.id}:{model.path.name}", f"overlays/{name}" if name else ""])

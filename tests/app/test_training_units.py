@@ -90,3 +90,34 @@ def test_selection_rule_and_its_refusals(tmp_path):
         s.set_split(ids[:2], "test")
         with pytest.raises(TrainSetError, match="at least 2 normal images"):
             select_training_set(s, "unsupervised")
+
+
+def test_patchcore_run_spec_is_normal_images_only(tmp_path):
+    with pytest.raises(TrainSetError, match="normal images only"):
+        RunSpec(supervision="boxes", method="patchcore").validate()
+    with pytest.raises(TrainSetError, match="unknown method"):
+        RunSpec(method="nope").validate()
+    from app.training.trainset import TrainingSet
+    ts = TrainingSet(normals=[tmp_path / "a.png", tmp_path / "b.png"])
+    cmd = prepare_run(tmp_path / "run", RunSpec(supervision="unsupervised", method="patchcore"), ts)
+    assert cmd[cmd.index("--method") + 1] == "patchcore"
+    assert "--method" not in prepare_run(tmp_path / "run2", RunSpec(supervision="unsupervised"), ts)
+
+
+@pytest.mark.gui
+def test_train_panel_offers_each_method_and_greys_out_labels_for_patchcore(qtbot):
+    from app.training.panel import TrainPanel
+    from core.methods import METHODS
+    panel = TrainPanel()
+    qtbot.addWidget(panel)
+    assert [panel.method.itemData(i) for i in range(panel.method.count())] == list(METHODS)
+    panel.supervision.setCurrentIndex(panel.supervision.findData("boxes"))
+    assert panel.supervision.isEnabled() and "SemiREST" in panel.method_hint.text()
+    panel.method.setCurrentIndex(panel.method.findData("patchcore"))
+    assert not panel.supervision.isEnabled() and not panel.steps.isEnabled()
+    assert "cannot learn from labels" in panel.method_hint.text()
+    spec = panel.spec()
+    assert (spec.method, spec.supervision) == ("patchcore", "unsupervised")
+    spec.validate()
+    panel.method.setCurrentIndex(panel.method.findData("semirest"))
+    assert panel.supervision.isEnabled() and panel.spec().supervision == "boxes"
