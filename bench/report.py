@@ -12,6 +12,39 @@ import numpy as np
 METRICS = [("pixel_ap", "AP"), ("pro", "PRO"), ("pixel_auroc", "pAUROC"), ("image_auroc", "iAUROC")]
 
 
+# anomalib's PatchCore on the same weights, run by the shared reference tool (outside the project;
+# read, never copied): the parity target of our PatchCore (docs/decisions/0013).
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "patchcore_dev_piped.json"
+
+
+def reference_patchcore(path: Path = REFERENCE) -> dict[str, dict]:
+    """{class: metrics} of the reference PatchCore, or {} when the file is absent or unreadable."""
+    try:
+        return json.loads(path.read_text())["classes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def reference_table(rows: list[dict], ref: dict[str, dict]) -> list[str]:
+    """Pixel AP of SemiREST, our PatchCore and anomalib's, per class and on average."""
+    out = ["| class | SemiREST | PatchCore (ours) | PatchCore (anomalib 2.7.0) | ours - anomalib | SemiREST - anomalib |",
+           "|---|---|---|---|---|---|"]
+    acc = []
+    for r in rows:
+        a = ref.get(r["category"], {}).get("pixel_ap")
+        s, p = r["semirest"]["pixel_ap"], r.get("patchcore", {}).get("pixel_ap")
+        if a is None or p is None:
+            continue
+        acc.append((s, p, a))
+        out.append(f"| {r['category']} | {_pct(s)} | {_pct(p)} | {_pct(a)} | {100 * (p - a):+.1f} | {100 * (s - a):+.1f} |")
+    if not acc:
+        return []
+    s, p, a = np.mean(np.array(acc), axis=0)
+    out.append(f"| **mean** | **{_pct(s)}** | **{_pct(p)}** | **{_pct(a)}** | **{100 * (p - a):+.1f}** | "
+               f"**{100 * (s - a):+.1f}** |")
+    return out
+
+
 def _load(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
 
@@ -153,16 +186,23 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
         f"`{_commit()}`, {platform.machine()} CPU, {getattr(args, 'threads', 2)} threads, device "
         f"`{getattr(args, 'device', 'cpu')}`, preset `{getattr(args, 'preset', 'cpu')}`, backbone "
         f"`{unsup[0]['backbone'] if unsup else '?'}` (offline ImageNet weights). Data: "
-        "`../shared/data/piped` (8 PIPED classes, 128 x 128 paper images, 20 training normals + 4 "
-        "held out for validation per class, 72 test images of which 48 have impurities). Metrics "
-        "in %, ground truth and maps at 256 x 256. PatchCore uses the same backbone features, "
-        "without position code, and is computed in the same job. Checkpoints are chosen on the "
-        "validation split (held-out normals + synthetic defects), never on test images.",
+        "`../shared/data/piped` (8 PIPED classes, 128 x 128 paper images, 24 training normals, of "
+        "which SemiREST holds 4 out for validation, 72 test images of which 48 have impurities). "
+        "Metrics in %, scored as `../shared/tools/metrics.py` does: each map resized to its mask's "
+        "own size, pixels of all test images pooled. PatchCore uses the same backbone features "
+        "(ImageNet normalisation, zero-padded 3x3 aggregation: at parity with anomalib's, "
+        "decision 0013), without position code, a bank of all 24 normals, and is computed in the "
+        "same job. Checkpoints are chosen on the validation split (held-out normals + synthetic "
+        "defects), never on test images.",
         "",
         "## Unsupervised: SemiREST vs PatchCore",
         "",
     ]
     lines += unsup_table(unsup)
+    ref = reference_table(unsup, reference_patchcore())
+    if ref:
+        lines += ["", "### Pixel AP beside anomalib's PatchCore (same weights; "
+                  "`../shared/tools/patchcore_dev_piped.json`, scored by the same rule)", ""] + ref
     lines += ["", "Train s: the whole SemiREST training (features, coreset, synthesis, optimisation, "
               "calibration). Peak RSS: the job process's maximum resident memory (SemiREST and "
               "PatchCore together).", "", "## Inference time per image (median over the test images)", ""]

@@ -226,18 +226,38 @@ def _device_name(dev: torch.device) -> str:
 
 @torch.no_grad()
 def _calibrate(model, material, cfg: Config, dev) -> dict:
+    """Calibration (core/calibration.py) from the validation split, after choosing the fusion
+    weight of the nearest-neighbour distance on it when ``train.fusion`` is on (core/fusion.py)."""
+    from .fusion import choose_weight, distance_reference, fuse
     bank_t = torch.from_numpy(material.bank.features).to(dev)
-    maps, masks = [], []
+    probs, dists, masks = [], [], []
     model.eval()
     for it in material.val:
         f = it.feats.to(dev).float()
-        r = residual(f, bank_t[it.nbr[..., 0].to(dev)], cfg.bank.residual)
-        block = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging)
+        nb = bank_t[it.nbr[..., 0].to(dev)]
+        r = residual(f, nb, cfg.bank.residual)
+        probs.append(predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step,
+                                 cfg.swin.bagging).cpu().numpy())
+        dists.append((f - nb).norm(dim=-1).cpu().numpy())
         h, w = it.mask.shape
         ev = eval_hw(w, h, cfg.output.eval_size)
-        maps.append(postprocess(block.cpu().numpy(), ev, cfg.output.gaussian_sigma, cfg.output.upsample))
         masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
-    return calibrate(maps, masks)
+
+    def to_map(block, hw):
+        return postprocess(block, hw, cfg.output.gaussian_sigma, cfg.output.upsample)
+
+    fusion = None
+    if cfg.train.fusion:
+        d_ref = distance_reference([d for d, m in zip(dists, masks) if not m.any()])
+        weight, aps = choose_weight(probs, dists, masks, d_ref, to_map)
+        fusion = {"weight": weight, "d_ref": d_ref, "val_pixel_ap": aps}
+    else:
+        weight, d_ref = 0.0, 1.0
+    maps = [to_map(fuse(p, d, weight, d_ref), m.shape) for p, d, m in zip(probs, dists, masks)]
+    out = calibrate(maps, masks)
+    if fusion is not None:
+        out["fusion"] = fusion
+    return out
 
 
 def train(data: str | Path, category: str | None, out: str | Path, cfg: Config | None = None,

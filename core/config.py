@@ -84,6 +84,8 @@ class SynthesisConfig:
     blend_min: float = 0.5              # blending factor U[blend_min, blend_max]
     blend_max: float = 1.0
     min_component_px: int = 250         # per defect component, at 512 px (scaled with the input area)
+    refresh_every: int = 0              # steps between fresh pools of synthetic images (0: one pool
+                                        # for the whole run, which the Swin memorises in a few hundred steps)
 
 
 @dataclass
@@ -113,6 +115,8 @@ class TrainConfig:
     val_min_images: int = 2
     val_generator: str = "defectmaker"  # defects of the validation split: defectmaker | memseg
     val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
+    fusion: bool = False                # fuse the block's NN distance into the map, weight chosen on
+                                        # validation (core/fusion.py); False: the Swin's map alone
     val_every: int = 250                # validate (EMA weights) every this many steps
     checkpoint_every: int = 250         # resumable checkpoint every this many steps
     seed: int = 0

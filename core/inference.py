@@ -12,6 +12,7 @@ CUDA so that GPU times are real.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .datasets import prepare_image
+from .fusion import fuse
 from .model import predict_map
 from .modelfile import ModelBundle
 from .residuals import residual
@@ -90,6 +92,9 @@ class Predictor:
         self.bank = bundle.bank(self.device)
         self.bank_t = torch.from_numpy(self.bank.features).to(self.device)
         self.bagging = self.cfg.swin.bagging if bagging is None else bagging
+        fusion = bundle.calibration.get("fusion") or {}     # core/fusion.py; absent: the Swin alone
+        self.fusion_weight = float(fusion.get("weight", 0.0))
+        self.fusion_ref = float(fusion.get("d_ref", 1.0))
 
     def block_map(self, img: np.ndarray, timer: _Timer | None = None) -> np.ndarray:
         timer = timer or _Timer(self.device)
@@ -103,7 +108,10 @@ class Predictor:
         with timer("backbone"):
             f = self.encoder.encode([x])[0]
         with timer("search"):
-            _, idx = self.bank.search(f.reshape(-1, f.shape[-1]), 1)
+            d2, idx = self.bank.search(f.reshape(-1, f.shape[-1]), 1)
+        if math.isinf(self.fusion_weight):     # the distance alone was best on validation
+            return fuse(np.zeros(f.shape[:2], np.float32), np.sqrt(np.maximum(d2[:, 0], 0)).reshape(f.shape[:2]),
+                        self.fusion_weight, self.fusion_ref)
         with timer("swin"):
             fd = f.to(self.device)
             nb = self.bank_t[torch.from_numpy(idx[:, 0]).to(self.device)].reshape(fd.shape)
@@ -111,6 +119,9 @@ class Predictor:
             m = predict_map(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
                             self.cfg.swin.step, self.bagging)
             out = m.float().cpu().numpy()
+        if self.fusion_weight:
+            out = fuse(out, np.sqrt(np.maximum(d2[:, 0], 0)).reshape(out.shape), self.fusion_weight,
+                       self.fusion_ref)
         return out
 
     def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None) -> Prediction:

@@ -214,8 +214,13 @@ class Trainer:
                 self.report.log(f"resumed from {self.checkpoint} at step {start}")
         t0, seconds_before = time.perf_counter(), (history[-1]["seconds"] if history else 0.0)
         steps_before = previous.steps if previous is not None else 0
+        every = cfg.synthesis.refresh_every
+        if every and start >= every and self.m.refresh is not None:   # resumed: the pool of that round
+            self.m.synthetic = self.m.refresh(start // every)
         self.model.train()
         for step in range(start, total):
+            if every and step and step % every == 0 and self.m.refresh is not None:
+                self.m.synthetic = self.m.refresh(step // every)      # fresh defects, nothing memorised
             loss, parts = self.step_loss(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()

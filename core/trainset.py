@@ -20,6 +20,7 @@ residuals themselves are computed on the fly per step (component 5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -60,6 +61,9 @@ class Material:
     residual_scale: float = 1.0
     backbone: str = ""
     feature_dim: int = 0
+    # round -> a fresh pool of synthetic images (same generator, other random draws), for
+    # synthesis.refresh_every; round 0 is the pool built here
+    refresh: Callable[[int], list[TokenImage]] | None = None
 
 
 def grid_of(img: np.ndarray, block: int = 8) -> BlockGrid:
@@ -165,7 +169,14 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
     bank_t = torch.from_numpy(bank.features)
     acc = [residual(n.feats.float(), bank_t[n.nbr[..., 0]], cfg.bank.residual).mean() for n in normals]
     scale = float(torch.stack(acc).mean().clamp_min(1e-8))
-    return Material(bank, normals, synthetic, val, defective, scale, encoder.backbone_name, encoder.dim)
+
+    def refresh(round_: int) -> list[TokenImage]:
+        quiet = Reporter(None, report.cancel_event)   # no progress bars mid-training; cancel still works
+        return _synthetic_items(cfg, encoder, train_imgs, train_names, seed + 7919 * round_, quiet, token_image,
+                                leave_one_out=True)
+
+    return Material(bank, normals, synthetic, val, defective, scale, encoder.backbone_name, encoder.dim,
+                    refresh=refresh)
 
 
 def _synthetic_items(cfg, encoder, images, names, seed, report, token_image, leave_one_out, keep_mask=False,

@@ -64,3 +64,18 @@ def test_write_report_from_result_files(tmp_path):
     assert costs["seeds"] == [0]
     assert "Semi within 1.5 of Sup: met (-1.0)" in text
     assert "Tag above Unsup: met (+5.0)" in text
+
+
+def test_reference_table_puts_anomalib_beside_ours(tmp_path):
+    from bench.report import reference_patchcore, reference_table
+    rows = [_row("A", "unsup", 0, 0.70), _row("B", "unsup", 0, 0.50)]
+    rows[0]["patchcore"] = {"pixel_ap": 0.60}
+    rows[1]["patchcore"] = {"pixel_ap": 0.40}
+    ref = {"A": {"pixel_ap": 0.61}, "B": {"pixel_ap": 0.43}}
+    t = reference_table(rows, ref)
+    assert t[2] == "| A | 70.0 | 60.0 | 61.0 | -1.0 | +9.0 |"
+    assert t[-1] == "| **mean** | **60.0** | **50.0** | **52.0** | **-2.0** | **+8.0** |"
+    assert reference_table(rows, {}) == []
+    assert reference_patchcore(tmp_path / "absent.json") == {}
+    (tmp_path / "bad.json").write_text("{")
+    assert reference_patchcore(tmp_path / "bad.json") == {}

@@ -1,11 +1,11 @@
 """The heatmap layer drawn over the image on the canvas.
 
-Normalisation is one fixed range per model (``calibration.map_floor`` to ``map_scale``, from validation): a value
-is shown as ``clip(value / map_scale, 0, 1)`` on every image, never stretched per image, so a good
-part looks calm. Colour comes from the chosen colormap; opacity grows with the value (a calm
+Normalisation is one fixed range per model, from validation (``calibration.map_floor``, where
+normal parts sit, to ``map_scale``): a value is shown as ``clip((value - floor) / (scale - floor),
+0, 1)`` on every image, never stretched per image, so a good part looks calm. Colour comes from the chosen colormap; opacity grows with the value (a calm
 region stays transparent) up to the opacity slider's value.
 
-Two views: **smoothed** (the core's anomaly map: the block map bilinearly upsampled to the
+Two views: **smoothed** (the core's anomaly map: the block map upsampled to the
 evaluation size and Gaussian-smoothed, as scored) and **blocks** (the block map itself, one flat
 cell per block: what the model decided, at the model's own resolution). The pixel threshold is
 drawn as the outline of the smoothed map's pixels over it, in both views.
