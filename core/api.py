@@ -34,6 +34,7 @@ from .labels import BLOCK_UNKNOWN, ImageLabel
 from .modelfile import ModelBundle
 from .progress import ProgressCallback, Reporter
 from .residuals import residual
+from .bank import build_bank
 from .trainset import build_material
 from .training import Trainer, model_tokens
 from .model import predict_map
@@ -139,6 +140,16 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         swin = trainer.model
         swin.load_state_dict(result.state)
         calib = _calibrate(swin, material, cfg, dev)
+        bank_state = material.bank.state()
+        if cfg.bank.include_val and val_imgs:
+            # The hold-outs chose the checkpoint and calibrated; now they join the bank, so that
+            # test images are compared with every normal the user gave (as PatchCore's bank is).
+            every = encoder.encode(train_imgs + val_imgs, tick=report.tick("features", "bank of every normal"))
+            b = cfg.bank
+            bank_state = build_bank([f.reshape(-1, f.shape[-1]).numpy() for f in every], b.coreset_ratio,
+                                    b.coreset_dim, b.coreset_starts, b.max_patches, cfg.train.seed, dev,
+                                    tick=report.tick("coreset", "bank of every normal")).state()
+            bank_names = bank_names + [p.name for p in val_p]
         label_counts: dict[str, int] = {}
         label_seconds: dict[str, float] = {}
         for lab in labels or []:
@@ -147,7 +158,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                 label_seconds[lab.kind] = label_seconds.get(lab.kind, 0.0) + sum(lab.seconds.values())
         bundle = ModelBundle(
             config=cfg, backbone=material.backbone, feature_dim=material.feature_dim,
-            bank_state=material.bank.state(), swin_state={k: v.cpu() for k, v in result.state.items()},
+            bank_state=bank_state, swin_state={k: v.cpu() for k, v in result.state.items()},
             residual_scale=material.residual_scale,
             validation={"val_pixel_ap": result.best_metric, "step": result.best_step, "history": result.history},
             calibration=calib,

@@ -55,6 +55,8 @@ class BankConfig:
     max_patches: int = 1_000_000        # random subsample before the coreset when above this
     neighbours: int = 3                 # k of the k-NN search (K-NN augmentation uses 1..3)
     residual: str = "square"            # square [Eq. 6] | abs | abs_square (component 5)
+    include_val: bool = True            # after training, rebuild the bank from every normal, the
+                                        # validation hold-outs included (PatchCore's bank sees them all)
 
 
 @dataclass
@@ -115,7 +117,7 @@ class TrainConfig:
     val_min_images: int = 2
     val_generator: str = "defectmaker"  # defects of the validation split: defectmaker | memseg
     val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
-    fusion: bool = False                # fuse the block's NN distance into the map, weight chosen on
+    fusion: bool = True                 # fuse the block's NN distance into the map, weight chosen on
                                         # validation (core/fusion.py); False: the Swin's map alone
     val_every: int = 250                # validate (EMA weights) every this many steps
     checkpoint_every: int = 250         # resumable checkpoint every this many steps

@@ -38,6 +38,13 @@ def test_model_file_is_self_contained(trained):
     assert loaded.bank_state["features"].shape[1] == loaded.feature_dim == 152
     assert 0.0 <= loaded.validation["val_pixel_ap"] <= 1.0
     assert loaded.training["normal_images"] + loaded.training["val_images"] == 10
+    # bank.include_val: after training the hold-outs join the bank (10 images x 32 x 32 x 10%)
+    assert len(loaded.training["bank_images"]) == 10
+    assert loaded.bank_state["features"].shape[0] == round(10 * 32 * 32 * loaded.config.bank.coreset_ratio)
+    # fusion with the NN distance: its weight was chosen on validation and is recorded
+    fusion = loaded.calibration["fusion"]
+    assert fusion["d_ref"] > 0 and str(fusion["weight"]) in fusion["val_pixel_ap"]
+    assert fusion["val_pixel_ap"][str(fusion["weight"])] == max(fusion["val_pixel_ap"].values())
     # the checkpoint used for resuming is gone once the model file is written
     assert not out.with_name(out.name + ".ckpt").exists()
     stages = {e.stage for e in events}
