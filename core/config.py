@@ -119,6 +119,8 @@ class TrainConfig:
     val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
     fusion: bool = True                 # fuse the block's NN distance into the map, weight chosen on
                                         # validation (core/fusion.py); False: the Swin's map alone
+    checkpoint: str = "last"            # validation: the EMA state with the best validation pixel AP;
+                                        # last: the final EMA state (validation still calibrates)
     val_every: int = 250                # validate (EMA weights) every this many steps
     checkpoint_every: int = 250         # resumable checkpoint every this many steps
     seed: int = 0
@@ -208,6 +210,8 @@ class Config:
             raise ConfigError(f"bank.residual: unknown residual {self.bank.residual!r}")
         if not 0 <= t.knn_a1 <= t.knn_a2 <= 1:
             raise ConfigError("train.knn_a1 <= train.knn_a2 must lie in [0, 1]")
+        if t.checkpoint not in ("last", "validation"):
+            raise ConfigError(f"train.checkpoint: expected last or validation, got {t.checkpoint!r}")
         if self.semi.checkpoint not in ("last", "validation"):
             raise ConfigError(f"semi.checkpoint: expected last or validation, got {self.semi.checkpoint!r}")
         if t.val_generator not in ("defectmaker", "memseg"):

@@ -184,7 +184,10 @@ class Trainer:
     stage = "supervised"          # history tag and progress message of this stage
 
     previous_is_candidate = True  # may the result this stage starts from be kept instead of it?
-    select_on_validation = True   # choose the best validated EMA state (else: the last one)
+    @property
+    def select_on_validation(self) -> bool:
+        """Choose the best validated EMA state (train.checkpoint = validation), else the last one."""
+        return self.cfg.train.checkpoint == "validation"
 
     def run(self, previous: TrainResult | None = None) -> TrainResult:
         """Train, continuing the history of ``previous`` (the result this stage starts from)."""
