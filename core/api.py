@@ -108,6 +108,12 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         train_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(train_p)]
         val_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(val_p)]
         labelled = _labelled_items(labels or [], cfg)
+        from .realval import split_labelled
+        labelled, labelled_val = split_labelled(labelled, cfg.train.real_val_fraction,
+                                                cfg.train.real_val_min_labelled, cfg.train.seed)
+        if labelled_val:
+            report.log(f"{len(labelled_val)} of {len(labelled) + len(labelled_val)} labelled defective images "
+                       f"held out to validate on real defects: {', '.join(x[3] for x in labelled_val)}")
         init = _load(init_from) if init_from is not None else None
         bank_names = [p.name for p in train_p]
         bank = None
@@ -120,7 +126,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                 report.log("the init model's bank was built from other normal images: building a new bank")
         encoder = Encoder(fcfg, dev, backbone=init.backbone if init else None)
         material = build_material(cfg, encoder, dev, train_imgs, bank_names, val_imgs,
-                                  [p.name for p in val_p], labelled, report, bank=bank)
+                                  [p.name for p in val_p], labelled, report, bank=bank,
+                                  labelled_val=labelled_val)
         if init is not None:
             material.residual_scale = init.residual_scale
         has_hard = any(not (d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
@@ -160,7 +167,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             config=cfg, backbone=material.backbone, feature_dim=material.feature_dim,
             bank_state=bank_state, swin_state={k: v.cpu() for k, v in result.state.items()},
             residual_scale=material.residual_scale,
-            validation={"val_pixel_ap": result.best_metric, "step": result.best_step, "history": result.history},
+            validation={**_chosen_validation(result), "step": result.best_step, "history": result.history,
+                        "real_defect_images": [x[3] for x in labelled_val]},
             calibration=calib,
             training={"created": _dt.datetime.now().isoformat(timespec="seconds"), "version": __version__,
                       "device": str(dev), "device_name": _device_name(dev), "seconds": time.perf_counter() - t0,
@@ -178,6 +186,12 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         if is_oom(exc):
             raise DeviceError(oom_message(dev)) from exc
         raise
+
+
+def _chosen_validation(result) -> dict:
+    """The validation metrics of the kept state (synthetic pixel AP; real-defect block AP)."""
+    out = {k: result.val[k] for k in ("val_pixel_ap", "val_real_ap") if k in result.val}
+    return out or {"val_pixel_ap": result.best_metric}
 
 
 def _fit_patchcore(normal_paths: list[Path], out: Path, cfg: Config, dev: torch.device,

@@ -119,6 +119,8 @@ class TrainConfig:
     val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
     fusion: bool = True                 # fuse the block's NN distance into the map, weight chosen on
                                         # validation (core/fusion.py); False: the Swin's map alone
+    real_val_fraction: float = 0.3      # labelled defective images held out to validate on real defects
+    real_val_min_labelled: int = 4      # ... when at least this many are labelled (then >= 1 held out)
     checkpoint: str = "last"            # validation: the EMA state with the best validation pixel AP;
                                         # last: the final EMA state (validation still calibrates)
     val_every: int = 250                # validate (EMA weights) every this many steps

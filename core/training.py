@@ -40,6 +40,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    val: dict = field(default_factory=dict)   # every validation metric of the kept state
 
 
 class EMA:
@@ -173,12 +174,21 @@ class Trainer:
         return knn_residual(f, self.bank_t, nbr, self.cfg.bank.residual, t.knn_a1, t.knn_a2,
                             t.knn_noise_sigma, t.knn_noise_clip, self.gen)
 
+    def validation(self, model) -> tuple[dict, float]:
+        """(every validation metric, the one checkpoints are chosen on): pixel AP on the synthetic
+        validation split, and block AP on held-out real labelled defects when there are some."""
+        val = validate(model, self.m.val, self.bank_t, self.cfg, self.device)
+        if self.m.val_real:
+            from .realval import validate_real
+            normals = [it for it in self.m.val if it.kind == "normal"]
+            val.update(validate_real(model, self.m.val_real, normals, self.bank_t, self.cfg, self.device))
+        return val, val.get("val_real_ap", val.get("val_pixel_ap", float("nan")))
+
     def start_point(self) -> TrainResult:
         """The current weights as a result (validated), for runs that skip this stage."""
-        val = validate(self.model, self.m.val, self.bank_t, self.cfg, self.device)
-        metric = val.get("val_pixel_ap", float("nan"))
+        val, metric = self.validation(self.model)
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return TrainResult(state, 0, metric, [dict(step=0, seconds=0.0, **val)], 0, 0.0)
+        return TrainResult(state, 0, metric, [dict(step=0, seconds=0.0, **val)], 0, 0.0, val)
 
     # -- the loop ----------------------------------------------------------------------------------
     stage = "supervised"          # history tag and progress message of this stage
@@ -204,10 +214,15 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         ema = EMA(self.model, t.ema_decay)
         start, best, history = 0, {"metric": float("nan"), "step": 0, "state": None}, []
+        # Real labelled defects held out (core/realval.py) rank checkpoints the way synthetic ones
+        # do not: with them, choose on validation, and let the start of this stage compete.
+        real = bool(self.m.val_real)
+        select = self.select_on_validation or real
         if previous is not None:
             history = list(previous.history)
-            if self.previous_is_candidate and not math.isnan(previous.best_metric):
-                best = {"metric": previous.best_metric, "step": 0, "state": previous.state}
+            if (self.previous_is_candidate or real) and not math.isnan(previous.best_metric):
+                best = {"metric": previous.best_metric, "step": 0, "state": previous.state,
+                        "val": previous.val, "stage": "previous"}
         if self.checkpoint is not None and self.checkpoint.exists():
             resumed = self._resume(opt, sched, ema)
             if resumed is None:
@@ -234,14 +249,13 @@ class Trainer:
             done = step + 1
             metrics = dict(parts, lr=sched.get_last_lr()[0])
             if done % t.val_every == 0 or done == total:
-                val = validate(ema.model, self.m.val, self.bank_t, cfg, self.device)
+                val, metric = self.validation(ema.model)
                 self.model.train()
-                metric = val.get("val_pixel_ap", float("nan"))
                 # without a usable validation metric (or when this stage does not select on it)
                 # the latest EMA state is kept
-                if (not self.select_on_validation or math.isnan(metric) or best["state"] is None
+                if (not select or math.isnan(metric) or best["state"] is None
                         or metric > best["metric"]):
-                    best = {"metric": metric, "step": done,
+                    best = {"metric": metric, "step": done, "val": val, "stage": self.stage,
                             "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
                 history.append(dict(stage=self.stage, step=done, seconds=seconds_before + time.perf_counter() - t0,
                                     **parts, **val))
@@ -253,7 +267,7 @@ class Trainer:
         if best["state"] is None:
             best = {"metric": float("nan"), "step": total, "state": ema.model.state_dict()}
         return TrainResult(best["state"], best["step"], best["metric"], history, steps_before + total,
-                           seconds_before + time.perf_counter() - t0)
+                           seconds_before + time.perf_counter() - t0, best.get("val", {}))
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save(self, step, opt, sched, ema, best, history) -> None:

@@ -61,6 +61,8 @@ class Material:
     residual_scale: float = 1.0
     backbone: str = ""
     feature_dim: int = 0
+    # labelled defective images held out of training to validate on real defects (core/realval.py)
+    val_real: list[TokenImage] = field(default_factory=list)
     # round -> a fresh pool of synthetic images (same generator, other random draws), for
     # synthesis.refresh_every; round 0 is the pool built here
     refresh: Callable[[int], list[TokenImage]] | None = None
@@ -114,7 +116,8 @@ def make_synthetic(images: list[np.ndarray], cfg: Config, seed: int, report: Rep
 def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_imgs: list[np.ndarray],
                    train_names: list[str], val_imgs: list[np.ndarray], val_names: list[str],
                    labelled: list[tuple[np.ndarray, np.ndarray, str, str]], report: Reporter,
-                   bank: MemoryBank | None = None) -> Material:
+                   bank: MemoryBank | None = None,
+                   labelled_val: list[tuple[np.ndarray, np.ndarray, str, str]] | None = None) -> Material:
     """Everything in the module docstring. ``labelled``: (model-input image, block targets (rows,
     cols) int8, label kind, name) of real images with defect labels."""
     t, k, seed = cfg.train, cfg.bank.neighbours, cfg.train.seed
@@ -164,6 +167,12 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
             defective.append(token_image(f, None, torch.from_numpy(targets), "defective", name,
                                          label_kind=kind))
 
+    val_real = []
+    if labelled_val:
+        vf = encoder.encode([x[0] for x in labelled_val], tick=report.tick("features", "held-out labelled images"))
+        for f, (img, targets, kind, name) in zip(vf, labelled_val):
+            val_real.append(token_image(f, None, torch.from_numpy(targets), "defective", name, label_kind=kind))
+
     # Scalar input scale: the mean leave-one-out residual of normal tokens, so the Swin sees inputs
     # of order 1 whatever the backbone (Wide-ResNet and EfficientNet features differ in scale).
     bank_t = torch.from_numpy(bank.features)
@@ -176,7 +185,7 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
                                 leave_one_out=True)
 
     return Material(bank, normals, synthetic, val, defective, scale, encoder.backbone_name, encoder.dim,
-                    refresh=refresh)
+                    val_real=val_real, refresh=refresh)
 
 
 def _synthetic_items(cfg, encoder, images, names, seed, report, token_image, leave_one_out, keep_mask=False,

@@ -1,0 +1,58 @@
+"""Validation on real labelled defects (accuracy issue, part 4).
+
+Synthetic validation defects do not rank checkpoints the way real defects do (decision 0014). When
+the user has labelled defective images, some are held out of training (``train.real_val_fraction``
+of them, at least one, once ``train.real_val_min_labelled`` are labelled) and checkpoints are
+chosen on them instead; a stage may then also fall back to the model it started from (ResMixMatch
+that does not help on held-out boxes keeps the unsupervised model).
+
+The metric is block-level average precision, because that is what every label kind defines:
+- positives: blocks labelled anomalous (masks, block labels) or unknown (inside a box; every
+  block of an image tagged defective);
+- negatives: blocks labelled normal in those images (outside boxes and masks), and every block of
+  the validation split's held-out normal images;
+- blocks Eq. 14 leaves undecided are not scored.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .labels import BLOCK_ANOMALOUS, BLOCK_NORMAL, BLOCK_UNKNOWN
+from .model import predict_map
+from .residuals import residual
+
+
+def split_labelled(labelled: list, fraction: float, min_labelled: int, seed: int) -> tuple[list, list]:
+    """(train, held out): deterministic for a seed; nothing held out below ``min_labelled``."""
+    n = len(labelled)
+    if n < max(2, min_labelled) or fraction <= 0:
+        return list(labelled), []
+    n_val = min(n - 1, max(1, int(round(n * fraction))))
+    rng = np.random.default_rng([seed, 4242])
+    held = set(rng.choice(n, n_val, replace=False).tolist())
+    return [x for i, x in enumerate(labelled) if i not in held], [x for i, x in enumerate(labelled) if i in held]
+
+
+@torch.no_grad()
+def validate_real(model, items, normals, bank_t: torch.Tensor, cfg, device) -> dict[str, float]:
+    """``{"val_real_ap": block AP}`` over held-out labelled ``items`` and validation ``normals``."""
+    from .metrics import pixel_ap
+    from .training import model_tokens
+    if not items:
+        return {}
+    scores, labels = [], []
+    model.eval()
+    for it in list(items) + list(normals):
+        f = it.feats.to(device).float()
+        r = residual(f, bank_t[it.nbr[..., 0].to(device)], cfg.bank.residual)
+        p = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging).cpu().numpy()
+        t = it.targets.numpy()
+        pos = (t == BLOCK_ANOMALOUS) | (t == BLOCK_UNKNOWN)
+        keep = pos | (t == BLOCK_NORMAL)
+        scores.append(p[keep])
+        labels.append(pos[keep])
+    s, y = np.concatenate(scores), np.concatenate(labels)
+    if not y.any() or y.all():
+        return {}
+    return {"val_real_ap": pixel_ap(s[None, None], y[None, None])}

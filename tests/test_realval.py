@@ -1,0 +1,71 @@
+"""Validation on held-out real labelled defects (core/realval.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.labels import BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN
+from core.realval import split_labelled, validate_real
+from core.trainset import TokenImage
+
+
+def test_split_labelled_holds_out_a_fraction_deterministically():
+    items = list(range(10))
+    train, held = split_labelled(items, 0.3, 4, seed=0)
+    assert len(held) == 3 and sorted(train + held) == items
+    assert split_labelled(items, 0.3, 4, seed=0) == (train, held)
+    assert split_labelled(items, 0.3, 4, seed=1) != (train, held)
+    assert split_labelled(items[:3], 0.3, 4, 0) == (items[:3], [])      # too few labelled: none held
+    assert len(split_labelled(items[:4], 0.1, 4, 0)[1]) == 1              # at least one
+    assert split_labelled(items, 0.0, 4, 0)[1] == []
+
+
+class _Oracle(torch.nn.Module):
+    """A 'model' whose anomaly probability is the first residual channel (for a known ranking)."""
+    def forward(self, x):
+        p = x[..., :1].clamp(0, 1)
+        return torch.log(torch.cat([1 - p, p], -1).clamp_min(1e-6))
+
+
+def test_validate_real_scores_blocks_by_label_kind(tiny_cfg):
+    cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}})
+    bank = torch.zeros(1, 4)
+    model = _Oracle()
+    model.register_buffer("input_scale", torch.tensor(1.0))
+
+    def item(values, targets):
+        f = torch.zeros(8, 8, 4)
+        f[..., 0] = torch.as_tensor(values, dtype=torch.float32).sqrt()   # residual = f^2
+        return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(targets, dtype=torch.int8),
+                          "defective", "x")
+
+    t = np.full((8, 8), BLOCK_NORMAL, np.int8)
+    t[0, 0], t[0, 1], t[0, 2] = BLOCK_ANOMALOUS, BLOCK_UNKNOWN, BLOCK_IGNORE
+    v = np.full((8, 8), 0.1, np.float32)
+    v[0, 0], v[0, 1], v[0, 2] = 0.9, 0.8, 0.95      # the ignored block's score must not count
+    perfect = validate_real(model, [item(v, t)], [item(np.full((8, 8), 0.2), np.zeros((8, 8)))], bank, cfg, "cpu")
+    assert perfect["val_real_ap"] == pytest.approx(1.0)
+    v2 = v.copy()
+    v2[5, 5] = 0.99                                   # one normal block above every defect
+    worse = validate_real(model, [item(v2, t)], [], bank, cfg, "cpu")
+    assert worse["val_real_ap"] < 1.0
+    assert validate_real(model, [], [], bank, cfg, "cpu") == {}
+
+
+def test_fit_holds_out_labelled_defects_and_validates_on_them(demo_data, tiny_cfg, tmp_path):
+    from core import api
+    from core.datasets import load_mvtec
+    from core.images import read_mask
+    from core.labels import ImageLabel
+    ds = load_mvtec(demo_data)
+    bad = [s for s in ds.test if s.is_anomalous][:4]
+    labels = [ImageLabel(s.path, mask=read_mask(s.mask_path) > 0) for s in bad]
+    events = []
+    b = api.fit(ds.train, tmp_path / "m.pt", tiny_cfg, "cpu", labels=labels, progress=events.append)
+    assert len(b.validation["real_defect_images"]) == 1
+    assert 0.0 <= b.validation["val_real_ap"] <= 1.0
+    assert all("val_real_ap" in h for h in b.validation["history"])
+    assert any(e.stage == "log" and "held out to validate on real defects" in e.message for e in events)
+    # the kept state is the best on real defects (checkpoints are chosen on them)
+    assert b.validation["val_real_ap"] == max(h["val_real_ap"] for h in b.validation["history"])
