@@ -190,7 +190,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
 
 def _chosen_validation(result) -> dict:
     """The validation metrics of the kept state (synthetic pixel AP; real-defect block AP)."""
-    out = {k: result.val[k] for k in ("val_pixel_ap", "val_real_ap") if k in result.val}
+    out = {k: result.val[k] for k in ("val_pixel_ap", "val_real_ap", "val_real_image_auroc") if k in result.val}
     return out or {"val_pixel_ap": result.best_metric}
 
 

@@ -6,12 +6,15 @@ of them, at least one, once ``train.real_val_min_labelled`` are labelled) and ch
 chosen on them instead; a stage may then also fall back to the model it started from (ResMixMatch
 that does not help on held-out boxes keeps the unsupervised model).
 
-The metric is block-level average precision, because that is what every label kind defines:
-- positives: blocks labelled anomalous (masks, block labels) or unknown (inside a box; every
-  block of an image tagged defective);
+The metric is block-level average precision (``val_real_ap``) where labels say where the defect
+is (masks, block labels, boxes):
+- positives: blocks labelled anomalous (masks, block labels) or unknown (inside a box);
 - negatives: blocks labelled normal in those images (outside boxes and masks), and every block of
   the validation split's held-out normal images;
 - blocks Eq. 14 leaves undecided are not scored.
+Image tags say only *that* an image is defective: tagged images are scored at image level
+(``val_real_image_auroc``: each image's highest block against the held-out normals' highest),
+which is the selection metric when no held-out image has a located label.
 """
 from __future__ import annotations
 
@@ -39,20 +42,31 @@ def validate_real(model, items, normals, bank_t: torch.Tensor, cfg, device) -> d
     """``{"val_real_ap": block AP}`` over held-out labelled ``items`` and validation ``normals``."""
     from .metrics import pixel_ap
     from .training import model_tokens
+    from .metrics import image_auroc
     if not items:
         return {}
-    scores, labels = [], []
+    scores, labels, img_scores, img_labels = [], [], [], []
     model.eval()
     for it in list(items) + list(normals):
         f = it.feats.to(device).float()
         r = residual(f, bank_t[it.nbr[..., 0].to(device)], cfg.bank.residual)
         p = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging).cpu().numpy()
         t = it.targets.numpy()
+        if it.kind == "normal" or it.label_kind == "tag":
+            img_scores.append(float(p.max()))
+            img_labels.append(it.kind != "normal")
+        if it.label_kind == "tag":
+            continue
         pos = (t == BLOCK_ANOMALOUS) | (t == BLOCK_UNKNOWN)
         keep = pos | (t == BLOCK_NORMAL)
         scores.append(p[keep])
         labels.append(pos[keep])
-    s, y = np.concatenate(scores), np.concatenate(labels)
-    if not y.any() or y.all():
-        return {}
-    return {"val_real_ap": pixel_ap(s[None, None], y[None, None])}
+    out = {}
+    if scores:
+        s, y = np.concatenate(scores), np.concatenate(labels)
+        if y.any() and not y.all():
+            out["val_real_ap"] = pixel_ap(s[None, None], y[None, None])
+    y_img = np.array(img_labels, bool)
+    if y_img.any() and not y_img.all():
+        out["val_real_image_auroc"] = image_auroc(np.array(img_scores), y_img)
+    return out

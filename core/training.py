@@ -182,7 +182,10 @@ class Trainer:
             from .realval import validate_real
             normals = [it for it in self.m.val if it.kind == "normal"]
             val.update(validate_real(model, self.m.val_real, normals, self.bank_t, self.cfg, self.device))
-        return val, val.get("val_real_ap", val.get("val_pixel_ap", float("nan")))
+        for key in ("val_real_ap", "val_real_image_auroc", "val_pixel_ap"):
+            if key in val:
+                return val, val[key]
+        return val, float("nan")
 
     def start_point(self) -> TrainResult:
         """The current weights as a result (validated), for runs that skip this stage."""

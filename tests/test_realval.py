@@ -69,3 +69,23 @@ def test_fit_holds_out_labelled_defects_and_validates_on_them(demo_data, tiny_cf
     assert any(e.stage == "log" and "held out to validate on real defects" in e.message for e in events)
     # the kept state is the best on real defects (checkpoints are chosen on them)
     assert b.validation["val_real_ap"] == max(h["val_real_ap"] for h in b.validation["history"])
+
+
+def test_validate_real_scores_tagged_images_at_image_level(tiny_cfg):
+    cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}})
+    model = _Oracle()
+    model.register_buffer("input_scale", torch.tensor(1.0))
+
+    def item(peak, kind, label_kind):
+        f = torch.zeros(8, 8, 4)
+        f[..., 0] = 0.3
+        f[2, 3, 0] = peak ** 0.5
+        t = np.full((8, 8), BLOCK_UNKNOWN if label_kind == "tag" else BLOCK_NORMAL, np.int8)
+        return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(t), kind, "x",
+                          label_kind=label_kind)
+
+    tagged = [item(0.9, "defective", "tag"), item(0.8, "defective", "tag")]
+    normals = [item(0.5, "normal", None), item(0.85, "normal", None)]
+    out = validate_real(model, tagged, normals, torch.zeros(1, 4), cfg, "cpu")
+    assert "val_real_ap" not in out                   # a tag does not say where the defect is
+    assert out["val_real_image_auroc"] == pytest.approx(0.75)   # 3 of 4 pairs ordered right
