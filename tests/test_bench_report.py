@@ -42,9 +42,10 @@ def test_protocol_table_means_spread_and_same_split_baselines():
     # per-seed class means 0.7 and 0.8: sd 5.0 over the two seeds
     assert "**75.0** (sd 5.0 over 2 seeds)" in table[-1]
     bars = bar_lines(means)[0]
-    assert "Sup above Unsup: met (+25.0)" in bars
-    assert "Semi within 1.5 of Sup: MISSED (-20.0)" in bars
-    assert "Tag above Unsup: MISSED (-10.0)" in bars
+    assert "Unsup at least PatchCore + 5: MISSED (-10.0)" in bars
+    assert "Semi at least Unsup + 5: MISSED (+5.0)" not in bars and "Semi at least Unsup + 5: met (+5.0)" in bars
+    assert "Semi within 3 of Sup: MISSED (-20.0)" in bars
+    assert "Tag at least Unsup: MISSED (-10.0)" in bars
 
 
 def test_write_report_from_result_files(tmp_path):
@@ -62,8 +63,8 @@ def test_write_report_from_result_files(tmp_path):
     costs = json.loads((tmp_path / "label_costs.json").read_text())
     assert costs["pixel_ap"] == {"PatchCore": 60.0, "Unsup": 50.0, "Sup": 70.0, "Semi": 69.0, "Tag": 55.0}
     assert costs["seeds"] == [0]
-    assert "Semi within 1.5 of Sup: met (-1.0)" in text
-    assert "Tag above Unsup: met (+5.0)" in text
+    assert "Semi within 3 of Sup: met (-1.0)" in text and "Semi at least Unsup + 5: met (+19.0)" in text
+    assert "Tag at least Unsup: met (+5.0)" in text
 
 
 def test_reference_table_puts_anomalib_beside_ours(tmp_path):
