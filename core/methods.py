@@ -6,10 +6,9 @@ runs either from the same model file format.
 from __future__ import annotations
 
 METHODS: dict[str, str] = {
-    "semirest": "SemiREST: memory bank + position-constrained residuals + Swin block classifier; "
-                "learns from synthetic defects and any labels (boxes, blocks, masks, tags)",
-    "patchcore": "PatchCore: nearest-neighbour distance to a memory bank of normal features; "
-                 "no training, normal images only (the baseline, at parity with anomalib's)",
+    "semirest": "SemiREST: residuals to normal features, classified per 8x8 block by a Swin; "
+                "learns from any labels",
+    "patchcore": "PatchCore: distance to the nearest normal feature; no training (the baseline)",
 }
 
 # What each method can learn from. Labels a method cannot use are refused with this reason.

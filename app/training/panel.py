@@ -99,7 +99,7 @@ class TrainPanel(QWidget):
         for combo in (self.method, self.supervision, self.preset, self.backbone):
             combo.currentIndexChanged.connect(lambda _: self._remember())
         self.supervision.currentIndexChanged.connect(lambda _: self._update_bench_hint())
-        self.method.currentIndexChanged.connect(lambda _: self._update_method())
+        self.method.currentIndexChanged.connect(lambda _: (self._update_method(), self._update_bench_hint()))
         self._update_method()
         self._update_bench_hint()
         self.set_running(False, resumable=False)
@@ -110,11 +110,16 @@ class TrainPanel(QWidget):
         supervision choice and says why."""
         key = self.method.currentData()
         uses = USES_LABELS[key]
+        if not uses and self.supervision.isEnabled():    # show what will be used; restore later
+            self._supervision_before = self.supervision.currentData()
+            self.supervision.setCurrentIndex(self.supervision.findData("unsupervised"))
+        elif uses and not self.supervision.isEnabled() and getattr(self, "_supervision_before", None):
+            self.supervision.setCurrentIndex(self.supervision.findData(self._supervision_before))
         self.supervision.setEnabled(uses)
         self.steps.setEnabled(key == "semirest")
         text = METHODS[key]
         if not uses:
-            text += ". Supervision is fixed to normal images only: this method cannot learn from labels."
+            text += ". Normal images only: it cannot learn from labels."
         self.method_hint.setText(text)
 
     def spec(self) -> RunSpec:
@@ -161,7 +166,8 @@ class TrainPanel(QWidget):
         and full block labels, and a plain warning when these labels did worse than none."""
         costs = self.label_costs or {}
         ap = costs.get("pixel_ap", {})
-        col = BENCH_COLUMN.get(self.supervision.currentData())
+        method = self.method.currentData()
+        col = "PatchCore" if method == "patchcore" else BENCH_COLUMN.get(self.supervision.currentData())
         if col not in ap or "Unsup" not in ap:
             self.bench_hint.setText("")
             self.bench_hint.setVisible(False)
@@ -170,12 +176,14 @@ class TrainPanel(QWidget):
         where = (f"benchmark, {costs.get('data', '?')}, preset {costs.get('preset', '?')}, "
                  f"{costs.get('backbone', '?')}, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
         text = f"Mean pixel AP {ap[col]:.1f} %"
-        if col != "Unsup":
+        if col == "PatchCore":
+            text += f" vs {ap['Unsup']:.1f} % for SemiREST without labels"
+        elif col != "Unsup":
             text += f" vs {ap['Unsup']:.1f} % unsupervised"
         if col not in ("Sup", "Unsup") and "Sup" in ap:
             text += f" and {ap['Sup']:.1f} % with pixel masks"
         text += f" ({where})."
-        if col != "Unsup" and ap[col] < ap["Unsup"]:
+        if col not in ("Unsup", "PatchCore") and ap[col] < ap["Unsup"]:
             text += " <b>On this benchmark these labels made the model worse than none.</b>"
         self.bench_hint.setText(text)
         self.bench_hint.setVisible(True)

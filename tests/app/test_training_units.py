@@ -115,9 +115,24 @@ def test_train_panel_offers_each_method_and_greys_out_labels_for_patchcore(qtbot
     assert panel.supervision.isEnabled() and "SemiREST" in panel.method_hint.text()
     panel.method.setCurrentIndex(panel.method.findData("patchcore"))
     assert not panel.supervision.isEnabled() and not panel.steps.isEnabled()
+    assert panel.supervision.currentData() == "unsupervised"          # shows what will be used
     assert "cannot learn from labels" in panel.method_hint.text()
     spec = panel.spec()
     assert (spec.method, spec.supervision) == ("patchcore", "unsupervised")
     spec.validate()
     panel.method.setCurrentIndex(panel.method.findData("semirest"))
     assert panel.supervision.isEnabled() and panel.spec().supervision == "boxes"
+
+
+@pytest.mark.gui
+def test_bench_hint_quotes_patchcore_when_it_is_the_method(qtbot):
+    from app.training.panel import TrainPanel
+    costs = {"pixel_ap": {"PatchCore": 62.4, "Unsup": 67.1, "Sup": 70.0, "Semi": 66.3, "Tag": 66.8},
+             "seeds": [0], "data": "d", "preset": "cpu", "backbone": "b"}
+    panel = TrainPanel(label_costs=costs)
+    qtbot.addWidget(panel)
+    panel.method.setCurrentIndex(panel.method.findData("patchcore"))
+    assert panel.bench_hint.text().startswith("Mean pixel AP 62.4 % vs 67.1 % for SemiREST without labels")
+    panel.method.setCurrentIndex(panel.method.findData("semirest"))
+    panel.supervision.setCurrentIndex(panel.supervision.findData("boxes"))
+    assert "66.3 % vs 67.1 % unsupervised" in panel.bench_hint.text() and "worse than none" in panel.bench_hint.text()
