@@ -126,7 +126,9 @@ def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor,
         maps.append(postprocess(block.cpu().numpy(), (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size,
                                 cfg.output.upsample))
         masks.append(it.mask)
-    maps_a, masks_a = np.stack(maps), np.stack(masks)
+    # images of different sizes (real sets mix them): pool the pixels, as the evaluation does
+    maps_a = np.concatenate([m.ravel() for m in maps])[None, None]
+    masks_a = np.concatenate([m.ravel() for m in masks])[None, None]
     out = {"val_pixel_ap": pixel_ap(maps_a, masks_a) if masks_a.any() else float("nan")}
     return out
 

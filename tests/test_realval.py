@@ -89,3 +89,25 @@ def test_validate_real_scores_tagged_images_at_image_level(tiny_cfg):
     out = validate_real(model, tagged, normals, torch.zeros(1, 4), cfg, "cpu")
     assert "val_real_ap" not in out                   # a tag does not say where the defect is
     assert out["val_real_image_auroc"] == pytest.approx(0.75)   # 3 of 4 pairs ordered right
+
+
+def test_training_on_images_of_several_sizes_validates_and_predicts(tiny_cfg, tmp_path):
+    """Real sets mix sizes (and grayscale): validation pooled the maps with np.stack and died."""
+    import cv2
+    from core import api
+    from core.demo import surface
+    from core.images import write_png
+    rng = np.random.default_rng(0)
+    sizes = [(64, 128), (128, 128), (128, 64)]   # model inputs of three shapes at 128 px
+    paths = []
+    for i in range(8):
+        h, w = sizes[i % 3]
+        img = cv2.cvtColor(cv2.resize(surface(rng), (w, h)), cv2.COLOR_RGB2GRAY)
+        p = tmp_path / "normals" / f"{i}.png"
+        write_png(p, np.dstack([img] * 3))
+        paths.append(p)
+    b = api.fit(paths, tmp_path / "m.pt", tiny_cfg, "cpu")
+    assert np.isfinite(b.validation["val_pixel_ap"])
+    res = api.predict(b, paths[:3], tmp_path / "out", "cpu", maps="npy")
+    for r, (h, w) in zip(res, sizes):
+        assert np.load(r.map_file).shape == (h, w)
