@@ -46,6 +46,7 @@ def validate_real(model, items, normals, bank_t: torch.Tensor, cfg, device) -> d
     if not items:
         return {}
     scores, labels, img_scores, img_labels = [], [], [], []
+    located = []      # (scores, labels) of each held-out image with a located label
     model.eval()
     for it in list(items) + list(normals):
         f = it.feats.to(device).float()
@@ -61,11 +62,24 @@ def validate_real(model, items, normals, bank_t: torch.Tensor, cfg, device) -> d
         keep = pos | (t == BLOCK_NORMAL)
         scores.append(p[keep])
         labels.append(pos[keep])
+        if it.kind != "normal":
+            located.append((p[keep], pos[keep]))
     out = {}
     if scores:
         s, y = np.concatenate(scores), np.concatenate(labels)
         if y.any() and not y.all():
             out["val_real_ap"] = pixel_ap(s[None, None], y[None, None])
+    if located and scores:
+        # per held-out image: its blocks against every held-out normal block (a jury of images,
+        # so that one image does not decide whether labels helped; see core/training.py)
+        neg = [s[~y] for s, y in zip(scores, labels)]
+        per = []
+        for s_i, y_i in located:
+            if y_i.any():
+                s = np.concatenate([s_i] + neg)
+                y = np.concatenate([y_i] + [np.zeros(len(n), bool) for n in neg])
+                per.append(pixel_ap(s[None, None], y[None, None]))
+        out["per_image"] = per
     y_img = np.array(img_labels, bool)
     if y_img.any() and not y_img.all():
         out["val_real_image_auroc"] = image_auroc(np.array(img_scores), y_img)

@@ -151,6 +151,7 @@ class Trainer:
         # Images whose every block is known (masks, block maps, normal tags) train with Eq. 11;
         # those with unknown blocks (boxes, defective tags) are left to ResMixMatch.
         self.hard_labelled = [d for d in material.defective if not (d.targets == BLOCK_UNKNOWN).any()]
+        self.last_per_image: list[float] | None = None   # per held-out image AP of the last validation
 
     # -- hooks a subclass (ResMixMatch) overrides ------------------------------------------------
     lr = property(lambda self: self.cfg.train.lr)
@@ -184,10 +185,20 @@ class Trainer:
             from .realval import validate_real
             normals = [it for it in self.m.val if it.kind == "normal"]
             val.update(validate_real(model, self.m.val_real, normals, self.bank_t, self.cfg, self.device))
+        self.last_per_image = val.pop("per_image", None)   # not a metric to plot: kept aside
         for key in ("val_real_ap", "val_real_image_auroc", "val_pixel_ap"):
             if key in val:
                 return val, val[key]
         return val, float("nan")
+
+    def _beats_start(self, best: dict) -> bool:
+        """Against the model a stage started from, a checkpoint must also win on a majority of the
+        held-out labelled images, not only on their pooled AP: with a handful of images one image
+        can carry the pool, and labels that do not help should leave the start in place."""
+        if best.get("stage") != "previous" or not best.get("per_image") or not self.last_per_image:
+            return True
+        wins = sum(c > b for c, b in zip(self.last_per_image, best["per_image"]))
+        return 2 * wins > len(best["per_image"])
 
     def start_point(self) -> TrainResult:
         """The current weights as a result (validated), for runs that skip this stage."""
@@ -228,6 +239,9 @@ class Trainer:
             if (self.previous_is_candidate or real) and not math.isnan(previous.best_metric):
                 best = {"metric": previous.best_metric, "step": 0, "state": previous.state,
                         "val": previous.val, "stage": "previous"}
+                if real:   # the start's score on each held-out image (its weights are the model's now)
+                    self.validation(self.model)
+                    best["per_image"] = self.last_per_image
         if self.checkpoint is not None and self.checkpoint.exists():
             resumed = self._resume(opt, sched, ema)
             if resumed is None:
@@ -259,8 +273,9 @@ class Trainer:
                 # without a usable validation metric (or when this stage does not select on it)
                 # the latest EMA state is kept
                 if (not select or math.isnan(metric) or best["state"] is None
-                        or metric > best["metric"]):
+                        or (metric > best["metric"] and self._beats_start(best))):
                     best = {"metric": metric, "step": done, "val": val, "stage": self.stage,
+                            "per_image": self.last_per_image,
                             "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
                 history.append(dict(stage=self.stage, step=done, seconds=seconds_before + time.perf_counter() - t0,
                                     **parts, **val))

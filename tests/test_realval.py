@@ -111,3 +111,17 @@ def test_training_on_images_of_several_sizes_validates_and_predicts(tiny_cfg, tm
     res = api.predict(b, paths[:3], tmp_path / "out", "cpu", maps="npy")
     for r, (h, w) in zip(res, sizes):
         assert np.load(r.map_file).shape == (h, w)
+
+
+def test_a_checkpoint_must_win_on_most_held_out_images_to_replace_the_start(tiny_cfg):
+    from core.training import Trainer
+    t = Trainer.__new__(Trainer)
+    start = {"stage": "previous", "per_image": [0.5, 0.5, 0.5]}
+    t.last_per_image = [0.9, 0.4, 0.45]            # one image carries the pool: not enough
+    assert not t._beats_start(start)
+    t.last_per_image = [0.6, 0.55, 0.45]           # two of three
+    assert t._beats_start(start)
+    # against another checkpoint of the same stage, or without per-image scores, the pool decides
+    assert Trainer._beats_start(t, {"stage": "ResMixMatch", "per_image": [0.9, 0.9, 0.9]})
+    t.last_per_image = None
+    assert t._beats_start(start)
