@@ -82,5 +82,9 @@ def validate_real(model, items, normals, bank_t: torch.Tensor, cfg, device) -> d
         out["per_image"] = per
     y_img = np.array(img_labels, bool)
     if y_img.any() and not y_img.all():
-        out["val_real_image_auroc"] = image_auroc(np.array(img_scores), y_img)
+        s_img = np.array(img_scores)
+        out["val_real_image_auroc"] = image_auroc(s_img, y_img)
+        if "per_image" not in out:
+            # per tagged image: the fraction of held-out normals it outscores
+            out["per_image"] = [float((s_img[~y_img] < s).mean()) for s in s_img[y_img]]
     return out

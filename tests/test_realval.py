@@ -125,3 +125,20 @@ def test_a_checkpoint_must_win_on_most_held_out_images_to_replace_the_start(tiny
     assert Trainer._beats_start(t, {"stage": "ResMixMatch", "per_image": [0.9, 0.9, 0.9]})
     t.last_per_image = None
     assert t._beats_start(start)
+
+
+def test_tagged_images_each_report_how_many_normals_they_outscore(tiny_cfg):
+    cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}})
+    model = _Oracle()
+    model.register_buffer("input_scale", torch.tensor(1.0))
+
+    def item(peak, kind, label_kind):
+        f = torch.zeros(8, 8, 4)
+        f[2, 3, 0] = peak ** 0.5
+        t = np.full((8, 8), BLOCK_UNKNOWN if label_kind == "tag" else BLOCK_NORMAL, np.int8)
+        return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(t), kind, "x",
+                          label_kind=label_kind)
+
+    out = validate_real(model, [item(0.9, "defective", "tag"), item(0.6, "defective", "tag")],
+                        [item(0.5, "normal", None), item(0.85, "normal", None)], torch.zeros(1, 4), cfg, "cpu")
+    assert out["per_image"] == pytest.approx([1.0, 0.5])
