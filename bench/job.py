@@ -16,34 +16,10 @@ import numpy as np
 import torch
 
 
-def _eval_patchcore(pc, samples) -> tuple[dict, dict]:
-    import cv2
-    from core.api import pool_sizes
-    from core.datasets import load_sample_mask
-    from core.images import read_image
-    from core.metrics import evaluate
-    maps, masks, scores, times = [], [], [], []
-    for s in samples:
-        img = read_image(s.path)
-        gt = load_sample_mask(s, img.shape[:2])
-        pr = pc.predict(img)
-        # same protocol as core.api.evaluate: the map at the mask's own size
-        maps.append(cv2.resize(pr.anomaly_map, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR))
-        masks.append(gt)
-        scores.append(pr.score)
-        times.append(pr.timings_ms)
-    med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
-    maps, masks = pool_sizes(maps, masks)
-    return evaluate(np.stack(maps), np.stack(masks), np.array(scores)), med
-
-
 def run(args) -> dict:
     from core import api
     from core.config import load_config
     from core.datasets import load_mvtec
-    from core.features import Encoder
-    from core.images import read_image
-    from core.patchcore import PatchCore
     from core.protocols import make_protocol
 
     torch.set_num_threads(args.threads)
@@ -65,12 +41,15 @@ def run(args) -> dict:
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms
     if args.patchcore:
-        enc = Encoder(cfg.features, torch.device(args.device if args.device != "auto" else "cpu"),
-                      backbone=bundle.backbone)
+        # the user-facing PatchCore model (same features, every normal in its bank), evaluated
+        # by the same code as SemiREST
+        pc_cfg = cfg.updated({"method": "patchcore", "features": {"backbone": bundle.backbone}})
         t1 = time.perf_counter()
-        pc = PatchCore(cfg, enc).fit([read_image(p) for p in ds.train])
+        pc = api.fit(ds.train, Path(args.workdir) / f"{args.category}-patchcore.pt", pc_cfg, args.device,
+                     resume=False)
         out["patchcore_fit_s"] = time.perf_counter() - t1
-        out["patchcore"], out["patchcore_ms"] = _eval_patchcore(pc, split.test)
+        res_pc = api.evaluate(pc, args.data, samples=split.test, device=args.device)
+        out["patchcore"], out["patchcore_ms"] = res_pc.metrics, res_pc.timings_ms
     if args.compare:
         # the unsupervised model on this split's test images, so Sup/Semi/Tag are compared with
         # Unsup on the same images (the moved ones are not in this test set)

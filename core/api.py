@@ -35,6 +35,7 @@ from .modelfile import ModelBundle
 from .progress import ProgressCallback, Reporter
 from .residuals import residual
 from .bank import build_bank
+from .realval import split_labelled
 from .trainset import build_material
 from .training import Trainer, model_tokens
 from .model import predict_map
@@ -108,7 +109,6 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         train_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(train_p)]
         val_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(val_p)]
         labelled = _labelled_items(labels or [], cfg)
-        from .realval import split_labelled
         labelled, labelled_val = split_labelled(labelled, cfg.train.real_val_fraction,
                                                 cfg.train.real_val_min_labelled, cfg.train.seed)
         if labelled_val:

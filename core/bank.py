@@ -107,6 +107,14 @@ class MemoryBank:
             return self._search_torch(q.to(self.device), k, excl)
         return self._search_faiss(q.cpu().numpy(), k, excl)
 
+    def nearest(self, feats: np.ndarray | torch.Tensor, exclude_owner: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """``feats`` (..., d) -> (Euclidean distance to the nearest entry (...) float32, its bank
+        index (...)): PatchCore's block score, and the neighbour SemiREST's residual is taken from."""
+        shape = tuple(feats.shape[:-1])
+        d2, idx = self.search(feats, 1, exclude_owner=exclude_owner)
+        return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(shape).astype(np.float32), idx[:, 0].reshape(shape)
+
     def _search_faiss(self, q: np.ndarray, k: int, excl) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:
             self._index = faiss.IndexFlatL2(self.dim)

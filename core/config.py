@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .methods import METHODS
 
 
 # Input normalisations: name -> (mean, std) of RGB in [0, 1]; "backbone" takes timm's pretrained_cfg.
@@ -184,7 +185,6 @@ class Config:
 
     def validate(self) -> "Config":
         f, s, t = self.features, self.swin, self.train
-        from .methods import METHODS
         if self.method not in METHODS:
             raise ConfigError(f"method: unknown method {self.method!r}; choose one of {sorted(METHODS)}")
         if f.backbone not in ("auto", "wide_resnet50_2", "tf_efficientnet_lite0"):

@@ -103,25 +103,22 @@ class Predictor:
             with timer("backbone"):
                 f = self.encoder.encode([x], with_position=False)[0]
             with timer("search"):
-                d2, _ = self.bank.search(f.reshape(-1, f.shape[-1]), 1)
-                return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(f.shape[:2]).astype(np.float32)
+                return self.bank.nearest(f)[0]
         with timer("backbone"):
             f = self.encoder.encode([x])[0]
         with timer("search"):
-            d2, idx = self.bank.search(f.reshape(-1, f.shape[-1]), 1)
-        if math.isinf(self.fusion_weight):     # the distance alone was best on validation
-            return fuse(np.zeros(f.shape[:2], np.float32), np.sqrt(np.maximum(d2[:, 0], 0)).reshape(f.shape[:2]),
-                        self.fusion_weight, self.fusion_ref)
+            dist, idx = self.bank.nearest(f)
+        if math.isinf(self.fusion_weight):     # the distance alone was best on validation: no Swin
+            return fuse(np.zeros_like(dist), dist, self.fusion_weight, self.fusion_ref)
         with timer("swin"):
             fd = f.to(self.device)
-            nb = self.bank_t[torch.from_numpy(idx[:, 0]).to(self.device)].reshape(fd.shape)
+            nb = self.bank_t[torch.from_numpy(idx).to(self.device)]
             r = residual(fd, nb, self.cfg.bank.residual)
             m = predict_map(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
                             self.cfg.swin.step, self.bagging)
             out = m.float().cpu().numpy()
         if self.fusion_weight:
-            out = fuse(out, np.sqrt(np.maximum(d2[:, 0], 0)).reshape(out.shape), self.fusion_weight,
-                       self.fusion_ref)
+            out = fuse(out, dist, self.fusion_weight, self.fusion_ref)
         return out
 
     def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None) -> Prediction:

@@ -13,6 +13,7 @@ excluded), and DefectMaker defects pasted on them are scored the same way. No te
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -21,7 +22,7 @@ from .calibration import calibrate
 from .config import Config
 from .datasets import prepare_image
 from .features import Encoder
-from .inference import Prediction, _Timer, eval_hw, postprocess
+from .inference import eval_hw, postprocess
 
 CALIBRATION_IMAGES = 6   # training normals scored leave-one-out for calibration
 
@@ -48,8 +49,7 @@ class PatchCore:
 
     def block_map(self, feats: torch.Tensor, exclude_owner: int | None = None) -> np.ndarray:
         """(rows, cols, d) features -> (rows, cols) distance to the nearest bank entry."""
-        d2, _ = self.bank.search(feats.reshape(-1, feats.shape[-1]), 1, exclude_owner=exclude_owner)
-        return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(feats.shape[:2]).astype(np.float32)
+        return self.bank.nearest(feats, exclude_owner)[0]
 
     def calibration(self, images: list[np.ndarray], seed: int = 0) -> dict:
         """Calibration from training normals scored leave-one-out, and defects made from them."""
@@ -69,20 +69,5 @@ class PatchCore:
                 block = self.block_map(self._features(img), exclude_owner=int(i))
                 ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
                 maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample))
-                import cv2
                 masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
         return calibrate(maps, masks)
-
-    def predict(self, img: np.ndarray) -> Prediction:
-        timer = _Timer(self.encoder.device)
-        f = self.cfg.features
-        x = prepare_image(img, f.image_size, f.size_multiple)
-        with timer("backbone"):
-            q = self._features(x)
-        with timer("search"):
-            block = self.block_map(q)
-        with timer("post"):
-            out = self.cfg.output
-            amap = postprocess(block, eval_hw(img.shape[1], img.shape[0], out.eval_size),
-                               out.gaussian_sigma, out.upsample)
-        return Prediction(block, amap, float(amap.max()), dict(timer.times))

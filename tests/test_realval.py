@@ -71,19 +71,22 @@ def test_fit_holds_out_labelled_defects_and_validates_on_them(demo_data, tiny_cf
     assert b.validation["val_real_ap"] == max(h["val_real_ap"] for h in b.validation["history"])
 
 
+def _peak_item(peak: float, kind: str, label_kind: str | None) -> TokenImage:
+    """An 8x8-token image whose oracle probability is ``peak`` at one block and 0.3 elsewhere;
+    tagged images have every block unknown, others every block normal."""
+    f = torch.zeros(8, 8, 4)
+    f[..., 0] = 0.3
+    f[2, 3, 0] = peak ** 0.5
+    t = np.full((8, 8), BLOCK_UNKNOWN if label_kind == "tag" else BLOCK_NORMAL, np.int8)
+    return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(t), kind, "x",
+                      label_kind=label_kind)
+
+
 def test_validate_real_scores_tagged_images_at_image_level(tiny_cfg):
     cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}})
     model = _Oracle()
     model.register_buffer("input_scale", torch.tensor(1.0))
-
-    def item(peak, kind, label_kind):
-        f = torch.zeros(8, 8, 4)
-        f[..., 0] = 0.3
-        f[2, 3, 0] = peak ** 0.5
-        t = np.full((8, 8), BLOCK_UNKNOWN if label_kind == "tag" else BLOCK_NORMAL, np.int8)
-        return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(t), kind, "x",
-                          label_kind=label_kind)
-
+    item = _peak_item
     tagged = [item(0.9, "defective", "tag"), item(0.8, "defective", "tag")]
     normals = [item(0.5, "normal", None), item(0.85, "normal", None)]
     out = validate_real(model, tagged, normals, torch.zeros(1, 4), cfg, "cpu")
@@ -131,14 +134,7 @@ def test_tagged_images_each_report_how_many_normals_they_outscore(tiny_cfg):
     cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}})
     model = _Oracle()
     model.register_buffer("input_scale", torch.tensor(1.0))
-
-    def item(peak, kind, label_kind):
-        f = torch.zeros(8, 8, 4)
-        f[2, 3, 0] = peak ** 0.5
-        t = np.full((8, 8), BLOCK_UNKNOWN if label_kind == "tag" else BLOCK_NORMAL, np.int8)
-        return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(t), kind, "x",
-                          label_kind=label_kind)
-
+    item = _peak_item
     out = validate_real(model, [item(0.9, "defective", "tag"), item(0.6, "defective", "tag")],
                         [item(0.5, "normal", None), item(0.85, "normal", None)], torch.zeros(1, 4), cfg, "cpu")
     assert out["per_image"] == pytest.approx([1.0, 0.5])
