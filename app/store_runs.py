@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from typing import Iterable
 import numpy as np
 
 RUN_STATUSES = ("queued", "running", "cancelled", "failed", "finished")
+
+# Which stored validation number stands for a model, first present wins (the order the core
+# chose its checkpoint on): block AP on held-out real labelled defects, else image AUROC on
+# held-out real images tagged defective, else pixel AP on held-out normals + synthetic defects.
+VALIDATION_SOURCES = (("val_real_ap", "real-defect block AP"),
+                      ("val_real_image_auroc", "real-defect image AUROC"),
+                      ("val_pixel_ap", "synthetic pixel AP"))
+SYNTHETIC_SOURCE = VALIDATION_SOURCES[-1][1]
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,39 @@ class ModelRow:
     def val_pixel_ap(self) -> float | None:
         v = self.validation.get("val_pixel_ap")
         return None if v is None else float(v)
+
+    @property
+    def validation_metric(self) -> tuple[float, str] | None:
+        """(value, source) of the validation number that stands for this model: real-defect
+        metrics when labelled defects were held out, else the synthetic pixel AP (the one place
+        this choice is made; ``VALIDATION_SOURCES``). None when none is stored (or finite)."""
+        for key, source in VALIDATION_SOURCES:
+            v = self.validation.get(key)
+            if v is not None and math.isfinite(float(v)):
+                return float(v), source
+        return None
+
+    @property
+    def real_defect_images(self) -> list[str]:
+        """Names of the labelled defective images held out for validation (empty: none)."""
+        return list(self.validation.get("real_defect_images") or [])
+
+    @property
+    def validated_on_real(self) -> bool:
+        vm = self.validation_metric
+        return vm is not None and vm[1] != SYNTHETIC_SOURCE
+
+    @property
+    def validation_basis(self) -> str:
+        """What the validation number was measured on, for the user: "real-defect block AP,
+        3 held-out images" or "synthetic pixel AP" ("" when there is none)."""
+        vm = self.validation_metric
+        if vm is None:
+            return ""
+        if vm[1] == SYNTHETIC_SOURCE:
+            return vm[1]
+        n = len(self.real_defect_images)
+        return f"{vm[1]}, {n} held-out image{'' if n == 1 else 's'}"
 
     @property
     def map_scale(self) -> float:

@@ -252,9 +252,10 @@ class TrainingController(QObject):
         if self.store.db is None:        # closed meanwhile: the next open finds the run orphaned
             return
         model_id = register_model(self.store, run_id, bundle)
-        ap = bundle.validation.get("val_pixel_ap")
-        self._finish_run(run_id, "finished", f"model {model_id}: validation pixel AP {ap:.3f}" if ap is not None
-                         else f"model {model_id}")
+        m = self.store.model(model_id)
+        vm = m.validation_metric
+        self._finish_run(run_id, "finished", f"model {model_id}: validation {vm[0]:.3f} ({m.validation_basis})"
+                         if vm is not None else f"model {model_id}")
         self.modelReady.emit(model_id)
 
     def _finish_run(self, run_id: int, status: str, message: str) -> None:

@@ -1,8 +1,11 @@
 """The project's models and runs, as two tables.
 
 Models: date, supervision, labels used (images of each kind) and their annotation seconds,
-backbone, preset, device, training time, validation pixel AP, and the change against the model it
-was retrained from, so "Retrain with corrections" shows the new metrics beside the old.
+backbone, preset, device, training time, the validation metric and what it was measured on (real
+held-out defects when there were enough labelled ones, else synthetic defects;
+``ModelRow.validation_metric``), and the change against the model it was retrained from, so
+"Retrain with corrections" shows the new metrics beside the old. The change is a difference only
+when both were measured the same way; otherwise the row says the sources differ.
 Runs: status, when, how long, and the error of a failed run (the whole message in the tooltip).
 Widgets only; the controller fills them from the store.
 """
@@ -19,7 +22,7 @@ from ..store_runs import ModelRow, RunRow
 from .protocol import format_seconds
 
 MODEL_COLUMNS = ("Model", "Created", "Supervision", "Labels used", "Label time", "Backbone", "Preset",
-                 "Device", "Train time", "Val pixel AP", "vs. parent", "Image thr.")
+                 "Device", "Train time", "Validation", "Validated on", "vs. parent", "Image thr.")
 RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Supervision", "Device", "Message")
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -30,6 +33,17 @@ def labels_text(labels_used: dict) -> str:
 
 def when(t: float | None) -> str:
     return "" if t is None else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+def parent_delta(model: ModelRow, parent: ModelRow | None) -> str:
+    """The "vs. parent" text: the difference of the validation metrics when both were measured on
+    the same source; when the sources differ, no difference, only the parent's number and source."""
+    mine, theirs = model.validation_metric, None if parent is None else parent.validation_metric
+    if mine is None or theirs is None:
+        return ""
+    if mine[1] != theirs[1]:
+        return f"sources differ (model {parent.id}: {theirs[1]} {theirs[0]:.3f})"
+    return f"{mine[0] - theirs[0]:+.3f} (model {parent.id}: {theirs[0]:.3f})"
 
 
 def _item(text: str, ident: int | None = None, tip: str | None = None, color: QColor | None = None,
@@ -102,22 +116,20 @@ class ModelsPanel(QWidget):
         keep = self.selected_model()
         self.models.setRowCount(len(models))
         for r, m in enumerate(reversed(models)):           # newest first
-            ap = m.val_pixel_ap
+            vm = m.validation_metric
             parent = by_id.get(parents.get(m.id) or -1)
-            delta = ""
-            if parent is not None and ap is not None and parent.val_pixel_ap is not None:
-                delta = f"{ap - parent.val_pixel_ap:+.3f} (model {parent.id}: {parent.val_pixel_ap:.3f})"
             secs = m.label_seconds_total
             name = f"{m.id}" + ("  ◀ reviewing" if m.id == active else "")
             cells = [name, when(m.created), m.supervision, labels_text(m.labels_used),
                      format_seconds(secs) if m.labels_used else "", m.backbone or "", m.preset or "",
                      m.device_name and f"{m.device} ({m.device_name})" or (m.device or ""),
-                     format_seconds(m.train_seconds or 0), "" if ap is None else f"{ap:.3f}", delta,
-                     f"{m.image_threshold:.3f}"]
+                     format_seconds(m.train_seconds or 0), "" if vm is None else f"{vm[0]:.3f}", m.validation_basis,
+                     parent_delta(m, parent), f"{m.image_threshold:.3f}"]
             tips = {3: ", ".join(f"{k}: {v:.0f} s" for k, v in sorted(m.label_seconds.items())),
-                    0: str(m.path)}
+                    0: str(m.path), 9: m.validation_basis or None,
+                    10: ", ".join(m.real_defect_images) if m.validated_on_real else None}
             for c, text in enumerate(cells):
-                self.models.setItem(r, c, _item(text, m.id, tips.get(c), align_right=c in (9, 11)))
+                self.models.setItem(r, c, _item(text, m.id, tips.get(c), align_right=c in (9, 12)))
         if keep is not None:
             self.select_model(keep)
         self._sync_buttons()

@@ -1,6 +1,10 @@
-"""The label budget: for each trained model, validation pixel AP against the annotation seconds
-spent on the labels it used, one point per model, marked by supervision. The manager's question
-"what did the labelling cost, and what did it buy?" as one plot.
+"""The label budget: for each trained model, its validation metric against the annotation
+seconds spent on the labels it used, one point per model, marked by supervision. The manager's
+question "what did the labelling cost, and what did it buy?" as one plot.
+
+The metric is the one :attr:`ModelRow.validation_metric` picks: measured on held-out real labelled
+defects when the user had enough of them (filled markers), else on held-out normals with synthetic
+defects (hollow markers); each point's note says which.
 
 The plot is drawn with matplotlib's Agg canvas directly (never pyplot: no Qt backend, no global
 state) into PNG bytes; the dialog shows them and can save them.
@@ -8,6 +12,7 @@ state) into PNG bytes; the dialog shows them and can save them.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtGui import QPixmap
@@ -15,44 +20,91 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog, QLabel, QV
 
 from core.fileio import atomic_write_bytes
 
-from ..store_runs import ModelRow
+from ..store_runs import SYNTHETIC_SOURCE, ModelRow
 
 MARKERS = {"unsupervised": "o", "all": "*", "boxes": "s", "blocks": "D", "masks": "P", "tags": "^"}
+Y_LABEL = "validation AP (real defects where held out, else synthetic)"
 
 
-def budget_points(models: list[ModelRow]) -> list[tuple[float, float, str]]:
-    """(label seconds, validation pixel AP, label) per model with a metric."""
-    return [(m.label_seconds_total, m.val_pixel_ap, f"{m.id} {m.supervision}")
-            for m in models if m.val_pixel_ap is not None]
+@dataclass(frozen=True)
+class BudgetPoint:
+    model_id: int
+    supervision: str
+    seconds: float          # annotation seconds of the labels the model used
+    value: float            # its validation metric (ModelRow.validation_metric)
+    source: str             # what that metric is (store_runs.VALIDATION_SOURCES)
+    real_images: int        # held-out real defective images (0: synthetic validation)
+
+    @property
+    def real(self) -> bool:
+        return self.source != SYNTHETIC_SOURCE
+
+    @property
+    def label(self) -> str:
+        """The note beside the point: "model 3 (real, 3 images)" or "model 1 (synthetic)"."""
+        if not self.real:
+            return f"model {self.model_id} (synthetic)"
+        kind = "real, image AUROC" if "AUROC" in self.source else "real"
+        return f"model {self.model_id} ({kind}, {self.real_images} image{'' if self.real_images == 1 else 's'})"
 
 
-def render_budget(models: list[ModelRow]) -> bytes:
+def budget_points(models: list[ModelRow]) -> list[BudgetPoint]:
+    """One point per model with a validation metric."""
+    out = []
+    for m in models:
+        vm = m.validation_metric
+        if vm is not None:
+            real = vm[1] != SYNTHETIC_SOURCE
+            out.append(BudgetPoint(m.id, m.supervision, m.label_seconds_total, vm[0], vm[1],
+                                   len(m.real_defect_images) if real else 0))
+    return out
+
+
+def budget_figure(models: list[ModelRow]):
+    """The plot as a matplotlib Figure on an Agg canvas: colour and marker by supervision,
+    filled for real-defect validation, hollow for synthetic."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(6.0, 4.0), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    pts = [(m, m.label_seconds_total, m.val_pixel_ap) for m in models if m.val_pixel_ap is not None]
-    for sup in sorted({m.supervision for m, _, _ in pts}):
-        sel = [(x, y, m) for m, x, y in pts if m.supervision == sup]
-        ax.scatter([x for x, _, _ in sel], [y for _, y, _ in sel], marker=MARKERS.get(sup, "o"), s=60,
-                   label=sup, zorder=3)
-        for x, y, m in sel:
-            ax.annotate(f"model {m.id}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    pts = budget_points(models)
+    handles = []
+    for i, sup in enumerate(sorted({p.supervision for p in pts})):
+        color, marker = f"C{i % 10}", MARKERS.get(sup, "o")
+        for real in (True, False):
+            sel = [p for p in pts if p.supervision == sup and p.real == real]
+            if sel:
+                ax.scatter([p.seconds for p in sel], [p.value for p in sel], marker=marker, s=60, zorder=3,
+                           facecolors=color if real else "none", edgecolors=color, linewidths=1.5,
+                           label=f"{sup} ({'real' if real else 'synthetic'})")
+        handles.append(Line2D([], [], linestyle="", marker=marker, color=color, markersize=7, label=sup))
+    for p in pts:
+        ax.annotate(p.label, (p.seconds, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("annotation seconds of the labels used")
-    ax.set_ylabel("validation pixel AP")
+    ax.set_ylabel(Y_LABEL, fontsize=8)
     ax.set_ylim(0, 1.02)
-    ax.set_xlim(left=-1)
+    # room on the right for the notes beside the rightmost points
+    ax.set_xlim(-1, max(p.seconds for p in pts) * 1.35 + 10 if pts else None)
     ax.grid(True, alpha=0.3)
     if pts:
-        ax.legend(title="supervision", fontsize=8, loc="lower right")
+        handles += [Line2D([], [], linestyle="", marker="o", color="0.3", markersize=7,
+                           label="filled: real defects held out"),
+                    Line2D([], [], linestyle="", marker="o", color="0.3", markerfacecolor="none", markersize=7,
+                           label="hollow: synthetic defects")]
+        ax.legend(handles=handles, title="supervision", fontsize=7, title_fontsize=8, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no trained models yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("Label budget: accuracy against labelling time")
     fig.tight_layout()
+    return fig
+
+
+def render_budget(models: list[ModelRow]) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    budget_figure(models).savefig(buf, format="png")
     return buf.getvalue()
 
 

@@ -68,10 +68,10 @@ class ReviewController(QObject):
         m = self.model
         self.panel.set_model_loaded(m is not None)
         if m is not None:
-            ap = m.val_pixel_ap
+            vm = m.validation_metric
+            val = "no validation metric" if vm is None else f"validation {vm[0]:.3f} ({m.validation_basis})"
             self.panel.model_label.setText(
-                f"<b>Model {m.id}</b> ({m.supervision}, {m.backbone}), validation pixel AP "
-                f"{'?' if ap is None else f'{ap:.3f}'}; map scale {m.map_scale:.3f}")
+                f"<b>Model {m.id}</b> ({m.supervision}, {m.backbone}), {val}; map scale {m.map_scale:.3f}")
             self.panel.set_thresholds(m.image_threshold, m.pixel_threshold)
         self.refresh_scores()
         self.modelChanged.emit(model_id)

@@ -151,8 +151,9 @@ def test_label_budget_plot(qtbot, window, reviewed):
     dlg = window.docks.show_budget()
     qtbot.addWidget(dlg)
     assert len(dlg.points) == 1
-    seconds, ap, label = dlg.points[0]
-    assert seconds == pytest.approx(10.0) and 0 <= ap <= 1 and label.endswith("all")
+    (pt,) = dlg.points
+    assert pt.seconds == pytest.approx(10.0) and 0 <= pt.value <= 1 and pt.supervision == "all"
+    assert not pt.real and pt.label == f"model {pt.model_id} (synthetic)"   # 2 boxes: none held out
     assert len(dlg.png) > 5000 and not dlg.plot.pixmap().isNull()
     dlg.close()
 
