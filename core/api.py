@@ -31,13 +31,14 @@ from .geometry import BlockGrid
 from .images import list_images, read_image, write_png
 from .inference import Predictor, eval_hw, postprocess
 from .labels import BLOCK_UNKNOWN, ImageLabel
+from .labelpaste import Labelled
 from .modelfile import ModelBundle
 from .progress import ProgressCallback, Reporter
 from .residuals import residual
 from .bank import build_bank
 from .realval import split_labelled
 from .trainset import build_material
-from .training import Trainer, model_tokens
+from .training import Trainer, build_model, model_tokens
 from .model import predict_map
 
 
@@ -48,8 +49,9 @@ def checkpoint_path(out: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
-def _labelled_items(labels: list[ImageLabel], cfg: Config) -> list[tuple[np.ndarray, np.ndarray, str, str]]:
-    """Read each labelled image, check the label against it, map the label to block targets."""
+def _labelled_items(labels: list[ImageLabel], cfg: Config) -> list[Labelled]:
+    """Read each labelled image, check the label against it, map the label to block targets and
+    to the labelled pixels at the model input size (what label paste copies)."""
     f, t = cfg.features, cfg.train
     out = []
     for lab in labels:
@@ -64,8 +66,26 @@ def _labelled_items(labels: list[ImageLabel], cfg: Config) -> list[tuple[np.ndar
         lab.width, lab.height = w, h
         lab.validate()
         grid = BlockGrid.for_image(w, h, f.image_size, 8, f.size_multiple)
-        targets = lab.block_targets(grid, t.eps_pos_real, t.eps_neg, t.box_unknown)
-        out.append((prepare_image(img, f.image_size, f.size_multiple), targets, lab.kind, Path(lab.image).name))
+        targets = lab.block_targets(grid, t.eps_pos_real, t.eps_neg, t.box_unknown, t.box_band)
+        x = prepare_image(img, f.image_size, f.size_multiple)
+        out.append(Labelled(x, targets, lab.kind, Path(lab.image).name, _label_region(lab, x.shape[:2])))
+    return out
+
+
+def _label_region(lab: ImageLabel, hw: tuple[int, int]) -> np.ndarray | None:
+    """The pixels a label marks, at the model input size ``hw``: the mask, the block cells or the
+    inside of the boxes; None for tags."""
+    from .labels import rasterize_boxes
+    k = lab.kind
+    if k == "mask":
+        m = lab.mask
+    elif k == "blocks":
+        m = lab.blocks.to_mask(lab.width, lab.height)
+    elif k == "boxes":
+        m = rasterize_boxes(lab.boxes, lab.width, lab.height)
+    else:
+        return None
+    return cv2.resize(np.asarray(m, np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
     return out
 
 
@@ -113,7 +133,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                                                 cfg.train.real_val_min_labelled, cfg.train.seed)
         if labelled_val:
             report.log(f"{len(labelled_val)} of {len(labelled) + len(labelled_val)} labelled defective images "
-                       f"held out to validate on real defects: {', '.join(x[3] for x in labelled_val)}")
+                       f"held out to validate on real defects: {', '.join(x.name for x in labelled_val)}")
         init = _load(init_from) if init_from is not None else None
         bank_names = [p.name for p in train_p]
         bank = None
@@ -139,6 +159,16 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             result = trainer.run()
         else:
             result = trainer.start_point()
+        if has_unknown and cfg.semi.boxes == "pseudo_mask" and any(d.label_kind == "boxes" for d in material.defective):
+            from .pseudomask import boxes_trainer_class, pseudo_masks   # decision 0015
+            start = build_model(material.feature_dim, cfg, material.residual_scale).to(dev)
+            start.load_state_dict(result.state)
+            n = pseudo_masks(start, material, cfg, dev, cfg.semi.pseudo_threshold)
+            report.log(f"boxes: pseudo-masks for {n} images from the start model")
+            boxes = boxes_trainer_class()(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".boxes.ckpt"),
+                                          init_state=result.state, fingerprint=fp)
+            result = boxes.run(previous=result)
+            has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
         if has_unknown:
             from .resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
             semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
@@ -168,7 +198,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             bank_state=bank_state, swin_state={k: v.cpu() for k, v in result.state.items()},
             residual_scale=material.residual_scale,
             validation={**_chosen_validation(result), "step": result.best_step, "history": result.history,
-                        "real_defect_images": [x[3] for x in labelled_val]},
+                        "real_defect_images": [x.name for x in labelled_val]},
             calibration=calib,
             training={"created": _dt.datetime.now().isoformat(timespec="seconds"), "version": __version__,
                       "device": str(dev), "device_name": _device_name(dev), "seconds": time.perf_counter() - t0,
@@ -180,6 +210,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         bundle.save(out)
         ckpt.unlink(missing_ok=True)
         ckpt.with_suffix(".semi.ckpt").unlink(missing_ok=True)
+        ckpt.with_suffix(".boxes.ckpt").unlink(missing_ok=True)
         report("done", 1, 1, f"saved {out}", val_pixel_ap=result.best_metric)
         return bundle
     except RuntimeError as exc:

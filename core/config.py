@@ -107,6 +107,12 @@ class TrainConfig:
     eps_pos_real: float = 0.25          # Eq. 14 eps+ for real masks / block labels [25% sup]
     eps_neg: float = 0.08               # Eq. 14 eps- [8%]
     box_unknown: float = 0.5            # Eq. 15 v [50%]
+    box_band: float | None = 0.08       # blocks a box covers by this fraction up to v carry no label
+                                        # (not in Eq. 15, which calls them normal; None: Eq. 15 as written)
+    paste_per_label: int = 0            # label paste: each labelled mask / box region copied onto this
+                                        # many other training normals (core/labelpaste.py; not in the
+                                        # paper; 4 measured no better on the dev classes: decision 0015)
+    paste_feather_px: float = 3.0       # ... its edge dilated and feathered over this many input pixels
     focal_alpha: float = 0.25           # Eq. 11 alpha [0.25]
     focal_gamma: float = 4.0            # Eq. 11 gamma [4]
     knn_a1: float = 0.5                 # Eq. 12 a1 [0.5]
@@ -149,6 +155,9 @@ class SemiConfig:
     lambda_u: float = 5.0               # [5]
     rampup_steps: int = 400             # [400], clamped after
     checkpoint: str = "last"            # last | validation (see core/resmixmatch.py)
+    boxes: str = "pseudo_mask"          # how boxes teach: pseudo_mask (core/pseudomask.py, decision 0015)
+                                        # | resmixmatch (Algorithm 1 on the boxed blocks [paper])
+    pseudo_threshold: float = 0.5       # pseudo-masks: belief at which a boxed block counts as defective
 
 
 @dataclass
@@ -216,6 +225,10 @@ class Config:
             raise ConfigError(f"train.checkpoint: expected last or validation, got {t.checkpoint!r}")
         if self.semi.checkpoint not in ("last", "validation"):
             raise ConfigError(f"semi.checkpoint: expected last or validation, got {self.semi.checkpoint!r}")
+        if self.semi.boxes not in ("pseudo_mask", "resmixmatch"):
+            raise ConfigError(f"semi.boxes: expected pseudo_mask or resmixmatch, got {self.semi.boxes!r}")
+        if t.paste_per_label < 0:
+            raise ConfigError(f"train.paste_per_label: expected 0 or more, got {t.paste_per_label}")
         if t.val_generator not in ("defectmaker", "memseg"):
             raise ConfigError(f"train.val_generator: unknown generator {t.val_generator!r}")
         if f.feature_dim and f.feature_dim % 4:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from .config import Config
-from .labels import BLOCK_UNKNOWN
+from .labels import BLOCK_NORMAL, BLOCK_UNKNOWN
 from .losses import focal_loss, mixmatch_focal, rampup, sharpen
 from .residuals import pcr_dropout
 from .training import Trainer, gather_windows, model_tokens
@@ -120,11 +120,12 @@ class ResMixMatchTrainer(Trainer):
         ys = y_star.reshape(-1)
         target = torch.where(ys == BLOCK_UNKNOWN, guess.reshape(-1), torch.zeros_like(guess.reshape(-1)))
         is_u = ys == BLOCK_UNKNOWN
-        order = torch.cat([torch.nonzero(~is_u).view(-1), torch.nonzero(is_u).view(-1)])
+        is_x = ys == BLOCK_NORMAL   # blocks of a box's ignore band (labels.BLOCK_IGNORE) are neither
+        order = torch.cat([torch.nonzero(is_x).view(-1), torch.nonzero(is_u).view(-1)])
         # step 6: MixUp with the shuffled union; step 7: re-tensorise at the original positions
         xm, ym, _ = mixup_tokens(x_flat[order], target[order], s.mixup_alpha, self.gen)
-        x_mixed = torch.empty_like(x_flat)
-        y_mixed = torch.empty_like(target)
+        x_mixed = x_flat.clone()     # ignored tokens stay as they are and carry no loss
+        y_mixed = torch.zeros_like(target)
         x_mixed[order] = xm
         y_mixed[order] = ym
         tokens, keep = pcr_dropout(x_mixed.view(m * n, h, w, d), self.cfg.train.pcr_dropout, self.gen)
@@ -132,6 +133,6 @@ class ResMixMatchTrainer(Trainer):
         logits = self.model(tokens).reshape(-1, 2)
         keep = keep.reshape(-1)
         hard_pos = y_mixed > 0.5
-        l_x = mixmatch_focal(logits, y_mixed, hard_pos, s.alpha_x, s.gamma_x, keep & ~is_u)
+        l_x = mixmatch_focal(logits, y_mixed, hard_pos, s.alpha_x, s.gamma_x, keep & is_x)
         l_u = mixmatch_focal(logits, y_mixed, hard_pos, s.alpha_u, s.gamma_u, keep & is_u)
         return l_x, l_u

@@ -6,7 +6,8 @@ Built once per run, before the optimisation steps:
 2. synthetic anomalies made from the training normals (component 10), labelled per block with
    Eq. 14 (eps+ 50%, eps- 8%);
 3. real labelled defective images, labelled per block from their masks / blocks / boxes / tags
-   (components 9, 15, 16);
+   (components 9, 15, 16), and their labelled regions pasted onto other training normals
+   (``train.paste_per_label``, core/labelpaste.py);
 4. the validation split: held-out normals plus synthetic defects made from them (component 19)
    by a *different* generator (REB's DefectMaker), so that checkpoint choice rewards models that
    generalise to unseen defect types rather than ones that learnt MemSeg's look;
@@ -29,6 +30,7 @@ from .bank import MemoryBank, build_bank
 from .config import Config
 from .features import Encoder
 from .geometry import BlockGrid
+from .labelpaste import Labelled, paste_labelled
 from .labels import BLOCK_NORMAL, block_labels_from_mask
 from .progress import Reporter
 from .residuals import residual
@@ -115,11 +117,11 @@ def make_synthetic(images: list[np.ndarray], cfg: Config, seed: int, report: Rep
 
 def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_imgs: list[np.ndarray],
                    train_names: list[str], val_imgs: list[np.ndarray], val_names: list[str],
-                   labelled: list[tuple[np.ndarray, np.ndarray, str, str]], report: Reporter,
+                   labelled: list[Labelled], report: Reporter,
                    bank: MemoryBank | None = None,
-                   labelled_val: list[tuple[np.ndarray, np.ndarray, str, str]] | None = None) -> Material:
-    """Everything in the module docstring. ``labelled``: (model-input image, block targets (rows,
-    cols) int8, label kind, name) of real images with defect labels."""
+                   labelled_val: list[Labelled] | None = None) -> Material:
+    """Everything in the module docstring. ``labelled``: real images with defect labels, at the
+    model input size (``labelled_val``: those held out to validate on, core/realval.py)."""
     t, k, seed = cfg.train, cfg.bank.neighbours, cfg.train.seed
 
     report.log(f"backbone: {encoder.backbone_name} ({encoder.extractor.description}), "
@@ -160,18 +162,29 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
 
     defective = []
     if labelled:
-        lf = encoder.encode([x[0] for x in labelled], tick=report.tick("features", "labelled images"))
-        for f, (img, targets, kind, name) in zip(lf, labelled):
-            if tuple(targets.shape) != tuple(f.shape[:2]):
-                raise ValueError(f"{name}: block targets {targets.shape} do not match features {f.shape[:2]}")
-            defective.append(token_image(f, None, torch.from_numpy(targets), "defective", name,
-                                         label_kind=kind))
+        lf = encoder.encode([x.image for x in labelled], tick=report.tick("features", "labelled images"))
+        for f, x in zip(lf, labelled):
+            if tuple(x.targets.shape) != tuple(f.shape[:2]):
+                raise ValueError(f"{x.name}: block targets {x.targets.shape} do not match features {f.shape[:2]}")
+            defective.append(token_image(f, None, torch.from_numpy(x.targets), "defective", x.name,
+                                         label_kind=x.kind))
+        # label paste (core/labelpaste.py): each labelled defect on other training normals too
+        pasted = paste_labelled(labelled, train_imgs, t.paste_per_label, seed, t.eps_pos_real, t.eps_neg,
+                                t.box_unknown, t.paste_feather_px, t.box_band)
+        if pasted:
+            pf = encoder.encode([x.image for _, x in pasted], tick=report.tick("features", "pasted labelled defects"))
+            for f, (owner, x) in zip(pf, pasted):
+                # the normal it was pasted on is in the bank: leave it out, as for synthetic defects
+                defective.append(token_image(f, owner, torch.from_numpy(x.targets), "defective", x.name,
+                                             label_kind=x.kind))
+            report.log(f"label paste: {len(pasted)} images from {len(labelled)} labelled ones")
 
     val_real = []
     if labelled_val:
-        vf = encoder.encode([x[0] for x in labelled_val], tick=report.tick("features", "held-out labelled images"))
-        for f, (img, targets, kind, name) in zip(vf, labelled_val):
-            val_real.append(token_image(f, None, torch.from_numpy(targets), "defective", name, label_kind=kind))
+        vf = encoder.encode([x.image for x in labelled_val], tick=report.tick("features", "held-out labelled images"))
+        for f, x in zip(vf, labelled_val):
+            val_real.append(token_image(f, None, torch.from_numpy(x.targets), "defective", x.name,
+                                        label_kind=x.kind))
 
     # Scalar input scale: the mean leave-one-out residual of normal tokens, so the Swin sees inputs
     # of order 1 whatever the backbone (Wide-ResNet and EfficientNet features differ in scale).

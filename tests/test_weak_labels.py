@@ -97,13 +97,13 @@ def _defect_auc(pred: Predictor, samples) -> float:
     return roc_auc_score([1] * len(on) + [0] * len(off), on + off)
 
 
-def test_semi_supervised_finetune_improves_on_boxed_defects(piped, tmp_path):
+def test_resmixmatch_on_boxes_logs_its_losses_and_improves_on_boxed_defects(piped, tmp_path):
     from core.config import preset
     torch.manual_seed(0)
     cfg = preset("cpu").updated({
         "swin": {"embed_dim": 48, "num_heads": 2, "depth": 2},
         "train": {"steps": 60, "val_every": 30, "checkpoint_every": 30, "warmup_steps": 10},
-        "semi": {"steps": 80, "rampup_steps": 40, "lr": 1e-4},
+        "semi": {"steps": 80, "rampup_steps": 40, "lr": 1e-4, "boxes": "resmixmatch"},
     })
     ds = load_mvtec(piped, "PA_BRG01_RL")
     split = make_protocol(ds, "semi", 6, seed=0)
@@ -123,6 +123,33 @@ def test_semi_supervised_finetune_improves_on_boxed_defects(piped, tmp_path):
     boxed = [s for s in ds.test if s.path in set(split.moved)]
     auc_start = _defect_auc(Predictor(start, "cpu"), boxed)
     auc_semi = _defect_auc(Predictor(ModelBundle.load(tmp_path / "semi.pt"), "cpu"), boxed)
+    assert auc_semi > auc_start, (auc_start, auc_semi)
+
+
+def test_boxes_as_pseudo_masks_fine_tune_and_improve_on_boxed_defects(piped, tmp_path):
+    """The default: boxes become pseudo-masks (core/pseudomask.py) and train like masks."""
+    from core.config import preset
+    torch.manual_seed(0)
+    cfg = preset("cpu").updated({
+        "swin": {"embed_dim": 48, "num_heads": 2, "depth": 2},
+        "train": {"steps": 60, "val_every": 30, "checkpoint_every": 30, "warmup_steps": 10,
+                  "real_val_fraction": 0.0},
+        "semi": {"steps": 80},
+    })
+    assert cfg.semi.boxes == "pseudo_mask"
+    ds = load_mvtec(piped, "PA_BRG01_RL")
+    split = make_protocol(ds, "semi", 6, seed=0)
+    start = api.fit(ds.train[:10], tmp_path / "unsup.pt", cfg, "cpu")
+    events = []
+    semi = api.fit(ds.train[:10], tmp_path / "semi.pt", cfg, "cpu", labels=split.labels,
+                   init_from=tmp_path / "unsup.pt", progress=events.append)
+    stages = [h.get("stage") for h in semi.validation["history"]]
+    assert "boxes (pseudo-masks)" in stages and "ResMixMatch" not in stages
+    assert any("pseudo-masks for 6 images" in e.message for e in events if e.stage == "log")
+    assert not list(tmp_path.glob("*.ckpt"))          # every stage's checkpoint is cleaned up
+    boxed = [s for s in ds.test if s.path in set(split.moved)]
+    auc_start = _defect_auc(Predictor(start, "cpu"), boxed)
+    auc_semi = _defect_auc(Predictor(semi, "cpu"), boxed)
     assert auc_semi > auc_start, (auc_start, auc_semi)
 
 
@@ -188,7 +215,9 @@ def test_box_crossing_the_border_trains_and_unknown_blocks_follow_it(tmp_path):
     from core.config import preset
     img = _image(tmp_path, size=(64, 64))
     lab = ImageLabel(image=img, width=64, height=64, boxes=[RotatedBox(0, 32, 20, 10, 30)])
-    (x, targets, kind, name), = api._labelled_items([lab], preset("cpu"))
+    item, = api._labelled_items([lab], preset("cpu"))
+    x, targets, kind = item.image, item.targets, item.kind
+    assert item.region is not None and item.region.shape == x.shape[:2] and item.region[:, :40].any()
     assert kind == "boxes" and x.shape == (256, 256, 3)
     assert (targets == BLOCK_UNKNOWN).any() and (targets == BLOCK_NORMAL).any()
     assert (targets[:, :3] == BLOCK_UNKNOWN).any() and (targets[:, 10:] == BLOCK_NORMAL).all()

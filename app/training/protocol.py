@@ -80,7 +80,7 @@ class RunState:
     rate: float | None = None          # units (steps, images) per second of the current stage
     train_rate: float | None = None    # steps per second of the last training stage
     eta_s: float | None = None         # of the current stage
-    train_stage: str = ""              # "supervised" | "ResMixMatch"
+    train_stage: str = ""              # "supervised" | "boxes (pseudo-masks)" | "ResMixMatch"
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: {k: [] for k in CURVES})
     stage_starts: list[tuple[float, str]] = field(default_factory=list)   # (x, stage) for the curve
     log: deque = field(default_factory=lambda: deque(maxlen=200))

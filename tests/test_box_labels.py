@@ -1,0 +1,99 @@
+"""How boxes teach (decision 0015): Eq. 15's ignore band, label paste and pseudo-masks."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from core.geometry import BlockGrid
+from core.labelpaste import Labelled, paste, paste_labelled
+from core.labels import (BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, RotatedBox,
+                         block_labels_from_boxes)
+from core.pseudomask import pseudo_masks
+from core.trainset import TokenImage
+
+
+def test_boxes_leave_partly_covered_blocks_unlabelled():
+    g = BlockGrid(32, 32, 32, 32, 8)
+    box = RotatedBox(14, 14, 8, 8, 0)      # block (1, 1): 56% inside; (1, 2) and (2, 1): 19%; (2, 2): 6%
+    eq15 = block_labels_from_boxes([box], g, 0.5)
+    band = block_labels_from_boxes([box], g, 0.5, 0.08)
+    assert eq15[1, 1] == band[1, 1] == BLOCK_UNKNOWN
+    # Eq. 15 calls the quarter-covered blocks normal, where part of the defect may be; the band ignores them
+    assert eq15[1, 2] == BLOCK_NORMAL and band[1, 2] == BLOCK_IGNORE and band[2, 1] == BLOCK_IGNORE
+    assert band[2, 2] == BLOCK_NORMAL and band[3, 3] == BLOCK_NORMAL
+
+
+def test_paste_copies_the_region_feathered_and_nothing_far_from_it():
+    src = np.full((32, 32, 3), 200, np.uint8)
+    dst = np.full((32, 32, 3), 50, np.uint8)
+    region = np.zeros((32, 32), bool)
+    region[10:14, 10:14] = True
+    out = paste(src, region, dst, feather_px=2)
+    assert (out[region] == 200).all()                       # the labelled pixels come over whole
+    assert (out[0:5, 0:5] == 50).all() and (out[25:, 25:] == 50).all()   # far away: the normal
+    assert 50 < out[12, 15, 0] < 200                          # the seam is blended
+    with pytest.raises(ValueError, match="paste"):
+        paste(src, region, dst[:16], 2)
+
+
+def test_paste_labelled_labels_the_copies_like_their_source():
+    rng = np.random.default_rng(0)
+    normals = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    region = np.zeros((32, 32), bool)
+    region[8:16, 8:16] = True
+    mask_item = Labelled(normals[0], np.zeros((4, 4), np.int8), "mask", "a.png", region)
+    box_item = Labelled(normals[1], np.zeros((4, 4), np.int8), "boxes", "b.png", region)
+    tag_item = Labelled(normals[2], np.zeros((4, 4), np.int8), "tag", "c.png", None)
+    out = paste_labelled([mask_item, box_item, tag_item], normals, 3, 0, 0.25, 0.08, 0.5, 2.0, 0.08)
+    assert len(out) == 6                                      # tags locate nothing: not pasted
+    assert len({j for j, x in out if x.name.startswith("a.png")}) == 3   # onto distinct normals
+    masks = [x for _, x in out if x.kind == "mask"]
+    boxes = [x for _, x in out if x.kind == "boxes"]
+    assert all(x.targets[1, 1] == BLOCK_ANOMALOUS and x.targets[3, 3] == BLOCK_NORMAL for x in masks)
+    assert all(x.targets[1, 1] == BLOCK_UNKNOWN and x.targets[3, 3] == BLOCK_NORMAL for x in boxes)
+    again = paste_labelled([mask_item], normals, 3, 0, 0.25, 0.08, 0.5, 2.0)
+    assert [j for j, _ in again] == [j for j, x in out if x.kind == "mask"]   # deterministic
+    assert paste_labelled([mask_item], normals, 0, 0, 0.25, 0.08, 0.5, 2.0) == []
+
+
+class _Oracle(torch.nn.Module):
+    """A 'model' whose anomaly probability is the first residual channel."""
+    def forward(self, x):
+        p = x[..., :1].clamp(0, 1)
+        return torch.log(torch.cat([1 - p, p], -1).clamp_min(1e-6))
+
+
+def _token_image(values, targets, kind="defective", label_kind="boxes"):
+    f = torch.zeros(8, 8, 4)
+    f[..., 0] = torch.as_tensor(values, dtype=torch.float32).sqrt()      # residual = f^2
+    return TokenImage(f.half(), torch.zeros(8, 8, 1, dtype=torch.long), torch.as_tensor(targets, dtype=torch.int8),
+                      kind, "x", label_kind=label_kind)
+
+
+def test_pseudo_masks_keep_the_believed_blocks_of_each_box_and_ignore_the_rest(tiny_cfg):
+    cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}})
+    model = _Oracle()
+    model.register_buffer("input_scale", torch.tensor(1.0))
+    t = np.full((8, 8), BLOCK_NORMAL, np.int8)
+    t[1:3, 1:3] = BLOCK_UNKNOWN                 # box A: one believed block
+    t[5:7, 5:7] = BLOCK_UNKNOWN                 # box B: nothing above the threshold
+    v = np.full((8, 8), 0.0, np.float32)
+    v[1, 1], v[2, 2] = 0.9, 0.3
+    v[5, 6] = 0.2
+    boxed = _token_image(v, t)
+    tagged = _token_image(v, np.full((8, 8), BLOCK_UNKNOWN), label_kind="tag")
+    # held-out normal blocks: distances 0.6-0.8 (distance belief 0 below the median 0.7)
+    normal = _token_image(np.linspace(0.6, 0.8, 64).reshape(8, 8) ** 2, np.zeros((8, 8)), kind="normal",
+                          label_kind=None)
+    material = SimpleNamespace(bank=SimpleNamespace(features=np.zeros((1, 4), np.float32)),
+                               val=[normal], normals=[normal], defective=[boxed, tagged])
+    assert pseudo_masks(model, material, cfg, "cpu", threshold=0.5) == 1
+    new = boxed.targets.numpy()
+    assert new[1, 1] == BLOCK_ANOMALOUS and new[2, 2] == BLOCK_IGNORE and new[1, 2] == BLOCK_IGNORE
+    assert new[5, 6] == BLOCK_ANOMALOUS and (new[5:7, 5:7] == BLOCK_ANOMALOUS).sum() == 1   # the box's best
+    assert (new[t == BLOCK_NORMAL] == BLOCK_NORMAL).all()        # outside the boxes: unchanged
+    assert (tagged.targets.numpy() == BLOCK_UNKNOWN).all()       # tags stay with ResMixMatch
+
