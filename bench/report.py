@@ -216,8 +216,10 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "Every column of these tables is measured on the same test images: each seed's "
                   "remaining test split. PatchCore and Unsup are the unsupervised baselines evaluated "
                   "on that split (Unsup is the class's unsupervised model, the start of Semi and Tag); "
-                  "Sup trains from scratch with block labels, Semi fine-tunes with ResMixMatch on one "
-                  "rotated box per defect component, Tag fine-tunes on image tags.", ""]
+                  "Sup trains from scratch with block labels, Semi fine-tunes on pseudo-masks made "
+                  "from one rotated box per defect component (decision 0015), Tag fine-tunes with "
+                  "ResMixMatch on image tags; 3 of the 10 labelled images are held out to choose "
+                  "checkpoints (core/realval.py).", ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)
