@@ -14,7 +14,8 @@ parts in the train split labelled the quick ways (3 with boxes drawn from their 
 ``core.labels.boxes_from_mask``, 1 tagged defective, 1 with its pixel mask); 5 defective parts with
 their masks and 4 good parts in the test split (ground truth for review, never trained on). The
 labels carry typical annotation times (box 5 s, tag 2 s, mask 30 s per image: illustrative, not
-measured) so the label-budget plot has something to show.
+measured, so they are stored as *estimated* and the timing exports keep them apart from measured
+time) so the label-budget plot has something to show.
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def build_demo_project(folder: str | Path, data: Path | None = None) -> Path:
             kind = "boxes" if i in TRAIN_BOXES else "tag" if i in TRAIN_TAG else "mask"
             image_id = store.find_image(store.folder / "images" / data.name / "test" / "impurity" / p.name,
                                         copied=True)
-            store.save_timing(f"demo-{p.stem}", image_id, {kind: DEMO_SECONDS[kind]}, 0.0, DEMO_SECONDS[kind])
+            store.save_timing(f"demo-{p.stem}", image_id, {kind: DEMO_SECONDS[kind]}, 0.0, DEMO_SECONDS[kind],
+                              estimated=True)      # illustrative, never measured: exported apart
     os.replace(building, folder)
     return folder
 

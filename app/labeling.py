@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoGroup, QUndoStack
 
 from core.errors import SemiRestError
+from core.labels import TAGS
 
 from .canvas.canvas import Canvas
 from .canvas.commands import tag_command
@@ -27,7 +28,7 @@ from .canvas.document import LabelDocument
 from .canvas.layers import load_image
 from .settings import EXTERNAL_POLL_MS, SAVE_TIMING_EVERY_MS
 from .store import Store, StoreError, decode_mask
-from .timing import TOOL_KINDS, AnnotationTimer
+from .timing import AnnotationTimer
 
 DOC_CACHE = 12            # images whose documents and undo history stay in memory
 
@@ -55,7 +56,7 @@ class LabelingController(QObject):
         self._unsaved: set[tuple[int, str]] = set()
         self._data_version = store.data_version()
         canvas.activity.connect(self.timer.activity)
-        canvas.toolChanged.connect(lambda name: self.timer.set_kind(TOOL_KINDS[name]))
+        canvas.toolChanged.connect(lambda name: self.timer.activity())   # the tool books nothing
         self._poll = QTimer(self, interval=EXTERNAL_POLL_MS, timeout=self.poll_external)
         self._poll.start()
         self._checkpoint = QTimer(self, interval=SAVE_TIMING_EVERY_MS, timeout=self.save_timing)
@@ -123,7 +124,7 @@ class LabelingController(QObject):
                                             record.boxes, record.blocks, loaded.mask, record.rev)
             stack = QUndoStack(self)
             self._forget(image_id)
-            doc.add_listener(lambda kind, rect, doc=doc: self._save(doc, kind))
+            doc.add_listener(lambda kind, rect, doc=doc: self._changed(doc, kind))
             self.undo_group.addStack(stack)
         loaded.mask = None
         self._docs[image_id] = (doc, stack)
@@ -132,7 +133,7 @@ class LabelingController(QObject):
             self._forget(next(iter(self._docs)))
         self.undo_group.setActiveStack(stack)
         self.canvas.set_content(loaded, doc, stack)
-        self.timer.start(image_id, TOOL_KINDS[self.canvas.tool.name])
+        self.timer.start(image_id)
         self.imageShown.emit(image_id)
 
     def _fail(self, image_id: int, reason: str) -> None:
@@ -161,13 +162,19 @@ class LabelingController(QObject):
 
     # ---- edits ----------------------------------------------------------------------------------
     def set_tool(self, name: str) -> None:
-        self.canvas.set_tool(name)   # toolChanged -> timer.set_kind
+        self.canvas.set_tool(name)   # toolChanged -> timer.activity
 
     def set_tag(self, tag: str | None) -> None:
+        """Tag the open image; tagging it normal or defective is a verdict (timed as "checked"),
+        also when the tag was already that (the user confirmed it)."""
         self.timer.activity()
         doc = self.document
-        if doc is not None and doc.tag != tag:
-            self.canvas.push(tag_command(doc, tag))
+        if doc is None:
+            return
+        if doc.tag != tag:
+            self.canvas.push(tag_command(doc, tag))      # the document listener times it
+        elif tag in TAGS and doc.image_id == self.timer.image_id:
+            self.timer.verdict(tag)
 
     def undo(self) -> None:
         self.timer.activity()
@@ -178,6 +185,15 @@ class LabelingController(QObject):
         self.timer.activity()
         if self.undo_stack is not None and not self.canvas.busy():
             self.undo_stack.redo()
+
+    def _changed(self, doc: LabelDocument, kind: str) -> None:
+        """A document changed (an edit, an undo or a redo): time it, then write it."""
+        if doc.image_id == self.timer.image_id:
+            if kind == "tag" and doc.tag in TAGS:
+                self.timer.verdict(doc.tag)
+            else:
+                self.timer.edited(kind)
+        self._save(doc, kind)
 
     def _save(self, doc: LabelDocument, kind: str) -> None:
         """Write one label kind of one image now; keep it for a retry if the database refuses."""
@@ -261,7 +277,7 @@ class LabelingController(QObject):
         if visit is not None and visit.seconds:
             try:
                 self.store.save_timing(visit.session, visit.image_id, visit.seconds,
-                                       visit.started_at, visit.ended_at)
+                                       visit.started_at, visit.ended_at, verdict=visit.verdict)
             except sqlite3.Error:
                 pass       # the next checkpoint or the end of the visit will write it
 
@@ -269,7 +285,7 @@ class LabelingController(QObject):
         visit = self.timer.stop()
         if visit is not None and visit.seconds:
             self.store.save_timing(visit.session, visit.image_id, visit.seconds,
-                                   visit.started_at, visit.ended_at)
+                                   visit.started_at, visit.ended_at, verdict=visit.verdict)
 
     def close(self) -> None:
         self._poll.stop()

@@ -428,20 +428,30 @@ class Store(RunsMixin):
 
     # ---- timing -------------------------------------------------------------------------------
     def save_timing(self, session: str, image_id: int, seconds: dict[str, float],
-                    started_at: float, ended_at: float) -> None:
-        """Replace the rows of one visit (called repeatedly while the image stays open)."""
+                    started_at: float, ended_at: float, estimated: bool = False,
+                    verdict: str | None = None) -> None:
+        """Replace the rows of one visit (called repeatedly while the image stays open).
+
+        ``estimated``: the seconds were seeded or imported, not measured in this project (the
+        exports keep them apart). ``verdict``: the tag the user gave, stored on the 'checked' row.
+        """
         with self.transaction() as db:
             db.execute("DELETE FROM timing WHERE session = ?", (session,))
-            db.executemany("INSERT INTO timing VALUES (?,?,?,?,?,?)",
-                           [(session, image_id, k, float(s), started_at, ended_at)
+            db.executemany("INSERT INTO timing VALUES (?,?,?,?,?,?,?,?)",
+                           [(session, image_id, k, float(s), started_at, ended_at, int(bool(estimated)),
+                             verdict if k == "checked" else None)
                             for k, s in seconds.items() if s > 0])
 
     def seconds_by_kind(self, image_id: int) -> dict[str, float]:
+        """Seconds per kind, measured and estimated together (what training and label files carry)."""
         return {k: float(s) for k, s in self.db.execute(
             "SELECT kind, sum(seconds) FROM timing WHERE image_id = ? GROUP BY kind", (image_id,))}
 
-    def timing_totals(self) -> list[tuple[int, str, float]]:
-        """(image_id, kind, seconds) summed over visits, ordered by image."""
-        return [(int(i), k, float(s)) for i, k, s in self.db.execute(
-            "SELECT image_id, kind, sum(seconds) FROM timing GROUP BY image_id, kind "
-            "ORDER BY image_id, kind")]
+    def timing_totals(self) -> list[tuple[int, str, bool, float, str | None]]:
+        """(image_id, kind, estimated, seconds, verdict) summed over visits, ordered by image;
+        measured and estimated seconds are separate rows; ``verdict`` is the latest visit's."""
+        return [(int(i), k, bool(e), float(s), v) for i, k, e, s, v in self.db.execute(
+            "SELECT image_id, kind, estimated, sum(seconds), "
+            "       (SELECT t2.verdict FROM timing t2 WHERE t2.image_id = t.image_id AND t2.kind = t.kind "
+            "        AND t2.estimated = t.estimated ORDER BY t2.ended_at DESC, t2.rowid DESC LIMIT 1) "
+            "FROM timing t GROUP BY image_id, kind, estimated ORDER BY image_id, kind, estimated")]

@@ -154,7 +154,40 @@ def _m2_runs_models_predictions(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_runs_models_predictions]
+TIMING_KINDS_SQL = LABEL_KINDS_SQL + ",'checked'"        # app.timing.TIMING_KINDS
+
+
+def _m3_timing_estimated_checked(db: sqlite3.Connection) -> None:
+    """Timing that means what it says (docs/decisions/0003-annotation-timing.md): the kind
+    'checked' (time spent judging an image, booked when the user gives a verdict, which is kept in
+    ``verdict``) and the flag ``estimated`` (seeded or imported seconds, not measured here).
+
+    Rows already stored count as measured, except the demo's seeded rows (sessions ``demo-*``,
+    which no measured visit uses: those are uuid hex), which were always illustrative."""
+    _run_script(db, f"""
+    CREATE TABLE timing_v3(
+        session    TEXT NOT NULL,
+        image_id   INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL CHECK (kind IN ({TIMING_KINDS_SQL})),
+        seconds    REAL NOT NULL CHECK (seconds >= 0),
+        started_at REAL NOT NULL,
+        ended_at   REAL NOT NULL,
+        estimated  INTEGER NOT NULL DEFAULT 0 CHECK (estimated IN (0, 1)),   -- 1: seeded/imported
+        verdict    TEXT CHECK (verdict IN ('normal', 'defective')),          -- kind 'checked' only
+        PRIMARY KEY (session, kind),
+        CHECK (verdict IS NULL OR kind = 'checked')
+    );
+    INSERT INTO timing_v3(session, image_id, kind, seconds, started_at, ended_at, estimated)
+        SELECT session, image_id, kind, seconds, started_at, ended_at,
+               CASE WHEN session LIKE 'demo-%' THEN 1 ELSE 0 END FROM timing;
+    DROP TABLE timing;
+    ALTER TABLE timing_v3 RENAME TO timing;
+    CREATE INDEX timing_image ON timing(image_id);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_runs_models_predictions,
+                                                          _m3_timing_estimated_checked]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,5 +1,9 @@
 """Annotation-timing exports: a per-image CSV, a summary CSV and a bar chart like the paper's Fig. 6.
 
+Measured and estimated seconds (seeded by the demo or imported: not measured in this project) are
+never mixed: the CSVs have a ``source`` column (``measured`` / ``estimated``), the summary has one
+row per kind and source, and the plot draws estimated bars hatched beside the measured ones.
+
 No Qt here: the export runs in a worker thread and in the CLI. Matplotlib is used through its Agg
 canvas directly (never pyplot), so it cannot touch the app's Qt event loop or global state.
 """
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +20,14 @@ from typing import Callable
 import cv2
 
 from core.fileio import atomic_write_bytes, atomic_write_text
-from core.labels import LABEL_KINDS
-
 from .store import Store, decode_mask
+from .timing import CHECKED, TIMING_KINDS
 
-KIND_TITLES = {"mask": "Pixel mask", "blocks": "Blocks", "boxes": "Rotated boxes", "tag": "Image tag"}
+KIND_TITLES = {"mask": "Pixel mask", "blocks": "Blocks", "boxes": "Rotated boxes", "tag": "Image tag",
+               CHECKED: "Checked (verdict)"}
+KIND_COLORS = {"mask": "#d9534f", "blocks": "#f0ad4e", "boxes": "#5b8def", "tag": "#5cb85c",
+               CHECKED: "#8c6bb1"}
+SOURCES = ("measured", "estimated")
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,13 @@ class TimingRow:
     split: str
     kind: str
     seconds: float
-    shapes: int      # boxes, block cells, mask components (8-connected), 1 for a tag
+    shapes: int      # boxes, block cells, mask components (8-connected), 1 for a tag or a verdict
+    estimated: bool = False          # seeded or imported, not measured in this project
+    verdict: str | None = None       # kind "checked": the verdict given (latest visit)
+
+    @property
+    def source(self) -> str:
+        return "estimated" if self.estimated else "measured"
 
 
 @dataclass(frozen=True)
@@ -40,9 +54,12 @@ class KindSummary:
     median_s: float
     std_s: float
     total_s: float
+    source: str = "measured"         # "measured" or "estimated": never summarised together
 
 
 def _shape_count(store: Store, image_id: int, kind: str, counts: dict[str, int]) -> int:
+    if kind == CHECKED:
+        return 1
     if kind not in counts:
         return 0
     if kind != "mask":
@@ -54,68 +71,87 @@ def _shape_count(store: Store, image_id: int, kind: str, counts: dict[str, int])
 
 
 def timing_rows(store: Store, progress: Callable[[int, int], object] | None = None) -> list[TimingRow]:
-    """One row per (image, kind) with measured time, in import order."""
+    """One row per (image, kind, source) with recorded time, in import order."""
     totals = store.timing_totals()
     rows, cache = [], {}
-    for i, (image_id, kind, seconds) in enumerate(totals):
+    for i, (image_id, kind, estimated, seconds, verdict) in enumerate(totals):
         if image_id not in cache:
             cache.clear()
             cache[image_id] = (store.image(image_id), store.label_counts(image_id))
         img, counts = cache[image_id]
         rows.append(TimingRow(image_id, img.path, img.split, kind, round(seconds, 3),
-                              _shape_count(store, image_id, kind, counts)))
+                              _shape_count(store, image_id, kind, counts), estimated, verdict))
         if progress is not None:
             progress(i + 1, len(totals))
     return rows
 
 
 def summarize(rows: list[TimingRow]) -> list[KindSummary]:
-    """Mean (median, std, total) seconds per image for each label kind that was timed."""
+    """Mean (median, std, total) seconds per image for each kind that was timed, measured and
+    estimated seconds apart (one summary each)."""
     out = []
-    for kind in LABEL_KINDS:
-        secs = [r.seconds for r in rows if r.kind == kind]
-        if secs:
-            out.append(KindSummary(kind, len(secs), statistics.fmean(secs), statistics.median(secs),
-                                   statistics.pstdev(secs), sum(secs)))
+    for kind in TIMING_KINDS:
+        for source in SOURCES:
+            secs = [r.seconds for r in rows if r.kind == kind and r.source == source]
+            if secs:
+                out.append(KindSummary(kind, len(secs), statistics.fmean(secs), statistics.median(secs),
+                                       statistics.pstdev(secs), sum(secs), source))
     return out
 
 
 def rows_csv(rows: list[TimingRow]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image_id", "image", "split", "kind", "seconds", "shapes"])
+    w.writerow(["image_id", "image", "split", "kind", "seconds", "shapes", "source", "verdict"])
     for r in rows:
-        w.writerow([r.image_id, r.image, r.split, r.kind, f"{r.seconds:.3f}", r.shapes])
+        w.writerow([r.image_id, r.image, r.split, r.kind, f"{r.seconds:.3f}", r.shapes, r.source,
+                    r.verdict or ""])
     return buf.getvalue()
 
 
 def summary_csv(summary: list[KindSummary]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "images", "mean_s", "median_s", "std_s", "total_s"])
+    w.writerow(["kind", "images", "mean_s", "median_s", "std_s", "total_s", "source"])
     for s in summary:
         w.writerow([s.kind, s.images, f"{s.mean_s:.3f}", f"{s.median_s:.3f}", f"{s.std_s:.3f}",
-                    f"{s.total_s:.3f}"])
+                    f"{s.total_s:.3f}", s.source])
     return buf.getvalue()
 
 
-def summary_png(summary: list[KindSummary], title: str = "Annotation time per image") -> bytes:
-    """Bar chart: mean seconds per image for each label kind, with std error bars and n."""
+def summary_figure(summary: list[KindSummary], title: str = "Annotation time per image"):
+    """Bar chart (a matplotlib Figure on an Agg canvas): mean seconds per image for each kind, with
+    std error bars and n; measured bars solid, estimated ones hatched and pale beside them, and a
+    legend saying which is which."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
-    fig = Figure(figsize=(5.5, 3.6), dpi=120)
+    fig = Figure(figsize=(6.0, 3.8), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     if summary:
-        names = [KIND_TITLES[s.kind] for s in summary]
-        means = [s.mean_s for s in summary]
-        bars = ax.bar(names, means, yerr=[s.std_s for s in summary], capsize=4,
-                      color=["#d9534f", "#f0ad4e", "#5b8def", "#5cb85c"][:len(summary)])
-        for bar, s in zip(bars, summary):
-            ax.annotate(f"{s.mean_s:.1f} s\nn={s.images}", (bar.get_x() + bar.get_width() / 2, s.mean_s + s.std_s),
-                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
-        ax.set_ylim(0, max(m + s.std_s for m, s in zip(means, summary)) * 1.35 + 1e-9)
+        kinds = [k for k in TIMING_KINDS if any(s.kind == k for s in summary)]
+        sources = [src for src in SOURCES if any(s.source == src for s in summary)]
+        width = 0.8 / len(sources)
+        for j, source in enumerate(sources):
+            sel = [s for s in summary if s.source == source]
+            xs = [kinds.index(s.kind) + (j - (len(sources) - 1) / 2) * width for s in sel]
+            colors = [KIND_COLORS[s.kind] for s in sel]
+            estimated = source == "estimated"
+            bars = ax.bar(xs, [s.mean_s for s in sel], width=width * 0.95, yerr=[s.std_s for s in sel],
+                          capsize=4, color=colors, edgecolor=colors, linewidth=1.2,
+                          alpha=0.35 if estimated else 1.0, hatch="//" if estimated else None)
+            for bar, s in zip(bars, sel):
+                ax.annotate(f"{s.mean_s:.1f} s\nn={s.images}{' est.' if estimated else ''}",
+                            (bar.get_x() + bar.get_width() / 2, s.mean_s + s.std_s),
+                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(kinds)), [KIND_TITLES[k] for k in kinds], fontsize=8)
+        ax.set_ylim(0, max(s.mean_s + s.std_s for s in summary) * 1.35 + 1e-9)
+        ax.legend(handles=[Patch(facecolor="0.35", edgecolor="0.35", label="measured"),
+                           Patch(facecolor="0.35", edgecolor="0.35", alpha=0.35, hatch="//",
+                                 label="estimated (seeded/imported, not measured)")],
+                  fontsize=7, loc="best")
     else:
         ax.text(0.5, 0.5, "no annotation time recorded yet", ha="center", va="center",
                 transform=ax.transAxes)
@@ -123,9 +159,36 @@ def summary_png(summary: list[KindSummary], title: str = "Annotation time per im
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
+    return fig
+
+
+def summary_png(summary: list[KindSummary], title: str = "Annotation time per image") -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    summary_figure(summary, title).savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)          # elsewhere: read by setting; 077 so a racing file is never wider
+    os.umask(old)
+    return old
+
+
+def share_like_new_file(path: Path) -> None:
+    """Give a file the mode a plain ``open(path, "w")`` would have (0o666 less the umask).
+
+    core.fileio's atomic writers create the file with ``tempfile.mkstemp``, which is always 0600,
+    so an export would be unreadable to other users of a shared line computer. The right fix is in
+    core/fileio.py; until then the timing export widens the mode here."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def export_timing(store: Store, out_dir: str | Path,
@@ -138,4 +201,6 @@ def export_timing(store: Store, out_dir: str | Path,
     atomic_write_text(paths[0], rows_csv(rows))
     atomic_write_text(paths[1], summary_csv(summary))
     atomic_write_bytes(paths[2], summary_png(summary))
+    for p in paths:
+        share_like_new_file(p)
     return paths

@@ -106,7 +106,9 @@ def restrict(label: ImageLabel, supervision: str) -> ImageLabel | None:
     if supervision == "all":
         return label
     kind = _KIND_OF[supervision]
-    s = {kind: label.seconds[kind]} if kind in label.seconds else {}
+    # a defective tag is a verdict: its time is booked as "checked" (docs/decisions/0003)
+    timed = (kind, "checked") if kind == "tag" else (kind,)
+    s = {k: label.seconds[k] for k in timed if k in label.seconds}
     base = dict(image=label.image, width=label.width, height=label.height, seconds=s)
     if kind == "mask" and label.mask is not None and label.mask.any():
         return ImageLabel(mask=label.mask, **base)

@@ -23,39 +23,57 @@ pytestmark = pytest.mark.gui
 
 
 def test_timing_from_real_input_with_a_fake_clock(qtbot, window):
+    """Browsing records nothing; each edit gets the time since the previous one, whatever the tool."""
     c = window.canvas
     clock = FakeClock()
     window.controller.timer.clock = clock
-    key(qtbot, window, Qt.Key.Key_B)                 # brush: time goes to "mask"
+    key(qtbot, window, Qt.Key.Key_R)                 # box tool, like the tester's
     first = c.document.image_id
     key(qtbot, window, Qt.Key.Key_D)                 # moving on starts a visit on the fake clock
     wait_image(qtbot, window, first + 1)
     clock.tick(3)
-    hover(c, widget_point(c, 10, 10))                # looking around counts
+    hover(c, widget_point(c, 10, 10))                # looking around: pending, not booked
     clock.tick(4)
-    key(qtbot, window, Qt.Key.Key_R)                 # the switch ends 7 s of mask time
+    key(qtbot, window, Qt.Key.Key_B)                 # a tool switch books nothing
+    clock.tick(1)
+    drag(qtbot, c, line(widget_point(c, 5, 5), widget_point(c, 15, 8), 3))   # the stroke: 8 s of mask
+    clock.tick(1)
+    key(qtbot, window, Qt.Key.Key_R)
     clock.tick(20)
     hover(c, widget_point(c, 12, 12))                # 20 s idle: excluded whole
     clock.tick(1.5)
-    drag(qtbot, c, line(widget_point(c, 10, 10), widget_point(c, 30, 20), 2))
+    drag(qtbot, c, line(widget_point(c, 10, 10), widget_point(c, 30, 20), 2))  # the box: 2.5 s
     clock.tick(0.5)
-    key(qtbot, window, Qt.Key.Key_D)                 # moving on ends the visit
+    key(qtbot, window, Qt.Key.Key_D)                 # moving on: the last 0.5 s go to the box
     wait_image(qtbot, window, first + 2)
+    clock.tick(2)
+    hover(c, widget_point(c, 10, 10))                # browsing with the box tool active
+    clock.tick(0.5)
+    key(qtbot, window, Qt.Key.Key_A)
+    wait_image(qtbot, window, first + 1)
     with db(window) as s:
-        assert s.seconds_by_kind(first + 1) == {"mask": pytest.approx(7.0), "boxes": pytest.approx(2.0)}
+        assert s.seconds_by_kind(first + 1) == {"mask": pytest.approx(8.0), "boxes": pytest.approx(3.0)}
         assert s.seconds_by_kind(first + 2) == {}
 
 
-def test_timing_checkpoint_survives_without_moving_on(qtbot, window):
+def test_timing_checkpoint_and_a_verdict(qtbot, window):
     clock = FakeClock()
     timer = window.controller.timer
     timer.clock = clock
-    timer.start(window.canvas.document.image_id, "tag")
+    image_id = window.canvas.document.image_id
+    timer.start(image_id)
     clock.tick(2)
-    key(qtbot, window, Qt.Key.Key_1)
+    key(qtbot, window, Qt.Key.Key_1)                 # tagged normal: a verdict, "checked" time
     window.controller.save_timing()                  # what the 5 s checkpoint timer does
     with db(window) as s:
-        assert s.seconds_by_kind(window.canvas.document.image_id) == {"tag": pytest.approx(2.0)}
+        assert s.timing_totals() == [(image_id, "checked", False, pytest.approx(2.0), "normal")]
+    clock.tick(1)
+    key(qtbot, window, Qt.Key.Key_1)                 # confirming the same tag is a verdict too
+    clock.tick(1)
+    key(qtbot, window, Qt.Key.Key_0)                 # clearing the tag is an edit of "tag"
+    window.controller.finish_visit()
+    with db(window) as s:
+        assert s.seconds_by_kind(image_id) == {"checked": pytest.approx(3.0), "tag": pytest.approx(1.0)}
 
 
 def test_two_windows_on_one_project(qtbot, window, tmp_path):
@@ -182,16 +200,17 @@ def test_export_timing_and_label_files_from_the_window(qtbot, window, tmp_path):
     clock = FakeClock()
     timer = window.controller.timer
     timer.clock = clock
-    timer.start(window.canvas.document.image_id, "boxes")
+    timer.start(window.canvas.document.image_id)
     key(qtbot, window, Qt.Key.Key_R)
-    drag(qtbot, window.canvas, line(widget_point(window.canvas, 10, 10), widget_point(window.canvas, 30, 20)))
     clock.tick(4)
-    key(qtbot, window, Qt.Key.Key_2)
+    drag(qtbot, window.canvas, line(widget_point(window.canvas, 10, 10), widget_point(window.canvas, 30, 20)))
+    clock.tick(1)
+    key(qtbot, window, Qt.Key.Key_2)                          # the verdict after the box: 1 s checked
     job = window.export_timing(tmp_path / "timing")           # includes the visit in progress
     with qtbot.waitSignal(job.finished, timeout=20000):
         pass
     csv_text = (tmp_path / "timing" / "timing.csv").read_text()
-    assert ",boxes,4.000,1" in csv_text
+    assert ",boxes,4.000,1,measured,\n" in csv_text and ",checked,1.000,1,measured,defective\n" in csv_text
     assert (tmp_path / "timing" / "timing_summary.png").stat().st_size > 5000
     job = window.actions["write_label_files"].trigger() or window.jobs[-1]
     with qtbot.waitSignal(job.finished, timeout=20000):
@@ -200,7 +219,7 @@ def test_export_timing_and_label_files_from_the_window(qtbot, window, tmp_path):
     assert len(files) == 1
     from core.labels import load_label
     lab = load_label(files[0])
-    assert lab.tag == "defective" and len(lab.boxes) == 1 and lab.seconds == {"boxes": 4.0}
+    assert lab.tag == "defective" and len(lab.boxes) == 1 and lab.seconds == {"boxes": 4.0, "checked": 1.0}
 
 
 def test_project_settings_change_the_block_grid_and_idle_threshold(qtbot, window):

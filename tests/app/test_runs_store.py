@@ -35,7 +35,7 @@ def test_version_1_project_migrates_keeping_everything(tmp_path):
     img = make_image(tmp_path / "a.png")
     _v1_project(tmp_path / "p", img)
     with Store.open(tmp_path / "p") as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 2
+        assert current_version(s.db) == SCHEMA_VERSION == 3
         assert s.integrity_check() == "ok"
         assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         (row,) = s.images()

@@ -75,10 +75,11 @@ def test_train_a_tiny_model_from_the_window(qtbot, project, tmp_path):
     assert 0.0 <= ap <= 1.0 and ap == pytest.approx(m.val_pixel_ap, abs=1e-3)
     assert run.status == "finished" and run.exit_code == 0 and m.path == run.run_dir / "model.pt"
     assert not run.checkpoint_path.exists()
-    # The panel followed the run: both stages on the curve, L_x / L_u from ResMixMatch, rate and ETA.
+    # The panel followed the run: both stages on the curve (boxes train as pseudo-masks, decision
+    # 0015), rate and ETA.
     st = w.docks.training.last_process.state
-    assert [name for _, name in st.stage_starts] == ["supervised", "ResMixMatch"]
-    assert st.curves["l_x"] and st.curves["l_u"] and st.curves["loss"][-1][0] == 30   # 20 + 10 steps
+    assert [name for _, name in st.stage_starts] == ["supervised", "boxes (pseudo-masks)"]
+    assert st.curves["loss"][-1][0] == 30   # 20 + 10 steps
     assert panel.progress.value() == 1000 and "steps/s" in panel.stage_label.text()
     bundle = ModelBundle.load(m.path)
     assert bundle.training["labels"] == {"boxes": 2}        # the core saw exactly what the app chose
