@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,29 +167,6 @@ def summary_png(summary: list[KindSummary], title: str = "Annotation time per im
     return buf.getvalue()
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o077)          # elsewhere: read by setting; 077 so a racing file is never wider
-    os.umask(old)
-    return old
-
-
-def share_like_new_file(path: Path) -> None:
-    """Give a file the mode a plain ``open(path, "w")`` would have (0o666 less the umask).
-
-    core.fileio's atomic writers create the file with ``tempfile.mkstemp``, which is always 0600,
-    so an export would be unreadable to other users of a shared line computer. The right fix is in
-    core/fileio.py; until then the timing export widens the mode here."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
 def export_timing(store: Store, out_dir: str | Path,
                   progress: Callable[[int, int], object] | None = None) -> list[Path]:
     """Write ``timing.csv``, ``timing_summary.csv`` and ``timing_summary.png`` into ``out_dir``."""
@@ -201,6 +177,4 @@ def export_timing(store: Store, out_dir: str | Path,
     atomic_write_text(paths[0], rows_csv(rows))
     atomic_write_text(paths[1], summary_csv(summary))
     atomic_write_bytes(paths[2], summary_png(summary))
-    for p in paths:
-        share_like_new_file(p)
-    return paths
+    return paths       # readable by others: core.fileio gives new files the umask's mode

@@ -9,11 +9,26 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import InputError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)          # elsewhere: read by setting; 077 so a racing file is never wider
+    os.umask(old)
+    return old
 
 
 @contextlib.contextmanager
@@ -30,6 +45,12 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; give it the mode the file had, or a new file's (0666 less
+        # the umask), so exports stay readable by the other users of a shared line computer
+        try:
+            os.chmod(tmp_path, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask())
+        except OSError:
+            pass   # a file system without modes (FAT, some network shares): keep what it gave
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
