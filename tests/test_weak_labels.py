@@ -97,20 +97,31 @@ def _defect_auc(pred: Predictor, samples) -> float:
     return roc_auc_score([1] * len(on) + [0] * len(off), on + off)
 
 
-def test_resmixmatch_on_boxes_logs_its_losses_and_improves_on_boxed_defects(piped, tmp_path):
+def _boxes_run(piped, tmp_path, train: dict, semi: dict):
+    """An unsupervised start and a model fine-tuned from it on 6 boxed images of PA_BRG01_RL, and
+    the defect AUC of each on the boxed images (small sizes, so it takes seconds)."""
     from core.config import preset
     torch.manual_seed(0)
     cfg = preset("cpu").updated({
         "swin": {"embed_dim": 48, "num_heads": 2, "depth": 2},
-        "train": {"steps": 60, "val_every": 30, "checkpoint_every": 30, "warmup_steps": 10},
-        "semi": {"steps": 80, "rampup_steps": 40, "lr": 1e-4, "boxes": "resmixmatch"},
+        "train": {"steps": 60, "val_every": 30, "checkpoint_every": 30, "warmup_steps": 10, **train},
+        "semi": {"steps": 80, **semi},
     })
     ds = load_mvtec(piped, "PA_BRG01_RL")
     split = make_protocol(ds, "semi", 6, seed=0)
     start = api.fit(ds.train[:10], tmp_path / "unsup.pt", cfg, "cpu")
     events = []
-    semi = api.fit(ds.train[:10], tmp_path / "semi.pt", cfg, "cpu", labels=split.labels,
-                   init_from=tmp_path / "unsup.pt", progress=events.append)
+    model = api.fit(ds.train[:10], tmp_path / "semi.pt", cfg, "cpu", labels=split.labels,
+                    init_from=tmp_path / "unsup.pt", progress=events.append)
+    boxed = [s for s in ds.test if s.path in set(split.moved)]
+    aucs = (_defect_auc(Predictor(start, "cpu"), boxed),
+            _defect_auc(Predictor(ModelBundle.load(tmp_path / "semi.pt"), "cpu"), boxed))
+    return cfg, model, events, aucs
+
+
+def test_resmixmatch_on_boxes_logs_its_losses_and_improves_on_boxed_defects(piped, tmp_path):
+    cfg, semi, events, (auc_start, auc_semi) = _boxes_run(
+        piped, tmp_path, {}, {"rampup_steps": 40, "lr": 1e-4, "boxes": "resmixmatch"})
     # the training log shows L_x and L_u separately, and lambda_u is ramped and clamped
     semi_ev = [e for e in events if e.stage == "train" and e.message == "ResMixMatch"]
     assert semi_ev and all({"l_x", "l_u", "l_f", "lambda_u"} <= set(e.metrics) for e in semi_ev)
@@ -120,36 +131,17 @@ def test_resmixmatch_on_boxes_logs_its_losses_and_improves_on_boxed_defects(pipe
     stages = [h.get("stage") for h in semi.validation["history"]]
     assert "ResMixMatch" in stages
     # the fine-tuned model ranks the boxed defects' blocks better than its unsupervised start
-    boxed = [s for s in ds.test if s.path in set(split.moved)]
-    auc_start = _defect_auc(Predictor(start, "cpu"), boxed)
-    auc_semi = _defect_auc(Predictor(ModelBundle.load(tmp_path / "semi.pt"), "cpu"), boxed)
     assert auc_semi > auc_start, (auc_start, auc_semi)
 
 
 def test_boxes_as_pseudo_masks_fine_tune_and_improve_on_boxed_defects(piped, tmp_path):
     """The default: boxes become pseudo-masks (core/pseudomask.py) and train like masks."""
-    from core.config import preset
-    torch.manual_seed(0)
-    cfg = preset("cpu").updated({
-        "swin": {"embed_dim": 48, "num_heads": 2, "depth": 2},
-        "train": {"steps": 60, "val_every": 30, "checkpoint_every": 30, "warmup_steps": 10,
-                  "real_val_fraction": 0.0},
-        "semi": {"steps": 80},
-    })
+    cfg, semi, events, (auc_start, auc_semi) = _boxes_run(piped, tmp_path, {"real_val_fraction": 0.0}, {})
     assert cfg.semi.boxes == "pseudo_mask"
-    ds = load_mvtec(piped, "PA_BRG01_RL")
-    split = make_protocol(ds, "semi", 6, seed=0)
-    start = api.fit(ds.train[:10], tmp_path / "unsup.pt", cfg, "cpu")
-    events = []
-    semi = api.fit(ds.train[:10], tmp_path / "semi.pt", cfg, "cpu", labels=split.labels,
-                   init_from=tmp_path / "unsup.pt", progress=events.append)
     stages = [h.get("stage") for h in semi.validation["history"]]
     assert "boxes (pseudo-masks)" in stages and "ResMixMatch" not in stages
     assert any("pseudo-masks for 6 images" in e.message for e in events if e.stage == "log")
     assert not list(tmp_path.glob("*.ckpt"))          # every stage's checkpoint is cleaned up
-    boxed = [s for s in ds.test if s.path in set(split.moved)]
-    auc_start = _defect_auc(Predictor(start, "cpu"), boxed)
-    auc_semi = _defect_auc(Predictor(semi, "cpu"), boxed)
     assert auc_semi > auc_start, (auc_start, auc_semi)
 
 
