@@ -1,6 +1,6 @@
 """The loss curve: a plain QWidget that paints the training losses as they arrive.
 
-Series: the total loss, and L_x / L_u when the run is semi-supervised (ResMixMatch), against the
+Series: the total loss, and L_x / L_u during a ResMixMatch stage (image tags), against the
 step (continuous across the two training stages, whose starts are marked); the validation pixel
 AP on the right axis (0..1) as dots. Values are drawn on a log scale when they span more than a
 factor of 20, so the early drop does not flatten the rest. No plotting library.
