@@ -97,3 +97,39 @@ def test_pseudo_masks_keep_the_believed_blocks_of_each_box_and_ignore_the_rest(t
     assert (new[t == BLOCK_NORMAL] == BLOCK_NORMAL).all()        # outside the boxes: unchanged
     assert (tagged.targets.numpy() == BLOCK_UNKNOWN).all()       # tags stay with ResMixMatch
 
+
+
+def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(tiny_cfg, tmp_path):
+    """The hidden sets mix sizes and grayscale: boxes, label paste (same-size normals only) and
+    pseudo-masks must cope, and the model must predict every size."""
+    import cv2
+    from core import api
+    from core.demo import surface
+    from core.images import write_png
+    from core.labels import ImageLabel
+    rng = np.random.default_rng(1)
+    sizes = [(64, 128), (128, 128), (128, 64)]
+    normals, labels = [], []
+    for i in range(12):
+        h, w = sizes[i % 3]
+        img = cv2.cvtColor(cv2.resize(surface(rng), (w, h)), cv2.COLOR_RGB2GRAY)
+        if i >= 8:       # a dark speck, boxed
+            cy, cx = h // 2, w // 3
+            cv2.circle(img, (cx, cy), 4, 20, -1)
+        p = tmp_path / ("bad" if i >= 8 else "good") / f"{i}.png"
+        write_png(p, np.dstack([img] * 3))
+        if i >= 8:
+            labels.append(ImageLabel(p, width=w, height=h, boxes=[RotatedBox(cx, cy, 12, 12, 20)]))
+        else:
+            normals.append(p)
+    cfg = tiny_cfg.updated({"train": {"paste_per_label": 2, "real_val_min_labelled": 4}})
+    start = api.fit(normals, tmp_path / "start.pt", cfg, "cpu")
+    events = []
+    b = api.fit(normals, tmp_path / "boxes.pt", cfg, "cpu", labels=labels, init_from=start,
+                progress=events.append)
+    assert any("pseudo-masks for" in e.message for e in events if e.stage == "log")
+    assert any("label paste:" in e.message for e in events if e.stage == "log")
+    assert len(b.validation["real_defect_images"]) == 1 and np.isfinite(b.validation["val_real_ap"])
+    res = api.predict(b, [labels[0].image, normals[1], normals[2]], tmp_path / "out", "cpu", maps="npy")
+    for r, p in zip(res, [labels[0].image, normals[1], normals[2]]):
+        assert np.load(r.map_file).shape == cv2.imread(str(p)).shape[:2]
