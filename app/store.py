@@ -447,6 +447,13 @@ class Store(RunsMixin):
         return {k: float(s) for k, s in self.db.execute(
             "SELECT kind, sum(seconds) FROM timing WHERE image_id = ? GROUP BY kind", (image_id,))}
 
+    def estimated_seconds_by_kind(self, image_id: int) -> dict[str, float]:
+        """The estimated (seeded or imported) part of :meth:`seconds_by_kind`, per kind; kinds
+        with no estimated seconds are absent."""
+        return {k: float(s) for k, s in self.db.execute(
+            "SELECT kind, sum(seconds) FROM timing WHERE image_id = ? AND estimated = 1 GROUP BY kind",
+            (image_id,))}
+
     def timing_totals(self) -> list[tuple[int, str, bool, float, str | None]]:
         """(image_id, kind, estimated, seconds, verdict) summed over visits, ordered by image;
         measured and estimated seconds are separate rows; ``verdict`` is the latest visit's."""

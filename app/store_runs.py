@@ -6,7 +6,7 @@ A mixin of :class:`app.store.Store` (same connection, same one-transaction-per-w
   (``runs/<id>/``: inputs, log, model, checkpoint), status ``queued | running | cancelled | failed |
   finished``, exit code and the error the user sees. Resume reruns the stored command.
 - ``models``: one row per finished model: what it was trained from (labels used per kind and
-  their annotation seconds), where, how long, its validation metrics and calibration, and the
+  their annotation seconds, and apart the estimated part of those seconds, schema 4), where, how long, its validation metrics and calibration, and the
   user's image and pixel thresholds (NULL = the calibration's defaults).
 - ``predictions``: per (model, image), the image score and the block map (``.npy`` bytes,
   float16): what the viewer draws and sorts by. The smoothed map is recomputed from the block map
@@ -53,6 +53,11 @@ class RunRow:
     exit_code: int | None
     error: str | None
     log_path: Path | None
+    label_seconds_estimated: dict = field(default_factory=dict)   # {kind: s}, the estimated part
+
+    @property
+    def label_seconds_estimated_total(self) -> float:
+        return float(sum(self.label_seconds_estimated.values()))
 
     @property
     def model_path(self) -> Path:
@@ -86,6 +91,7 @@ class ModelRow:
     calibration: dict = field(repr=False)
     user_image_threshold: float | None = None
     user_pixel_threshold: float | None = None
+    label_seconds_estimated: dict = field(default_factory=dict)   # {kind: s}, the estimated part
 
     @property
     def val_pixel_ap(self) -> float | None:
@@ -150,6 +156,17 @@ class ModelRow:
     def label_seconds_total(self) -> float:
         return float(sum(self.label_seconds.values()))
 
+    @property
+    def label_seconds_estimated_total(self) -> float:
+        """The part of :attr:`label_seconds_total` that was seeded or imported, not measured."""
+        return float(sum(self.label_seconds_estimated.values()))
+
+    @property
+    def label_seconds_estimated_fraction(self) -> float:
+        """Estimated share of the label seconds, 0 (all measured, or none) to 1."""
+        total = self.label_seconds_total
+        return min(1.0, self.label_seconds_estimated_total / total) if total > 0 else 0.0
+
 
 def encode_block_map(block: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -180,13 +197,16 @@ class RunsMixin:
 
     # ---- runs ---------------------------------------------------------------------------------
     def add_run(self, settings: dict, command: list[str], run_dir: Path, labels_used: dict,
-                label_seconds: dict, parent_model: int | None = None, status: str = "queued") -> int:
+                label_seconds: dict, parent_model: int | None = None, status: str = "queued",
+                label_seconds_estimated: dict | None = None) -> int:
+        """``label_seconds_estimated``: the seeded or imported part of ``label_seconds`` per kind."""
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO runs(status, settings, command, run_dir, labels_used, label_seconds, "
-                "parent_model, created) VALUES (?,?,?,?,?,?,?,?)",
+                "parent_model, created, label_seconds_estimated) VALUES (?,?,?,?,?,?,?,?,?)",
                 (status, json.dumps(settings), json.dumps(command), self._rel(run_dir),
-                 json.dumps(labels_used), json.dumps(label_seconds), parent_model, time.time()))
+                 json.dumps(labels_used), json.dumps(label_seconds), parent_model, time.time(),
+                 json.dumps(label_seconds_estimated or {})))
             return int(cur.lastrowid)
 
     def next_run_id(self) -> int:
@@ -194,7 +214,7 @@ class RunsMixin:
         return int(r[0])
 
     _RUN_COLS = ("id, status, settings, command, run_dir, labels_used, label_seconds, parent_model, "
-                 "created, started, ended, pid, exit_code, error, log_path")
+                 "created, started, ended, pid, exit_code, error, log_path, label_seconds_estimated")
 
     def update_run(self, run_id: int, **values) -> None:
         allowed = {"status", "command", "started", "ended", "pid", "exit_code", "error", "log_path"}
@@ -214,7 +234,7 @@ class RunsMixin:
     def _run_row(self, r) -> RunRow:
         return RunRow(int(r[0]), r[1], json.loads(r[2]), json.loads(r[3]), self._abs(r[4]),
                       json.loads(r[5]), json.loads(r[6]), r[7], float(r[8]), r[9], r[10], r[11],
-                      r[12], r[13], self._abs(r[14]))
+                      r[12], r[13], self._abs(r[14]), json.loads(r[15] or "{}"))
 
     def run(self, run_id: int) -> RunRow:
         r = self.db.execute(f"SELECT {self._RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -240,27 +260,27 @@ class RunsMixin:
     # ---- models -------------------------------------------------------------------------------
     def add_model(self, run_id: int | None, path: Path, supervision: str, bundle_training: dict,
                   backbone: str, preset: str, validation: dict, calibration: dict,
-                  labels_used: dict, label_seconds: dict) -> int:
+                  labels_used: dict, label_seconds: dict, label_seconds_estimated: dict | None = None) -> int:
         tr = bundle_training
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO models(run_id, path, created, supervision, preset, backbone, device, "
-                "device_name, train_seconds, steps, labels_used, label_seconds, validation, calibration) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "device_name, train_seconds, steps, labels_used, label_seconds, validation, calibration, "
+                "label_seconds_estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, self._rel(path), time.time(), supervision, preset, backbone, tr.get("device"),
                  tr.get("device_name"), tr.get("seconds"), tr.get("steps"), json.dumps(labels_used),
                  json.dumps(label_seconds), json.dumps(validation, default=float),
-                 json.dumps(calibration, default=float)))
+                 json.dumps(calibration, default=float), json.dumps(label_seconds_estimated or {})))
             return int(cur.lastrowid)
 
     _MODEL_COLS = ("id, run_id, path, created, supervision, preset, backbone, device, device_name, "
                    "train_seconds, steps, labels_used, label_seconds, validation, calibration, "
-                   "image_threshold, pixel_threshold")
+                   "image_threshold, pixel_threshold, label_seconds_estimated")
 
     def _model_row(self, r) -> ModelRow:
         return ModelRow(int(r[0]), r[1], self._abs(r[2]), float(r[3]), r[4], r[5], r[6], r[7], r[8],
                         r[9], r[10], json.loads(r[11]), json.loads(r[12]), json.loads(r[13]),
-                        json.loads(r[14]), r[15], r[16])
+                        json.loads(r[14]), r[15], r[16], json.loads(r[17] or "{}"))
 
     def model(self, model_id: int) -> ModelRow:
         r = self.db.execute(f"SELECT {self._MODEL_COLS} FROM models WHERE id = ?", (model_id,)).fetchone()

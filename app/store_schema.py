@@ -186,8 +186,19 @@ def _m3_timing_estimated_checked(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m4_label_seconds_estimated(db: sqlite3.Connection) -> None:
+    """How much of a run's and a model's label seconds were estimated (seeded or imported), per kind
+    (docs/decisions/0003-annotation-timing.md). ``label_seconds`` keeps the total; rows stored
+    before read ``{}``: all measured (we cannot know better)."""
+    _run_script(db, """
+    ALTER TABLE runs ADD COLUMN label_seconds_estimated TEXT NOT NULL DEFAULT '{}';    -- JSON {kind: s}
+    ALTER TABLE models ADD COLUMN label_seconds_estimated TEXT NOT NULL DEFAULT '{}'
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1_initial, _m2_runs_models_predictions,
-                                                          _m3_timing_estimated_checked]
+                                                          _m3_timing_estimated_checked,
+                                                          _m4_label_seconds_estimated]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -132,7 +132,8 @@ class TrainingController(QObject):
                 run_id = s.next_run_id()
                 run_dir = run_dir_for(project, run_id)
                 cmd = prepare_run(run_dir, spec, ts)
-                run_id = s.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds, parent_model)
+                run_id = s.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds, parent_model,
+                                   label_seconds_estimated=ts.label_seconds_estimated)
                 return run_id, ts.summary()
 
         job = Job(work, "prepare-run", self)

@@ -27,6 +27,15 @@ RUN_COLUMNS = ("Run", "Status", "Started", "Duration", "Supervision", "Device", 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
+def label_time_text(m: ModelRow) -> str:
+    """The "Label time" cell: "37 s", or "37 s (30 s est.)" when some were seeded or imported."""
+    if not m.labels_used:
+        return ""
+    text = format_seconds(m.label_seconds_total)
+    est = m.label_seconds_estimated_total
+    return f"{text} ({format_seconds(est)} est.)" if est > 0 else text
+
+
 def labels_text(labels_used: dict) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(labels_used.items())) or "none"
 
@@ -118,15 +127,15 @@ class ModelsPanel(QWidget):
         for r, m in enumerate(reversed(models)):           # newest first
             vm = m.validation_metric
             parent = by_id.get(parents.get(m.id) or -1)
-            secs = m.label_seconds_total
             name = f"{m.id}" + ("  ◀ reviewing" if m.id == active else "")
             cells = [name, when(m.created), m.supervision, labels_text(m.labels_used),
-                     format_seconds(secs) if m.labels_used else "", m.backbone or "", m.preset or "",
+                     label_time_text(m), m.backbone or "", m.preset or "",
                      m.device_name and f"{m.device} ({m.device_name})" or (m.device or ""),
                      format_seconds(m.train_seconds or 0), "" if vm is None else f"{vm[0]:.3f}", m.validation_basis,
                      parent_delta(m, parent), f"{m.image_threshold:.3f}"]
+            est = ", ".join(f"{k}: {v:.0f} s estimated" for k, v in sorted(m.label_seconds_estimated.items()))
             tips = {3: ", ".join(f"{k}: {v:.0f} s" for k, v in sorted(m.label_seconds.items())),
-                    0: str(m.path), 9: m.validation_basis or None,
+                    4: est or None, 0: str(m.path), 9: m.validation_basis or None,
                     10: ", ".join(m.real_defect_images) if m.validated_on_real else None}
             for c, text in enumerate(cells):
                 self.models.setItem(r, c, _item(text, m.id, tips.get(c), align_right=c in (9, 12)))

@@ -8,7 +8,8 @@ The selection rule (docs/decisions/0008-training-worker.md):
   the ``inspect`` split tagged normal: a false alarm corrected in review is a known-good part.
 - **Labelled defective images**: images of the ``train`` and ``inspect`` splits whose labels say
   defective (mask, blocks, boxes or a defective tag), restricted to the chosen supervision:
-  ``masks``, ``blocks``, ``boxes`` or ``tags`` keep only that kind (and its annotation seconds);
+  ``masks``, ``blocks``, ``boxes`` or ``tags`` keep only that kind (and its annotation seconds,
+  of which the estimated part, seeded or imported, is recorded apart: ``label_seconds_estimated``);
   ``all`` keeps each image's most informative label; ``unsupervised`` uses none.
 - The ``test`` and ``val`` splits are never trained on: their labels are ground truth for review.
 
@@ -92,6 +93,8 @@ class TrainingSet:
     labels: list[ImageLabel] = field(default_factory=list)
     labels_used: dict[str, int] = field(default_factory=dict)       # kind -> images ("normal": corrections)
     label_seconds: dict[str, float] = field(default_factory=dict)   # kind -> annotation seconds
+    # kind -> the estimated (seeded or imported) part of label_seconds; a kind absent: all measured
+    label_seconds_estimated: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{len(self.normals)} normal images"]
@@ -121,9 +124,11 @@ def restrict(label: ImageLabel, supervision: str) -> ImageLabel | None:
     return None
 
 
-def _add(counts: dict, seconds: dict, kind: str, secs: float) -> None:
-    counts[kind] = counts.get(kind, 0) + 1
-    seconds[kind] = round(seconds.get(kind, 0.0) + secs, 3)
+def _add(ts: TrainingSet, kind: str, secs: float, estimated: float) -> None:
+    ts.labels_used[kind] = ts.labels_used.get(kind, 0) + 1
+    ts.label_seconds[kind] = round(ts.label_seconds.get(kind, 0.0) + secs, 3)
+    if estimated > 0:
+        ts.label_seconds_estimated[kind] = round(ts.label_seconds_estimated.get(kind, 0.0) + estimated, 3)
 
 
 def select_training_set(store, supervision: str) -> TrainingSet:
@@ -133,13 +138,16 @@ def select_training_set(store, supervision: str) -> TrainingSet:
         ts.normals += [r.abs_path for r in store.images(split) if r.status != "defective"]
     for r in store.images("inspect", status="normal"):
         ts.normals.append(r.abs_path)
-        _add(ts.labels_used, ts.label_seconds, "normal", sum(store.seconds_by_kind(r.id).values()))
+        _add(ts, "normal", sum(store.seconds_by_kind(r.id).values()),
+             sum(store.estimated_seconds_by_kind(r.id).values()))
     for split in LABEL_SPLITS:
         for r in store.images(split, status="defective"):
             lab = restrict(store.image_label(r.id), supervision)
             if lab is not None:
                 ts.labels.append(lab)
-                _add(ts.labels_used, ts.label_seconds, lab.kind, sum(lab.seconds.values()))
+                # the estimated part of the same kinds restrict() kept (lab.seconds' keys)
+                est = store.estimated_seconds_by_kind(r.id)
+                _add(ts, lab.kind, sum(lab.seconds.values()), sum(est.get(k, 0.0) for k in lab.seconds))
     if len(ts.normals) < 2:
         raise TrainSetError(f"training needs at least 2 normal images in the train split; the project has "
                             f"{len(ts.normals)} (move good parts to the train split with Alt+1)")
@@ -221,6 +229,6 @@ def register_model(store, run_id: int, bundle) -> int:
                                 "upsample": out.upsample}}
     model_id = store.add_model(run_id, run.model_path, run.settings.get("supervision", "?"), bundle.training,
                                bundle.backbone, bundle.config.preset, bundle.validation, calibration,
-                               run.labels_used, run.label_seconds)
+                               run.labels_used, run.label_seconds, run.label_seconds_estimated)
     store.update_run(run_id, status="finished")
     return model_id

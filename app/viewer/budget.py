@@ -4,7 +4,9 @@ question "what did the labelling cost, and what did it buy?" as one plot.
 
 The metric is the one :attr:`ModelRow.validation_metric` picks: measured on held-out real labelled
 defects when the user had enough of them (filled markers), else on held-out normals with synthetic
-defects (hollow markers); each point's note says which.
+defects (hollow markers); each point's note says which. A model whose label seconds were partly or
+wholly estimated (seeded or imported, not measured: docs/decisions/0003-annotation-timing.md) gets
+a dashed ring and "(est. N%)" in its note: its x is not a measured cost.
 
 The plot is drawn with matplotlib's Agg canvas directly (never pyplot: no Qt backend, no global
 state) into PNG bytes; the dialog shows them and can save them.
@@ -24,6 +26,7 @@ from ..store_runs import SYNTHETIC_SOURCE, ModelRow
 
 MARKERS = {"unsupervised": "o", "all": "*", "boxes": "s", "blocks": "D", "masks": "P", "tags": "^"}
 Y_LABEL = "validation AP (real defects where held out, else synthetic)"
+ESTIMATED_LABEL = "estimated seconds"
 
 
 @dataclass(frozen=True)
@@ -34,18 +37,33 @@ class BudgetPoint:
     value: float            # its validation metric (ModelRow.validation_metric)
     source: str             # what that metric is (store_runs.VALIDATION_SOURCES)
     real_images: int        # held-out real defective images (0: synthetic validation)
+    estimated_fraction: float = 0.0   # share of ``seconds`` seeded or imported, not measured
 
     @property
     def real(self) -> bool:
         return self.source != SYNTHETIC_SOURCE
 
     @property
+    def estimated(self) -> bool:
+        return self.estimated_fraction > 0
+
+    @property
+    def estimated_note(self) -> str:
+        """The note's suffix: ' (est. 80%)' when some of the seconds were estimated, else ''."""
+        if not self.estimated:
+            return ""
+        pct = min(99, max(1, round(100 * self.estimated_fraction))) if self.estimated_fraction < 1 else 100
+        return f" (est. {pct}%)"
+
+    @property
     def label(self) -> str:
-        """The note beside the point: "model 3 (real, 3 images)" or "model 1 (synthetic)"."""
+        """The note beside the point: "model 3 (real, 3 images)" or "model 1 (synthetic)", plus
+        " (est. 80%)" when that share of its label seconds was estimated."""
         if not self.real:
-            return f"model {self.model_id} (synthetic)"
+            return f"model {self.model_id} (synthetic){self.estimated_note}"
         kind = "real, image AUROC" if "AUROC" in self.source else "real"
-        return f"model {self.model_id} ({kind}, {self.real_images} image{'' if self.real_images == 1 else 's'})"
+        n = self.real_images
+        return f"model {self.model_id} ({kind}, {n} image{'' if n == 1 else 's'}){self.estimated_note}"
 
 
 def budget_points(models: list[ModelRow]) -> list[BudgetPoint]:
@@ -56,13 +74,15 @@ def budget_points(models: list[ModelRow]) -> list[BudgetPoint]:
         if vm is not None:
             real = vm[1] != SYNTHETIC_SOURCE
             out.append(BudgetPoint(m.id, m.supervision, m.label_seconds_total, vm[0], vm[1],
-                                   len(m.real_defect_images) if real else 0))
+                                   len(m.real_defect_images) if real else 0,
+                                   m.label_seconds_estimated_fraction))
     return out
 
 
 def budget_figure(models: list[ModelRow]):
     """The plot as a matplotlib Figure on an Agg canvas: colour and marker by supervision,
-    filled for real-defect validation, hollow for synthetic."""
+    filled for real-defect validation, hollow for synthetic; a dashed ring (the collection
+    labelled ``ESTIMATED_LABEL``) around models whose label seconds were partly estimated."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -81,6 +101,10 @@ def budget_figure(models: list[ModelRow]):
                            facecolors=color if real else "none", edgecolors=color, linewidths=1.5,
                            label=f"{sup} ({'real' if real else 'synthetic'})")
         handles.append(Line2D([], [], linestyle="", marker=marker, color=color, markersize=7, label=sup))
+    est = [p for p in pts if p.estimated]
+    if est:
+        ax.scatter([p.seconds for p in est], [p.value for p in est], marker="o", s=260, zorder=2,
+                   facecolors="none", edgecolors="0.35", linewidths=1.0, linestyles="--", label=ESTIMATED_LABEL)
     for p in pts:
         ax.annotate(p.label, (p.seconds, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("annotation seconds of the labels used")
@@ -94,6 +118,9 @@ def budget_figure(models: list[ModelRow]):
                            label="filled: real defects held out"),
                     Line2D([], [], linestyle="", marker="o", color="0.3", markerfacecolor="none", markersize=7,
                            label="hollow: synthetic defects")]
+        if est:
+            handles.append(Line2D([], [], linestyle="", marker="o", markerfacecolor="none", markeredgecolor="0.35",
+                                  markersize=10, label="ringed: label seconds partly estimated"))
         ax.legend(handles=handles, title="supervision", fontsize=7, title_fontsize=8, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no trained models yet", ha="center", va="center", transform=ax.transAxes)

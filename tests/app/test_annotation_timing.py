@@ -245,7 +245,7 @@ def test_a_version_2_project_keeps_its_timing_and_marks_the_demo_seeds_estimated
     db.execute("COMMIT")
     db.close()
     with Store.open(folder) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 3
+        assert current_version(s.db) == SCHEMA_VERSION == 4
         assert s.timing_totals() == [(1, "boxes", False, 3.5, None), (1, "tag", True, 2.0, None)]
         with pytest.raises(sqlite3.IntegrityError):
             s.db.execute("INSERT INTO timing VALUES ('z', 1, 'boxes', 1, 0, 1, 0, 'normal')")  # verdict: checked only

@@ -32,6 +32,7 @@ def test_demo_project_holds_the_shipped_images_and_labels(tmp_path):
         assert len(ts.normals) == 12
         assert ts.labels_used == {"boxes": 3, "tag": 1, "mask": 1}
         assert ts.label_seconds == {"boxes": 15.0, "tag": 2.0, "mask": 30.0}
+        assert ts.label_seconds_estimated == ts.label_seconds       # the demo's seeds: all estimated
         assert len(select_training_set(s, "boxes").labels) == 3
         assert select_training_set(s, "unsupervised").labels == []
 

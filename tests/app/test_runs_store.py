@@ -1,4 +1,5 @@
-"""Schema 2: runs, models, predictions, the 'inspect' split; a version-1 project migrates in place."""
+"""Schema 2: runs, models, predictions, the 'inspect' split; a version-1 project migrates in place.
+Schema 4: the estimated part of a run's and a model's label seconds; older rows read {}."""
 from __future__ import annotations
 
 import sqlite3
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from app.store import Store
-from app.store_schema import SCHEMA_VERSION, _m1_initial, current_version
+from app.store_schema import (SCHEMA_VERSION, _m1_initial, _m2_runs_models_predictions,
+                              _m3_timing_estimated_checked, current_version)
 
 from gen_images import make_image
 
@@ -35,7 +37,7 @@ def test_version_1_project_migrates_keeping_everything(tmp_path):
     img = make_image(tmp_path / "a.png")
     _v1_project(tmp_path / "p", img)
     with Store.open(tmp_path / "p") as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 3
+        assert current_version(s.db) == SCHEMA_VERSION == 4
         assert s.integrity_check() == "ok"
         assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         (row,) = s.images()
@@ -77,3 +79,36 @@ def test_runs_models_thresholds_predictions(tmp_path):
         assert score == 0.7 and back.shape == (3, 4) and np.allclose(back, block, atol=1e-3)
         assert s.scores(model_id) == {image_id: 0.7}
         assert s.model_of_run(run_id).id == model_id
+
+
+def test_version_3_runs_and_models_migrate_and_read_as_all_measured(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    db = sqlite3.connect(str(folder / "project.sqlite"), isolation_level=None)
+    db.execute("BEGIN")
+    db.execute("CREATE TABLE schema_version(version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (3)")
+    for m in (_m1_initial, _m2_runs_models_predictions, _m3_timing_estimated_checked):
+        m(db)
+    db.execute("INSERT INTO runs(status, settings, command, run_dir, labels_used, label_seconds, created) "
+               "VALUES ('finished', '{}', '[]', 'runs/0001', '{\"boxes\": 2}', '{\"boxes\": 9.5}', 1)")
+    db.execute("INSERT INTO models(run_id, path, created, supervision, labels_used, label_seconds, validation, "
+               "calibration) VALUES (1, 'runs/0001/model.pt', 2, 'boxes', '{\"boxes\": 2}', '{\"boxes\": 9.5}', "
+               "'{\"val_pixel_ap\": 0.4}', '{}')")
+    db.execute("COMMIT")
+    db.close()
+    with Store.open(folder) as s:
+        assert current_version(s.db) == SCHEMA_VERSION == 4 and s.integrity_check() == "ok"
+        run, m = s.run(1), s.model(1)
+        assert run.label_seconds == {"boxes": 9.5} and run.label_seconds_estimated == {}
+        assert m.label_seconds == {"boxes": 9.5} and m.label_seconds_estimated == {}
+        assert m.label_seconds_estimated_total == 0.0 and m.label_seconds_estimated_fraction == 0.0
+        # new rows keep the estimated part apart
+        run_dir = s.folder / "runs" / "0002"
+        run_id = s.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 2}, {"boxes": 40.0},
+                           label_seconds_estimated={"boxes": 30.0})
+        assert s.run(run_id).label_seconds_estimated_total == 30.0
+        model_id = s.add_model(run_id, run_dir / "model.pt", "boxes", {}, "tf_efficientnet_lite0", "cpu",
+                               {"val_pixel_ap": 0.5}, {}, {"boxes": 2}, {"boxes": 40.0}, {"boxes": 30.0})
+        m = s.model(model_id)
+        assert m.label_seconds_estimated == {"boxes": 30.0} and m.label_seconds_estimated_fraction == 0.75

@@ -92,6 +92,43 @@ def test_selection_rule_and_its_refusals(tmp_path):
             select_training_set(s, "unsupervised")
 
 
+def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(tmp_path):
+    from types import SimpleNamespace
+
+    from app.store import Store
+    from app.training.trainset import register_model
+    from gen_images import make_folder
+    paths = make_folder(tmp_path / "src", 5, 32, 32)
+    with Store.create(tmp_path / "p") as s:
+        ids = [s.add_image(p, copied=False, width=32, height=32, split=sp, sha1=str(i))
+               for i, (p, sp) in enumerate(zip(paths, ["train", "train", "train", "train", "inspect"]))]
+        s.save_boxes(ids[2], [RotatedBox(10, 10, 6, 4)])
+        s.save_boxes(ids[3], [RotatedBox(10, 10, 6, 4)])
+        s.save_tag(ids[4], "normal")
+        s.save_timing("m2", ids[2], {"boxes": 4.0, "checked": 1.0}, 0, 5)                    # measured
+        s.save_timing("e2", ids[2], {"boxes": 10.0, "checked": 2.0}, 0, 12, estimated=True)  # seeded
+        s.save_timing("m3", ids[3], {"boxes": 6.0}, 0, 6)                                      # measured only
+        s.save_timing("e4", ids[4], {"checked": 3.0}, 0, 3, estimated=True)
+        assert s.estimated_seconds_by_kind(ids[2]) == {"boxes": 10.0, "checked": 2.0}
+        assert s.estimated_seconds_by_kind(ids[3]) == {}
+        ts = select_training_set(s, "boxes")           # only the boxes' seconds, as restrict() keeps
+        assert ts.label_seconds == {"boxes": 20.0, "normal": 3.0}
+        assert ts.label_seconds_estimated == {"boxes": 10.0, "normal": 3.0}
+        ts_all = select_training_set(s, "all")         # every kind of the image, checked included
+        assert ts_all.label_seconds == {"boxes": 23.0, "normal": 3.0}
+        assert ts_all.label_seconds_estimated == {"boxes": 12.0, "normal": 3.0}
+        run_dir = tmp_path / "p" / "runs" / "0001"
+        run_id = s.add_run({"supervision": "boxes"}, [], run_dir, ts.labels_used, ts.label_seconds,
+                           label_seconds_estimated=ts.label_seconds_estimated)
+        out = SimpleNamespace(eval_size=64, gaussian_sigma=4.0, upsample="bilinear")
+        bundle = SimpleNamespace(calibration={}, config=SimpleNamespace(output=out, preset="cpu"),
+                                 training={"device": "cpu"}, backbone="tf_efficientnet_lite0",
+                                 validation={"val_pixel_ap": 0.5})
+        m = s.model(register_model(s, run_id, bundle))
+        assert m.label_seconds_estimated == {"boxes": 10.0, "normal": 3.0}
+        assert m.label_seconds_estimated_total == 13.0 and m.label_seconds_total == 23.0
+
+
 def test_patchcore_run_spec_is_normal_images_only(tmp_path):
     with pytest.raises(TrainSetError, match="normal images only"):
         RunSpec(supervision="boxes", method="patchcore").validate()

@@ -9,16 +9,18 @@ import pytest
 
 from app.store import Store
 from app.store_runs import SYNTHETIC_SOURCE, ModelRow
-from app.training.models_panel import ModelsPanel, parent_delta
-from app.viewer.budget import Y_LABEL, budget_figure, budget_points, render_budget
+from app.training.models_panel import ModelsPanel, label_time_text, parent_delta
+from app.viewer.budget import ESTIMATED_LABEL, Y_LABEL, budget_figure, budget_points, render_budget
 
 REAL_AP = "real-defect block AP"
 
 
-def model(ident: int, validation: dict, supervision: str = "boxes", seconds: float = 20.0) -> ModelRow:
+def model(ident: int, validation: dict, supervision: str = "boxes", seconds: float = 20.0,
+          estimated: float = 0.0) -> ModelRow:
     return ModelRow(ident, None, Path(f"/runs/{ident:04d}/model.pt"), 1.7e9 + ident, supervision, "cpu",
                     "tf_efficientnet_lite0", "cpu", None, 3.0, 30, {supervision: 4}, {supervision: seconds},
-                    validation, {"image_threshold": 0.5, "pixel_threshold": 0.5})
+                    validation, {"image_threshold": 0.5, "pixel_threshold": 0.5},
+                    label_seconds_estimated={supervision: estimated} if estimated else {})
 
 
 SYNTH = {"val_pixel_ap": 0.40, "step": 10, "history": [], "real_defect_images": []}
@@ -96,3 +98,31 @@ def test_models_panel_shows_the_source_and_no_delta_across_sources(qtbot):
     first = panel.model_row_texts(1)
     assert (first["Validation"], first["Validated on"], first["vs. parent"]) == ("0.400", SYNTHETIC_SOURCE, "")
     assert parent_delta(synth, real).startswith("sources differ (model 2: real-defect block AP 0.850")
+
+
+def test_a_model_with_estimated_label_seconds_is_marked_on_the_budget():
+    """Seeded or imported seconds (docs/decisions/0003) are not a measured cost: the point says so."""
+    est, part, measured = model(3, REAL, seconds=50.0, estimated=50.0), model(4, SYNTH, seconds=40.0, estimated=32.0), \
+        model(5, REAL, seconds=30.0)
+    pts = {p.model_id: p for p in budget_points([est, part, measured])}
+    assert pts[3].estimated_fraction == 1.0 and pts[3].label == "model 3 (real, 3 images) (est. 100%)"
+    assert pts[4].estimated_fraction == pytest.approx(0.8) and pts[4].label == "model 4 (synthetic) (est. 80%)"
+    assert pts[5].estimated_fraction == 0.0 and not pts[5].estimated
+    assert pts[5].label == "model 5 (real, 3 images)"                     # wholly measured: not marked
+    ax = budget_figure([est, part, measured]).axes[0]
+    ring = {c.get_label(): c for c in ax.collections}[ESTIMATED_LABEL]
+    assert sorted(ring.get_offsets().tolist()) == [[40.0, 0.40], [50.0, 0.85]]   # not around model 5
+    assert ring.get_linestyle()[0][1] is not None                          # dashed
+    assert "ringed: label seconds partly estimated" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plain = budget_figure([measured]).axes[0]
+    assert ESTIMATED_LABEL not in {c.get_label() for c in plain.collections}
+
+
+def test_models_panel_label_time_says_how_much_was_estimated(qtbot):
+    part, measured = model(1, SYNTH, seconds=37.0, estimated=30.0), model(2, SYNTH, seconds=37.0)
+    assert label_time_text(part) == "37 s (30 s est.)" and label_time_text(measured) == "37 s"
+    panel = ModelsPanel()
+    qtbot.addWidget(panel)
+    panel.set_models([part, measured], {}, active=None)
+    assert panel.model_row_texts(1)["Label time"] == "37 s (30 s est.)"
+    assert panel.model_row_texts(2)["Label time"] == "37 s"

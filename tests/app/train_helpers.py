@@ -64,7 +64,8 @@ def train_in_project(folder: Path, config: Path, supervision: str = "all") -> in
         ts = select_training_set(s, supervision)
         run_dir = run_dir_for(s.folder, s.next_run_id())
         cmd = prepare_run(run_dir, spec, ts)
-        run_id = s.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds)
+        run_id = s.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds,
+                           label_seconds_estimated=ts.label_seconds_estimated)
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         r = subprocess.run([sys.executable, *cmd], cwd=run_dir, capture_output=True, text=True, timeout=600,
                            env=env)
