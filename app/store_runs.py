@@ -25,14 +25,16 @@ from typing import Iterable
 
 import numpy as np
 
+from core.config import SELECTION_METRICS
+
 RUN_STATUSES = ("queued", "running", "cancelled", "failed", "finished")
 
 # Which stored validation number stands for a model, first present wins (the order the core
 # chose its checkpoint on): block AP on held-out real labelled defects, else image AUROC on
 # held-out real images tagged defective, else pixel AP on held-out normals + synthetic defects.
-VALIDATION_SOURCES = (("val_real_ap", "real-defect block AP"),
-                      ("val_real_image_auroc", "real-defect image AUROC"),
-                      ("val_pixel_ap", "synthetic pixel AP"))
+_SOURCE_NAMES = {"val_real_ap": "real-defect block AP", "val_real_image_auroc": "real-defect image AUROC",
+                 "val_pixel_ap": "synthetic pixel AP"}
+VALIDATION_SOURCES = tuple((key, _SOURCE_NAMES[key]) for key in SELECTION_METRICS)
 SYNTHETIC_SOURCE = VALIDATION_SOURCES[-1][1]
 
 

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .calibration import calibrate
-from .config import Config, preset
+from .config import SELECTION_METRICS, Config, preset
 from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
 from .device import is_oom, oom_message, resolve_device
 from .errors import ConfigError, DeviceError, InputError, LabelError
@@ -34,12 +34,10 @@ from .labels import BLOCK_UNKNOWN, ImageLabel
 from .labelpaste import Labelled
 from .modelfile import ModelBundle
 from .progress import ProgressCallback, Reporter
-from .residuals import residual
 from .bank import build_bank
 from .realval import split_labelled
 from .trainset import build_material
-from .training import Trainer, build_model, model_tokens
-from .model import predict_map
+from .training import Trainer, block_maps, build_model
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -86,7 +84,6 @@ def _label_region(lab: ImageLabel, hw: tuple[int, int]) -> np.ndarray | None:
     else:
         return None
     return cv2.resize(np.asarray(m, np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return out
 
 
 def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, device: str = "auto",
@@ -160,13 +157,13 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         else:
             result = trainer.start_point()
         if has_unknown and cfg.semi.boxes == "pseudo_mask" and any(d.label_kind == "boxes" for d in material.defective):
-            from .pseudomask import boxes_trainer_class, pseudo_masks   # decision 0015
+            from .pseudomask import PseudoMaskTrainer, pseudo_masks   # decision 0015
             start = build_model(material.feature_dim, cfg, material.residual_scale).to(dev)
             start.load_state_dict(result.state)
             n = pseudo_masks(start, material, cfg, dev, cfg.semi.pseudo_threshold)
             report.log(f"boxes: pseudo-masks for {n} images from the start model")
-            boxes = boxes_trainer_class()(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".boxes.ckpt"),
-                                          init_state=result.state, fingerprint=fp)
+            boxes = PseudoMaskTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".boxes.ckpt"),
+                                      init_state=result.state, fingerprint=fp)
             result = boxes.run(previous=result)
             has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
         if has_unknown:
@@ -221,7 +218,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
 
 def _chosen_validation(result) -> dict:
     """The validation metrics of the kept state (synthetic pixel AP; real-defect block AP)."""
-    out = {k: result.val[k] for k in ("val_pixel_ap", "val_real_ap", "val_real_image_auroc") if k in result.val}
+    out = {k: result.val[k] for k in SELECTION_METRICS if k in result.val}
     return out or {"val_pixel_ap": result.best_metric}
 
 
@@ -289,12 +286,9 @@ def _calibrate(model, material, cfg: Config, dev) -> dict:
     probs, dists, masks = [], [], []
     model.eval()
     for it in material.val:
-        f = it.feats.to(dev).float()
-        nb = bank_t[it.nbr[..., 0].to(dev)]
-        r = residual(f, nb, cfg.bank.residual)
-        probs.append(predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step,
-                                 cfg.swin.bagging).cpu().numpy())
-        dists.append((f - nb).norm(dim=-1).cpu().numpy())
+        p, d = block_maps(model, it, bank_t, cfg, dev)
+        probs.append(p)
+        dists.append(d)
         h, w = it.mask.shape
         ev = eval_hw(w, h, cfg.output.eval_size)
         masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)

@@ -91,6 +91,12 @@ class SynthesisConfig:
                                         # for the whole run, which the Swin memorises in a few hundred steps)
 
 
+# The validation metrics a model records, in the order checkpoints are chosen on (the first one a
+# run has): real located defects, real tagged images (core/realval.py), the synthetic split. One
+# list, used by the trainer, the model file and the app (here: no torch, so the app can import it).
+SELECTION_METRICS = ("val_real_ap", "val_real_image_auroc", "val_pixel_ap")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 4000                   # optimisation steps ["a few thousand"]

@@ -59,4 +59,3 @@ def choose_weight(probs: list[np.ndarray], dists: list[np.ndarray], masks: list[
         if ap > best_ap + 1e-9:
             best_w, best_ap = w, ap
     return best_w, aps
-

@@ -39,6 +39,12 @@ class BlockGrid:
     block: int          # block size at the model input (px)
 
     @classmethod
+    def at_input_size(cls, img: np.ndarray, block: int = 8) -> "BlockGrid":
+        """The grid of an image already at the model input size (input size == image size)."""
+        h, w = img.shape[:2]
+        return cls(w, h, w, h, block)
+
+    @classmethod
     def for_image(cls, width: int, height: int, image_size: int, block: int = 8,
                   multiple: int = 64) -> "BlockGrid":
         w_in, h_in = model_input_size(width, height, image_size, multiple)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .labels import BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, block_labels_from_mask, mask_coverage
 from .geometry import BlockGrid
+from .labels import block_labels_from_box_coverage, block_labels_from_mask, mask_coverage
 
 
 @dataclass
@@ -34,11 +34,6 @@ class Labelled:
     kind: str                     # mask | blocks | boxes | tag
     name: str
     region: np.ndarray | None = None   # (h, w) bool: the labelled pixels (mask) or boxes' inside
-
-
-def _grid(img: np.ndarray) -> BlockGrid:
-    h, w = img.shape[:2]
-    return BlockGrid(w, h, w, h, 8)
 
 
 def paste(src: np.ndarray, region: np.ndarray, dst: np.ndarray, feather_px: float) -> np.ndarray:
@@ -56,13 +51,9 @@ def paste(src: np.ndarray, region: np.ndarray, dst: np.ndarray, feather_px: floa
 
 def pasted_targets(item: Labelled, eps_pos: float, eps_neg: float, v: float,
                    box_band: float | None = None) -> np.ndarray:
-    grid = _grid(item.image)
-    if item.kind == "boxes":   # Eq. 15 with the ignore band, as for the source (labels.block_labels_from_boxes)
-        cov = mask_coverage(item.region, grid)
-        out = np.where(cov > v, BLOCK_UNKNOWN, BLOCK_NORMAL).astype(np.int8)
-        if box_band is not None:
-            out[(cov >= box_band) & (cov <= v)] = BLOCK_IGNORE
-        return out
+    grid = BlockGrid.at_input_size(item.image)
+    if item.kind == "boxes":   # Eq. 15 with the ignore band, as for the source
+        return block_labels_from_box_coverage(mask_coverage(item.region, grid), v, box_band)
     return block_labels_from_mask(item.region, grid, eps_pos, eps_neg)
 
 

@@ -219,7 +219,11 @@ def block_labels_from_boxes(boxes: Iterable[RotatedBox], grid: BlockGrid, v: flo
     half of it or less, and on small defects that is where much of the defect is: on the PIPED dev
     classes 6-20% of the blocks a mask calls anomalous (Eq. 14, eps+ 25%) are "normal" by Eq. 15.
     """
-    cov = box_coverage(boxes, grid)
+    return block_labels_from_box_coverage(box_coverage(boxes, grid), v, eps_neg)
+
+
+def block_labels_from_box_coverage(cov: np.ndarray, v: float, eps_neg: float | None = None) -> np.ndarray:
+    """:func:`block_labels_from_boxes` from each block's covered fraction ``cov`` (rows, cols)."""
     out = np.where(cov > v, BLOCK_UNKNOWN, BLOCK_NORMAL).astype(np.int8)
     if eps_neg is not None:
         out[(cov >= eps_neg) & (cov <= v)] = BLOCK_IGNORE

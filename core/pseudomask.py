@@ -24,30 +24,24 @@ import cv2
 import numpy as np
 import torch
 
+from .fusion import distance_reference
 from .labels import BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_UNKNOWN
-from .model import predict_map
-from .residuals import residual
+from .training import Trainer, block_maps
 
 
-def normal_distance_range(items, bank_t: torch.Tensor) -> tuple[float, float]:
-    """(median, 99th percentile) of the nearest-neighbour distances of ``items``' blocks."""
-    d = torch.cat([(it.feats.float() - bank_t[it.nbr[..., 0]]).norm(dim=-1).ravel() for it in items])
-    return float(d.quantile(0.5)), float(d.quantile(0.99))
-
-
-def distance_belief(d: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    return ((d - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+def distance_belief(d: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 up to ``lo``, 1 from ``hi``, linear between."""
+    return np.clip((d - lo) / max(hi - lo, 1e-12), 0, 1)
 
 
 @torch.no_grad()
 def pseudo_masks(model, material, cfg, device, threshold: float) -> int:
     """Rewrite the targets of box-labelled training images (``material.defective`` with
     ``label_kind == "boxes"``) in place; returns how many images were rewritten."""
-    from .training import model_tokens
-    bank_t = torch.from_numpy(material.bank.features)
+    bank_t = torch.from_numpy(material.bank.features).to(device)
     ref = [it for it in material.val if it.kind == "normal"] or material.normals
-    lo, hi = normal_distance_range(ref, bank_t)
-    bank_dev = bank_t.to(device)
+    ref_d = [block_maps(model, it, bank_t, cfg, device)[1] for it in ref]
+    lo, hi = float(np.median(np.concatenate([d.ravel() for d in ref_d]))), distance_reference(ref_d)
     model.eval()
     n = 0
     for it in material.defective:
@@ -57,11 +51,8 @@ def pseudo_masks(model, material, cfg, device, threshold: float) -> int:
         unknown = t == BLOCK_UNKNOWN
         if not unknown.any():
             continue
-        f = it.feats.to(device).float()
-        nb = bank_dev[it.nbr[..., 0].to(device)]
-        p = predict_map(model, model_tokens(model, residual(f, nb, cfg.bank.residual)), cfg.swin.mu,
-                        cfg.swin.step, cfg.swin.bagging)
-        belief = torch.maximum(p, distance_belief((f - nb).norm(dim=-1), lo, hi)).cpu().numpy()
+        p, d = block_maps(model, it, bank_t, cfg, device)
+        belief = np.maximum(p, distance_belief(d, lo, hi))
         new = t.copy()
         new[unknown] = BLOCK_IGNORE
         new[unknown & (belief >= threshold)] = BLOCK_ANOMALOUS
@@ -76,13 +67,9 @@ def pseudo_masks(model, material, cfg, device, threshold: float) -> int:
     return n
 
 
-def boxes_trainer_class():
+class PseudoMaskTrainer(Trainer):
     """The stage that trains on pseudo-masks: Eq. 11 like masks (core/training.py), for
     ``semi.steps`` steps from the model the labels start from, which stays a candidate."""
-    from .training import Trainer
 
-    class PseudoMaskTrainer(Trainer):
-        stage = "boxes (pseudo-masks)"
-        total_steps = property(lambda self: self.cfg.semi.steps)
-
-    return PseudoMaskTrainer
+    stage = "boxes (pseudo-masks)"
+    total_steps = property(lambda self: self.cfg.semi.steps)

@@ -22,8 +22,6 @@ import numpy as np
 import torch
 
 from .labels import BLOCK_ANOMALOUS, BLOCK_NORMAL, BLOCK_UNKNOWN
-from .model import predict_map
-from .residuals import residual
 
 
 def split_labelled(labelled: list, fraction: float, min_labelled: int, seed: int) -> tuple[list, list]:
@@ -40,18 +38,15 @@ def split_labelled(labelled: list, fraction: float, min_labelled: int, seed: int
 @torch.no_grad()
 def validate_real(model, items, normals, bank_t: torch.Tensor, cfg, device) -> dict[str, float]:
     """``{"val_real_ap": block AP}`` over held-out labelled ``items`` and validation ``normals``."""
-    from .metrics import pixel_ap
-    from .training import model_tokens
-    from .metrics import image_auroc
+    from .metrics import image_auroc, pixel_ap
+    from .training import block_maps   # training imports this module: import here
     if not items:
         return {}
     scores, labels, img_scores, img_labels = [], [], [], []
     located = []      # (scores, labels) of each held-out image with a located label
     model.eval()
     for it in list(items) + list(normals):
-        f = it.feats.to(device).float()
-        r = residual(f, bank_t[it.nbr[..., 0].to(device)], cfg.bank.residual)
-        p = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging).cpu().numpy()
+        p, _ = block_maps(model, it, bank_t, cfg, device)
         t = it.targets.numpy()
         if it.kind == "normal" or it.label_kind == "tag":
             img_scores.append(float(p.max()))

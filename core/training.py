@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
+from .config import SELECTION_METRICS, Config
 from .fileio import atomic_path
 from .labels import BLOCK_UNKNOWN
 from .losses import focal_loss
 from .model import ResidualSwin, predict_map, sliding_windows
 from .progress import Reporter
+from .realval import validate_real
 from .residuals import knn_residual, pcr_dropout, residual
 from .trainset import Material, TokenImage
 
@@ -109,6 +110,18 @@ def gather_windows(picks: list[tuple[TokenImage, tuple]], device) -> dict[tuple,
     return out
 
 
+@torch.no_grad()
+def block_maps(model: ResidualSwin, it: TokenImage, bank_t: torch.Tensor, cfg: Config,
+               device) -> tuple[np.ndarray, np.ndarray]:
+    """(the Swin's block probability map, the nearest-neighbour distance map) of one token image,
+    both (rows, cols) float32: what validation, calibration and pseudo-masks score."""
+    f = it.feats.to(device).float()
+    nb = bank_t[it.nbr[..., 0].to(device)]
+    p = predict_map(model, model_tokens(model, residual(f, nb, cfg.bank.residual)), cfg.swin.mu,
+                    cfg.swin.step, cfg.swin.bagging)
+    return p.cpu().numpy(), (f - nb).norm(dim=-1).cpu().numpy()
+
+
 def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor, cfg: Config,
              device) -> dict[str, float]:
     """Pixel AP of the (bagged, upsampled, smoothed) maps on the validation split."""
@@ -119,11 +132,9 @@ def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor,
     maps, masks = [], []
     model.eval()
     for it in items:
-        f = it.feats.to(device).float()
-        r = residual(f, bank_t[it.nbr[..., 0].to(device)], cfg.bank.residual)
-        block = predict_map(model, model_tokens(model, r), cfg.swin.mu, cfg.swin.step, cfg.swin.bagging)
+        block, _ = block_maps(model, it, bank_t, cfg, device)
         h, w = it.mask.shape
-        maps.append(postprocess(block.cpu().numpy(), (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size,
+        maps.append(postprocess(block, (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size,
                                 cfg.output.upsample))
         masks.append(it.mask)
     # images of different sizes (real sets mix them): pool the pixels, as the evaluation does
@@ -182,11 +193,10 @@ class Trainer:
         validation split, and block AP on held-out real labelled defects when there are some."""
         val = validate(model, self.m.val, self.bank_t, self.cfg, self.device)
         if self.m.val_real:
-            from .realval import validate_real
             normals = [it for it in self.m.val if it.kind == "normal"]
             val.update(validate_real(model, self.m.val_real, normals, self.bank_t, self.cfg, self.device))
         self.last_per_image = val.pop("per_image", None)   # not a metric to plot: kept aside
-        for key in ("val_real_ap", "val_real_image_auroc", "val_pixel_ap"):
+        for key in SELECTION_METRICS:
             if key in val:
                 return val, val[key]
         return val, float("nan")

@@ -70,12 +70,6 @@ class Material:
     refresh: Callable[[int], list[TokenImage]] | None = None
 
 
-def grid_of(img: np.ndarray, block: int = 8) -> BlockGrid:
-    """Block grid of a model-input-size image (input size == image size)."""
-    h, w = img.shape[:2]
-    return BlockGrid(w, h, w, h, block)
-
-
 def neighbours(bank: MemoryBank, feats: torch.Tensor, k: int, exclude_owner: int | None) -> torch.Tensor:
     rows, cols, d = feats.shape
     _, idx = bank.search(feats.reshape(-1, d), k, exclude_owner=exclude_owner)
@@ -209,7 +203,7 @@ def _synthetic_items(cfg, encoder, images, names, seed, report, token_image, lea
     feats = encoder.encode([m[1] for m in made], tick=report.tick("features", "synthetic anomalies"))
     out = []
     for j, ((src, aimg, mask), f) in enumerate(zip(made, feats)):
-        targets = block_labels_from_mask(mask, grid_of(aimg), cfg.train.eps_pos, cfg.train.eps_neg)
+        targets = block_labels_from_mask(mask, BlockGrid.at_input_size(aimg), cfg.train.eps_pos, cfg.train.eps_neg)
         out.append(token_image(f, src if leave_one_out else None, torch.from_numpy(targets), "synthetic",
                                f"synthetic-{j}-of-{names[src]}", mask=mask if keep_mask else None))
         report("neighbours", j + 1, len(made), "synthetic anomalies")
