@@ -442,17 +442,12 @@ class Store(RunsMixin):
                              verdict if k == "checked" else None)
                             for k, s in seconds.items() if s > 0])
 
-    def seconds_by_kind(self, image_id: int) -> dict[str, float]:
-        """Seconds per kind, measured and estimated together (what training and label files carry)."""
+    def seconds_by_kind(self, image_id: int, estimated_only: bool = False) -> dict[str, float]:
+        """Seconds per kind, measured and estimated together (what training and label files carry);
+        ``estimated_only``: the estimated (seeded or imported) part alone, kinds without any absent."""
         return {k: float(s) for k, s in self.db.execute(
-            "SELECT kind, sum(seconds) FROM timing WHERE image_id = ? GROUP BY kind", (image_id,))}
-
-    def estimated_seconds_by_kind(self, image_id: int) -> dict[str, float]:
-        """The estimated (seeded or imported) part of :meth:`seconds_by_kind`, per kind; kinds
-        with no estimated seconds are absent."""
-        return {k: float(s) for k, s in self.db.execute(
-            "SELECT kind, sum(seconds) FROM timing WHERE image_id = ? AND estimated = 1 GROUP BY kind",
-            (image_id,))}
+            "SELECT kind, sum(seconds) FROM timing WHERE image_id = ? AND estimated >= ? GROUP BY kind",
+            (image_id, int(estimated_only)))}
 
     def timing_totals(self) -> list[tuple[int, str, bool, float, str | None]]:
         """(image_id, kind, estimated, seconds, verdict) summed over visits, ordered by image;

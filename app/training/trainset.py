@@ -139,14 +139,14 @@ def select_training_set(store, supervision: str) -> TrainingSet:
     for r in store.images("inspect", status="normal"):
         ts.normals.append(r.abs_path)
         _add(ts, "normal", sum(store.seconds_by_kind(r.id).values()),
-             sum(store.estimated_seconds_by_kind(r.id).values()))
+             sum(store.seconds_by_kind(r.id, estimated_only=True).values()))
     for split in LABEL_SPLITS:
         for r in store.images(split, status="defective"):
             lab = restrict(store.image_label(r.id), supervision)
             if lab is not None:
                 ts.labels.append(lab)
                 # the estimated part of the same kinds restrict() kept (lab.seconds' keys)
-                est = store.estimated_seconds_by_kind(r.id)
+                est = store.seconds_by_kind(r.id, estimated_only=True)
                 _add(ts, lab.kind, sum(lab.seconds.values()), sum(est.get(k, 0.0) for k in lab.seconds))
     if len(ts.normals) < 2:
         raise TrainSetError(f"training needs at least 2 normal images in the train split; the project has "

@@ -227,16 +227,11 @@ def test_demo_seeded_seconds_are_estimated(tmp_path):
 
 def test_a_version_2_project_keeps_its_timing_and_marks_the_demo_seeds_estimated(tmp_path):
     import sqlite3
-    from app.store_schema import SCHEMA_VERSION, _m1_initial, _m2_runs_models_predictions, current_version
+    from app.store_schema import SCHEMA_VERSION, current_version
+    from store_helpers import old_project_db
     img = make_image(tmp_path / "a.png")
     folder = tmp_path / "old"
-    folder.mkdir()
-    db = sqlite3.connect(str(folder / "project.sqlite"), isolation_level=None)
-    db.execute("BEGIN")
-    db.execute("CREATE TABLE schema_version(version INTEGER NOT NULL)")
-    db.execute("INSERT INTO schema_version VALUES (2)")
-    _m1_initial(db)
-    _m2_runs_models_predictions(db)
+    db = old_project_db(folder, 2)
     db.execute("INSERT INTO images(path, copied, source, width, height, split, file_size, mtime_ns, sha1, "
                "added_at) VALUES (?, 0, ?, 64, 48, 'train', ?, ?, 'x', 0)",
                (str(img), str(img), img.stat().st_size, img.stat().st_mtime_ns))

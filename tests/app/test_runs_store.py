@@ -8,21 +8,15 @@ import numpy as np
 import pytest
 
 from app.store import Store
-from app.store_schema import (SCHEMA_VERSION, _m1_initial, _m2_runs_models_predictions,
-                              _m3_timing_estimated_checked, current_version)
+from app.store_schema import SCHEMA_VERSION, current_version
 
 from gen_images import make_image
+from store_helpers import old_project_db
 
 
 def _v1_project(folder, img):
     """A project as issue 3 wrote it: schema version 1, one image with a tag, timing, thumbnail."""
-    folder.mkdir()
-    db = sqlite3.connect(str(folder / "project.sqlite"), isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("BEGIN")
-    db.execute("CREATE TABLE schema_version(version INTEGER NOT NULL)")
-    db.execute("INSERT INTO schema_version VALUES (1)")
-    _m1_initial(db)
+    db = old_project_db(folder, 1, wal=True)
     db.execute("INSERT INTO images(path, copied, source, width, height, split, file_size, mtime_ns, sha1, "
                "added_at) VALUES (?, 0, ?, 64, 48, 'test', ?, ?, 'x', 0)",
                (str(img), str(img), img.stat().st_size, img.stat().st_mtime_ns))
@@ -83,13 +77,7 @@ def test_runs_models_thresholds_predictions(tmp_path):
 
 def test_version_3_runs_and_models_migrate_and_read_as_all_measured(tmp_path):
     folder = tmp_path / "p"
-    folder.mkdir()
-    db = sqlite3.connect(str(folder / "project.sqlite"), isolation_level=None)
-    db.execute("BEGIN")
-    db.execute("CREATE TABLE schema_version(version INTEGER NOT NULL)")
-    db.execute("INSERT INTO schema_version VALUES (3)")
-    for m in (_m1_initial, _m2_runs_models_predictions, _m3_timing_estimated_checked):
-        m(db)
+    db = old_project_db(folder, 3)
     db.execute("INSERT INTO runs(status, settings, command, run_dir, labels_used, label_seconds, created) "
                "VALUES ('finished', '{}', '[]', 'runs/0001', '{\"boxes\": 2}', '{\"boxes\": 9.5}', 1)")
     db.execute("INSERT INTO models(run_id, path, created, supervision, labels_used, label_seconds, validation, "

@@ -109,8 +109,8 @@ def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(
         s.save_timing("e2", ids[2], {"boxes": 10.0, "checked": 2.0}, 0, 12, estimated=True)  # seeded
         s.save_timing("m3", ids[3], {"boxes": 6.0}, 0, 6)                                      # measured only
         s.save_timing("e4", ids[4], {"checked": 3.0}, 0, 3, estimated=True)
-        assert s.estimated_seconds_by_kind(ids[2]) == {"boxes": 10.0, "checked": 2.0}
-        assert s.estimated_seconds_by_kind(ids[3]) == {}
+        assert s.seconds_by_kind(ids[2], estimated_only=True) == {"boxes": 10.0, "checked": 2.0}
+        assert s.seconds_by_kind(ids[3], estimated_only=True) == {}
         ts = select_training_set(s, "boxes")           # only the boxes' seconds, as restrict() keeps
         assert ts.label_seconds == {"boxes": 20.0, "normal": 3.0}
         assert ts.label_seconds_estimated == {"boxes": 10.0, "normal": 3.0}
