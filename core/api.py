@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, preflight
 from .calibration import calibrate
 from .config import SELECTION_METRICS, Config, preset
 from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
@@ -117,6 +117,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     ckpt = checkpoint_path(out)
     if not resume:
         ckpt.unlink(missing_ok=True)
+    if preflight.needed(cfg, normal_paths, labels or []) and not ckpt.exists():
+        preflight.dry_run(normal_paths, labels or [], cfg, device, report)   # a resumed run passed it
     try:
         fcfg = cfg.features
         train_p, val_p = split_train_val(normal_paths, cfg.train.val_fraction, cfg.train.val_min_images,
@@ -152,6 +154,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         fp = _fingerprint(cfg, normal_paths, labels or [], init_from)
         trainer = Trainer(cfg, material, dev, report, checkpoint=ckpt,
                           init_state=init.swin_state if init else None, fingerprint=fp)
+        trainers = [trainer]
+        trainer.fit_started = t0
         if init is None or has_hard or not has_unknown:
             result = trainer.run()
         else:
@@ -164,12 +168,16 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             report.log(f"boxes: pseudo-masks for {n} images from the start model")
             boxes = PseudoMaskTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".boxes.ckpt"),
                                       init_state=result.state, fingerprint=fp)
+            boxes.fit_started = t0
+            trainers.append(boxes)
             result = boxes.run(previous=result)
             has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
         if has_unknown:
             from .resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
             semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
                                       init_state=result.state, fingerprint=fp)
+            semi.fit_started = t0
+            trainers.append(semi)
             result = semi.run(previous=result)
         swin = trainer.model
         swin.load_state_dict(result.state)
@@ -198,7 +206,9 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                         "real_defect_images": [x.name for x in labelled_val]},
             calibration=calib,
             training={"created": _dt.datetime.now().isoformat(timespec="seconds"), "version": __version__,
-                      "device": str(dev), "device_name": _device_name(dev), "seconds": time.perf_counter() - t0,
+                      "device": str(dev), "device_name": _device_name(dev),
+                      # every process of a resumed run, not only the last one
+                      "seconds": max(x.earlier_fit_seconds for x in trainers) + time.perf_counter() - t0,
                       "train_seconds": result.seconds, "steps": result.steps,
                       "normal_images": len(train_p), "val_images": len(val_p), "bank_images": bank_names,
                       "init_from": str(init_from) if isinstance(init_from, (str, Path)) else None,

@@ -136,6 +136,8 @@ class TrainConfig:
     real_val_min_labelled: int = 4      # ... when at least this many are labelled (then >= 1 held out)
     checkpoint: str = "last"            # validation: the EMA state with the best validation pixel AP;
                                         # last: the final EMA state (validation still calibrates)
+    preflight_min_images: int = 16      # with this many normals or more, a dry run of every stage on the
+                                        # most different few comes first (core/preflight.py); 0: never
     val_every: int = 250                # validate (EMA weights) every this many steps
     checkpoint_every: int = 250         # resumable checkpoint every this many steps
     seed: int = 0

@@ -44,3 +44,7 @@ class Cancelled(SemiRestError):
 
 class DeviceError(SemiRestError):
     """The requested device does not exist or ran out of memory; the message suggests a way out."""
+
+
+class PreflightError(SemiRestError):
+    """The dry run before a long training run failed: the real run would have failed too."""

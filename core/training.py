@@ -163,6 +163,10 @@ class Trainer:
         # those with unknown blocks (boxes, defective tags) are left to ResMixMatch.
         self.hard_labelled = [d for d in material.defective if not (d.targets == BLOCK_UNKNOWN).any()]
         self.last_per_image: list[float] | None = None   # per held-out image AP of the last validation
+        # Wall time of the whole fit across processes: the caller sets when its fit started; a
+        # resumed checkpoint brings the seconds the killed processes had spent (material included).
+        self.fit_started = time.perf_counter()
+        self.earlier_fit_seconds = 0.0
 
     # -- hooks a subclass (ResMixMatch) overrides ------------------------------------------------
     lr = property(lambda self: self.cfg.train.lr)
@@ -252,19 +256,40 @@ class Trainer:
                 if real:   # the start's score on each held-out image (its weights are the model's now)
                     self.validation(self.model)
                     best["per_image"] = self.last_per_image
+        t0, seconds_before = time.perf_counter(), (history[-1]["seconds"] if history else 0.0)
+        pending = None   # a checkpoint written just before a validation: that validation is still due
         if self.checkpoint is not None and self.checkpoint.exists():
             resumed = self._resume(opt, sched, ema)
             if resumed is None:
                 self.report.log(f"{self.checkpoint} belongs to another run (other settings or data): starting over")
             else:
-                start, best, history = resumed
+                start, best, history, seconds_before, pending = resumed
                 self.report.log(f"resumed from {self.checkpoint} at step {start}")
-        t0, seconds_before = time.perf_counter(), (history[-1]["seconds"] if history else 0.0)
         steps_before = previous.steps if previous is not None else 0
+        clock = lambda: seconds_before + time.perf_counter() - t0   # noqa: E731  (this stage, every process)
+
+        def validate_at(done: int, parts: dict) -> dict:
+            nonlocal best
+            val, metric = self.validation(ema.model)
+            self.model.train()
+            # without a usable validation metric (or when this stage does not select on it)
+            # the latest EMA state is kept
+            if (not select or math.isnan(metric) or best["state"] is None
+                    or (metric > best["metric"] and self._beats_start(best))):
+                best = {"metric": metric, "step": done, "val": val, "stage": self.stage,
+                        "per_image": self.last_per_image,
+                        "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
+            history.append(dict(stage=self.stage, step=done, seconds=clock(), **parts, **val))
+            return val
+
+        if pending is not None:
+            validate_at(start, pending)
+            self._save(start, opt, sched, ema, best, history, clock())
         every = cfg.synthesis.refresh_every
         if every and start >= every and self.m.refresh is not None:   # resumed: the pool of that round
             self.m.synthetic = self.m.refresh(start // every)
         self.model.train()
+        saved = False
         for step in range(start, total):
             if every and step and step % every == 0 and self.m.refresh is not None:
                 self.m.synthetic = self.m.refresh(step // every)      # fresh defects, nothing memorised
@@ -278,30 +303,28 @@ class Trainer:
             done = step + 1
             metrics = dict(parts, lr=sched.get_last_lr()[0])
             if done % t.val_every == 0 or done == total:
-                val, metric = self.validation(ema.model)
-                self.model.train()
-                # without a usable validation metric (or when this stage does not select on it)
-                # the latest EMA state is kept
-                if (not select or math.isnan(metric) or best["state"] is None
-                        or (metric > best["metric"] and self._beats_start(best))):
-                    best = {"metric": metric, "step": done, "val": val, "stage": self.stage,
-                            "per_image": self.last_per_image,
-                            "state": {k: v.detach().cpu().clone() for k, v in ema.model.state_dict().items()}}
-                history.append(dict(stage=self.stage, step=done, seconds=seconds_before + time.perf_counter() - t0,
-                                    **parts, **val))
-                metrics.update(val)
+                if self.checkpoint is not None and not saved:
+                    # the steps so far are safe before the first validation of this process runs
+                    # (a validation that fails on odd data must not cost the steps before it)
+                    self._save(done, opt, sched, ema, best, history, clock(), pending=parts)
+                    saved = True
+                metrics.update(validate_at(done, parts))
             self.report("train", done, total, self.stage, **metrics)
             # also at the very end: a resumed run whose stage finished skips straight past it
             if self.checkpoint is not None and (done % t.checkpoint_every == 0 or done == total):
-                self._save(done, opt, sched, ema, best, history)
+                self._save(done, opt, sched, ema, best, history, clock())
+                saved = True
         if best["state"] is None:
             best = {"metric": float("nan"), "step": total, "state": ema.model.state_dict()}
         return TrainResult(best["state"], best["step"], best["metric"], history, steps_before + total,
-                           seconds_before + time.perf_counter() - t0, best.get("val", {}))
+                           clock(), best.get("val", {}))
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def _save(self, step, opt, sched, ema, best, history) -> None:
+    def _save(self, step, opt, sched, ema, best, history, seconds: float, pending: dict | None = None) -> None:
+        """``pending``: the step's loss parts when its validation has not run yet (resume runs it)."""
         state = {"step": step, "model": self.model.state_dict(), "ema": ema.model.state_dict(),
+                 "seconds": seconds, "pending_validation": pending,
+                 "fit_seconds": self.earlier_fit_seconds + time.perf_counter() - self.fit_started,
                  "ema_updates": ema.updates, "opt": opt.state_dict(), "sched": sched.state_dict(),
                  "best": best, "history": history, "gen": self.gen.get_state(), "fingerprint": self.fingerprint,
                  "sampler": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
@@ -323,4 +346,6 @@ class Trainer:
         self.gen.set_state(st["gen"].cpu() if hasattr(st["gen"], "cpu") else st["gen"])
         self.sampler.rng.bit_generator.state = st["sampler"]
         torch.set_rng_state(st["torch_rng"].cpu())
-        return st["step"], st["best"], st["history"]
+        self.earlier_fit_seconds = float(st.get("fit_seconds", 0.0))
+        seconds = st.get("seconds", st["history"][-1]["seconds"] if st["history"] else 0.0)
+        return st["step"], st["best"], st["history"], float(seconds), st.get("pending_validation")
