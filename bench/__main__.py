@@ -3,6 +3,11 @@
 
     python -m bench                                   # unsup + PatchCore, every class
     python -m bench --protocols unsup sup semi tag    # + the labelled protocols, seeds 0 1 2
+    python -m bench --classes --mixed-sizes PA_BDP01_TL  # only the many-sizes row of one class
+
+The unsupervised wave also runs on ``MIXED_<class>`` sets derived from ``--mixed-sizes`` classes
+(bench/mixed_sizes.py: the same real images, cropped and stretched to many sizes and aspect
+ratios, in grayscale), reported in their own table.
 
 Each (class, protocol, seed) job runs in its own process (so its peak memory is its own) and its
 result file is kept: a rerun skips finished jobs unless ``--fresh``. semi and tag start from the
@@ -17,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .mixed_sizes import derive
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
@@ -49,13 +56,17 @@ def _command(args, data: Path, work: Path, out: Path, cat: str, proto: str, seed
 def run_jobs(args) -> None:
     """Unsupervised jobs first (semi and tag start from their models), ``--jobs`` at a time."""
     data = Path(args.data)
-    classes = args.classes or sorted(p.name for p in data.iterdir() if (p / "train" / "good").is_dir())
+    classes = (sorted(p.name for p in data.iterdir() if (p / "train" / "good").is_dir())
+               if args.classes is None else args.classes)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    waves = [[(c, "unsup", 0) for c in classes if "unsup" in args.protocols],
-             [(c, p, s) for c in classes for p in args.protocols if p != "unsup" for s in args.seeds]]
+    mixed_root = work / "mixed"
+    mixed = [derive(data / c, mixed_root).name for c in args.mixed_sizes] if "unsup" in args.protocols else []
+    waves = [[(data, c, "unsup", 0) for c in classes if "unsup" in args.protocols]
+             + [(mixed_root, c, "unsup", 0) for c in mixed],
+             [(data, c, p, s) for c in classes for p in args.protocols if p != "unsup" for s in args.seeds]]
     total = sum(len(w) for w in waves)
     t_start, n = time.perf_counter(), 0
     for wave in waves:
@@ -63,13 +74,13 @@ def run_jobs(args) -> None:
         queue = list(wave)
         while queue or running:
             while queue and len(running) < args.jobs:
-                cat, proto, seed = queue.pop(0)
+                root, cat, proto, seed = queue.pop(0)
                 n += 1
                 out = _job_file(results, cat, proto, seed)
                 if out.exists() and not args.fresh:
                     print(f"[{n}/{total}] {cat} {proto} seed {seed}: done earlier", flush=True)
                     continue
-                cmd = _command(args, data, work, out, cat, proto, seed)
+                cmd = _command(args, root, work, out, cat, proto, seed)
                 if cmd is None:
                     print(f"[{n}/{total}] {cat} {proto}: no unsupervised model to start from; run unsup first",
                           flush=True)
@@ -100,7 +111,10 @@ def run_jobs(args) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--classes", nargs="*")
+    p.add_argument("--classes", nargs="*", help="PIPED classes (default: every one; none with no names)")
+    p.add_argument("--mixed-sizes", nargs="*", default=["PA_BDP01_TL", "PA_FLR01_TL"],
+                   help="classes whose many-sizes variant (bench/mixed_sizes.py) the unsupervised wave "
+                        "also runs (none with no names)")
     p.add_argument("--protocols", nargs="+", default=["unsup"], choices=["unsup", "sup", "semi", "tag"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--preset", default="cpu")

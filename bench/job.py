@@ -35,6 +35,10 @@ def run(args) -> dict:
     bundle = api.fit(ds.train, model_path, cfg, args.device, labels=split.labels, resume=False,
                      init_from=init)
     out["train_s"] = time.perf_counter() - t0
+    out["steps"] = bundle.training.get("steps")
+    out["swin_train_s"] = bundle.training.get("train_seconds")   # the optimisation steps alone
+    from .mixed_sizes import size_summary
+    out["sizes"] = size_summary(ds.root)
     out["backbone"] = bundle.backbone
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
     res = api.evaluate(bundle, args.data, samples=split.test, device=args.device)
