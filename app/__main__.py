@@ -141,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if window is None:
             return 2
     elif a.new:
-        Path(a.new).mkdir(parents=True, exist_ok=True)
-        window = MainWindow()
+        window = MainWindow()          # Store.create makes the folder, or says why it cannot
         window.open_project(a.new, create=not Store.is_project(a.new))
     else:
         window = MainWindow(a.project)
