@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_headless(a: argparse.Namespace) -> int:
+    """Exit 0: imported (files that could not be used are listed, and counted on the last line);
+    2: nothing was done (no project, a source that is not there or holds no images); 1: the
+    import stopped part way (the project cannot be written): what was committed before is kept."""
+    import sqlite3
+
     from core.errors import SemiRestError
 
     from . import importer
@@ -51,8 +56,14 @@ def run_headless(a: argparse.Namespace) -> int:
 
     folder = a.new or a.project
     try:
+        # The sources first: a mistyped path must not leave a new, empty project behind.
+        skip = Path(folder).resolve()
+        if a.import_folder:
+            importer.check_folder(a.import_folder, skip=skip)
+        if a.mvtec:
+            importer.check_mvtec(a.mvtec)
         store = Store.create(folder) if a.new and not Store.is_project(folder) else Store.open(folder)
-    except StoreError as exc:
+    except (StoreError, SemiRestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with store:
@@ -63,15 +74,29 @@ def run_headless(a: argparse.Namespace) -> int:
                 reports.append(importer.import_folder(store, a.import_folder, copy=a.copy, split=split))
             if a.mvtec:
                 reports.append(importer.import_mvtec(store, a.mvtec, copy=a.copy))
-        except (SemiRestError, OSError) as exc:
+        except (SemiRestError, StoreError, OSError, sqlite3.Error) as exc:
             print(f"error: {exc}", file=sys.stderr)
+            print(f"the import stopped; {store.folder} holds {_count(store)} images "
+                  f"(what was imported before the error is kept; run the same command again to go on)",
+                  file=sys.stderr)
             return 1
         for r in reports:
             print(r.summary())
             for path, why in r.skipped:
                 print(f"  skipped {path}: {why}")
-        print(f"{store.folder}: {store.image_count()} images")
+        n_skipped = sum(len(r.skipped) for r in reports)
+        print(f"{store.folder}: {store.image_count()} images"
+              + (f"; {n_skipped} file{'s' if n_skipped != 1 else ''} skipped, listed above" if n_skipped else ""))
     return 0
+
+
+def _count(store) -> str:
+    """The image count, in words when even reading the database fails."""
+    import sqlite3
+    try:
+        return str(store.image_count())
+    except sqlite3.Error:
+        return "an unknown number of"
 
 
 def open_demo(folder: Path | None, train: bool):
@@ -116,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if window is None:
             return 2
     elif a.new:
-        Path(a.new).mkdir(parents=True, exist_ok=True)
-        window = MainWindow()
+        window = MainWindow()          # Store.create makes the folder, or says why it cannot
         window.open_project(a.new, create=not Store.is_project(a.new))
     else:
         window = MainWindow(a.project)

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QStackedWidget)
 
+from . import import_copies
 from . import project_flows as flows
 from .actions import build_actions, build_menus, build_toolbar
 from .canvas.canvas import Canvas
@@ -173,6 +174,10 @@ class MainWindow(QMainWindow):
             return False
         self.close_project()
         self.store = store
+        try:   # a copy whose import was killed after its row committed gets its file back
+            import_copies.recover(store)
+        except OSError:
+            pass   # the next import retries; the image shows as missing meanwhile
         self.thumbs = ThumbnailLoader(store.folder)
         self.controller = LabelingController(store, self.canvas, parent=self)
         self.controller.imageShown.connect(self._image_shown)

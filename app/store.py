@@ -34,6 +34,7 @@ import numpy as np
 from core.labels import BlockCells, ImageLabel, RotatedBox, save_label
 
 from .settings import SPLITS, ProjectSettings
+from .store_errors import db_problem, os_problem, read_only_part
 from .store_runs import RunsMixin
 from .store_schema import SchemaTooNew, migrate
 
@@ -116,8 +117,21 @@ class Store(RunsMixin):
             raise StoreError(f"{self.folder}: not a SemiREST Studio project (no {PROJECT_DB})")
         self.writer_id = uuid.uuid4().hex[:12]
         self._depth = 0
+        self.db = None
+        doing = f"cannot create the project at {self.folder}" if _create else str(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{doing}: {os_problem(exc) or exc.strerror or exc}") from exc
+        # Refused up front, in plain words: SQLite would only say "not a usable database" or
+        # "attempt to write a readonly database" at the first write. The app writes to its project
+        # all the time (labels, timing), so a read-only project cannot be worked on as it is.
+        locked = read_only_part(self.folder, self.db_path)
+        if locked is not None:
+            raise StoreError(f"{doing}: the folder is read-only" if _create else
+                             f"{self.folder}: the project is read-only ({locked} cannot be written); "
+                             f"make it writable, or copy the project folder to a writable place")
+        try:
             self.db = sqlite3.connect(str(self.db_path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.db.execute("PRAGMA foreign_keys = ON")
             # WAL: readers never block the writer, and a kill leaves a consistent database.
@@ -131,6 +145,10 @@ class Store(RunsMixin):
         except SchemaTooNew as exc:
             raise StoreError(f"{self.db_path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
+            self.close()
+            if isinstance(exc, sqlite3.OperationalError):   # full, read-only, locked: not the file's fault
+                raise StoreError(f"{doing if _create else self.db_path}: "
+                                 f"{db_problem(exc, BUSY_TIMEOUT_S)}") from exc
             raise StoreError(f"{self.db_path}: not a usable project database ({exc})") from exc
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -180,7 +198,10 @@ class Store(RunsMixin):
             yield self.db
         except BaseException:
             self._depth = 0
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK
+            # would raise "no transaction is active" and hide the error that says what happened.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         self._depth = 0
         self.db.execute("COMMIT")
@@ -235,11 +256,14 @@ class Store(RunsMixin):
         return self.folder / stored if copied else Path(stored)
 
     def add_image(self, path: Path, *, copied: bool, width: int, height: int, split: str,
-                  sha1: str, thumbnail_png: bytes | None = None, source: Path | None = None) -> int:
-        """Add an image; ``source`` is the file it was copied from (default: ``path`` itself)."""
+                  sha1: str, thumbnail_png: bytes | None = None, source: Path | None = None,
+                  stat_path: Path | None = None) -> int:
+        """Add an image; ``source`` is the file it was copied from (default: ``path`` itself);
+        ``stat_path`` the file to take size and mtime from, when a copy still has its pending name
+        (it gets ``path`` only after this row commits: app/import_copies.py)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        st = Path(path).stat()
+        st = Path(stat_path or path).stat()
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO images(path, copied, source, width, height, split, file_size, mtime_ns,"

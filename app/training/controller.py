@@ -19,9 +19,15 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..store import Store
 from ..workers import Job
+from .panel import RESUME_TIP
 from .process import KILL_AFTER_MS, TrainingProcess
+from .protocol import state_from_log
 from .trainset import (RunSpec, TrainSetError, prepare_run, register_model,
                        remove_partial_files, run_dir_for, select_training_set)
+
+
+STOPPED_AT_CLOSE = "stopped when the app closed"
+STOPPED_AT_CLOSE_ERROR = f"{STOPPED_AT_CLOSE}; Resume continues from the last checkpoint"
 
 
 def supervision_counts(store: Store) -> dict[str, int]:
@@ -56,6 +62,7 @@ class TrainingController(QObject):
         self.python: str | None = None        # the worker's interpreter (None: this one); tests fake it
         self._preparing = False
         self.closed = False
+        self._reached: dict[int, str] = {}   # run id -> how far its log says it got (the Resume tip)
         train_panel.trainRequested.connect(lambda spec: self.start(spec))
         train_panel.cancelRequested.connect(self.cancel)
         train_panel.resumeRequested.connect(lambda: self.resume(self.last_resumable()))
@@ -67,6 +74,25 @@ class TrainingController(QObject):
             # after the event loop turns: whoever built this controller connects to ``message`` next
             text = f"run(s) {', '.join(map(str, orphans))} stopped when the app closed; Resume continues them"
             QTimer.singleShot(0, self, lambda: self.message.emit(text))
+        self.show_last_run()
+
+    def show_last_run(self) -> None:
+        """The project's last run in the panel, as it ended (status, why, how far it got), so that
+        after a restart the panel never says "No run yet" beside a Resume for a stopped run."""
+        runs = self.store.runs()
+        if not runs or self.busy():
+            self.refresh()
+            return
+        run = runs[-1]
+        state = state_from_log(run.log_path)
+        stopped = run.status in ("cancelled", "failed")
+        self.panel.show_run(run.id, run.status, STOPPED_AT_CLOSE if run.error == STOPPED_AT_CLOSE_ERROR
+                            else run.settings.get("supervision", ""))
+        self.panel.show_state(state, stopped=stopped)
+        if run.error:
+            self.panel.show_message(run.error, run.status == "failed")
+        if state.last_step:
+            self._reached[run.id] = f"step {state.last_step}" + (f" of {state.total}" if state.stage == "train" else "")
         self.refresh()
 
     def recover_models(self) -> list[int]:
@@ -103,7 +129,12 @@ class TrainingController(QObject):
         parents = {m.id: (self.store.run(m.run_id).parent_model if m.run_id else None) for m in self.store.models()}
         self.models_panel.set_models(self.store.models(), parents, self.active_model)
         self.models_panel.set_runs(runs)
-        self.panel.set_running(self.busy(), self.last_resumable() is not None)
+        resumable = self.last_resumable()
+        self.panel.set_running(self.busy(), resumable is not None)
+        reached = self._reached.get(resumable)
+        self.panel.resume_button.setToolTip(RESUME_TIP if resumable is None else
+                                            f"Continue run {resumable} from its last checkpoint"
+                                            + (f" (it had reached {reached})" if reached else ""))
         try:
             self.panel.set_label_counts(supervision_counts(self.store))
         except Exception:   # counts are a courtesy; never block the panel on them
@@ -225,6 +256,8 @@ class TrainingController(QObject):
     def _ended(self, proc: TrainingProcess, run_id: int, status: str, code, message: str) -> None:
         if self.store.db is None:
             return
+        if self.closed and status == "cancelled":    # stopped by closing the window, not by the user
+            message = STOPPED_AT_CLOSE_ERROR
         self.store.update_run(run_id, status="running" if status == "finished" else status,
                               ended=time.time(), exit_code=code, error=message or None)
         if status != "finished":

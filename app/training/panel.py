@@ -19,6 +19,7 @@ from .trainset import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
 # Which benchmark column measures each supervision (bench/report.py, resources/label_costs.json).
 BENCH_COLUMN = {"unsupervised": "Unsup", "masks": "Sup", "blocks": "Sup", "boxes": "Semi", "tags": "Tag"}
 
+RESUME_TIP = "Continue the last cancelled or failed run from its checkpoint"
 STATUS_COLORS = {"finished": "#2a8a3a", "cancelled": "#8a6d00", "failed": "#b02020", "running": "#2060b0"}
 
 
@@ -70,7 +71,7 @@ class TrainPanel(QWidget):
         self.train_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel")
         self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Continue the last cancelled or failed run from its checkpoint")
+        self.resume_button.setToolTip(RESUME_TIP)
         buttons = QHBoxLayout()
         for b in (self.train_button, self.cancel_button, self.resume_button):
             buttons.addWidget(b)
@@ -198,8 +199,13 @@ class TrainPanel(QWidget):
         color = STATUS_COLORS.get(status, "#444")
         self.run_label.setText(f"Run {run_id}: <b style='color:{color}'>{status}</b>" + (f" — {note}" if note else ""))
 
-    def show_state(self, st: RunState) -> None:
-        self.stage_label.setText(st.describe())
+    def show_state(self, st: RunState, stopped: bool = False) -> None:
+        """``stopped``: the run is not running (shown after a restart): where it stopped, no rate
+        or ETA (nothing is counting down)."""
+        if stopped:
+            self.stage_label.setText(f"stopped at {st.position()}" if st.stage else "stopped before its first step")
+        else:
+            self.stage_label.setText(st.describe())
         self.progress.setValue(int(1000 * st.fraction))
         self.curve.set_data(st.curves, st.stage_starts)
 

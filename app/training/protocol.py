@@ -123,21 +123,47 @@ class RunState:
     def fraction(self) -> float:
         return 0.0 if self.total <= 0 else min(1.0, self.done / self.total)
 
+    def position(self) -> str:
+        """Where the run is: "train (supervised): 120 / 400"."""
+        what = f"{self.stage}" + (f" ({self.message})" if self.message and self.stage == "train" else "")
+        return f"{what}: {self.done} / {self.total}"
+
+    @property
+    def last_step(self) -> int:
+        """The last training step reported (counted across training stages), 0 before any."""
+        return int(self.curves["loss"][-1][0]) if self.curves["loss"] else 0
+
     def describe(self) -> str:
         """One line for the panel: stage, step, rate and ETA."""
         if not self.stage:
             return "starting…"
         if self.stage == "done":
-            steps = int(self.curves["loss"][-1][0]) if self.curves["loss"] else 0
-            return f"finished: {steps} steps" + (f" at {self.train_rate:.2f} steps/s" if self.train_rate else "")
-        what = f"{self.stage}" + (f" ({self.message})" if self.message and self.stage == "train" else "")
-        parts = [f"{what}: {self.done} / {self.total}"]
+            return f"finished: {self.last_step} steps" + (f" at {self.train_rate:.2f} steps/s" if self.train_rate else "")
+        parts = [self.position()]
         if self.rate is not None:
             unit = "steps/s" if self.stage == "train" else "/s"
             parts.append(f"{self.rate:.2f} {unit}")
         if self.eta_s is not None and self.done < self.total:
             parts.append(f"ETA {format_seconds(self.eta_s)}")
         return ", ".join(parts)
+
+
+def state_from_log(path) -> RunState:
+    """A run's state replayed from its log (the worker's stdout is kept there line by line): what
+    the panel shows of a run that is not running any more, after a restart. Resumes append to the
+    same log, so the curve goes on across them. A missing or unreadable log gives an empty state."""
+    st = RunState()
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, TypeError):
+        return st
+    splitter = LineSplitter()
+    for line in splitter.feed(data) + splitter.flush():
+        ev = parse_event(line)
+        if ev is not None:
+            st.apply(ev)
+    return st
 
 
 def format_seconds(s: float) -> str:

@@ -64,7 +64,26 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def import_labels(path: Path, image_root: Path | None = None) -> list[ImageLabel]:
+def _test_label(img: Path, mp: Path | None) -> ImageLabel:
+    """A test image's label: tag "normal" (``mp`` None: test/good), else its mask from ``mp``."""
+    w, h = read_image_size(img)
+    if mp is None:
+        return ImageLabel(image=img, width=w, height=h, tag="normal")
+    try:
+        mask = read_mask(mp)
+    except ImageReadError as exc:
+        raise LabelError(mp, exc.problem) from exc
+    if mask.shape != (h, w):
+        raise LabelError(mp, f"mask is {mask.shape[1]}x{mask.shape[0]} px but its image {img} is {w}x{h} px")
+    return ImageLabel(image=img, width=w, height=h, mask=mask).validate(mp)
+
+
+def import_labels(path: Path, image_root: Path | None = None,
+                  skipped: list[tuple[Path, str]] | None = None) -> list[ImageLabel]:
+    """The labels of a category; see the module. ``skipped``: a test image whose mask is there but
+    unusable (unreadable, the wrong size) is listed there as (image, reason) and left out, instead
+    of stopping everything (an app import keeps the rest). The layout's own faults (no test/, a
+    missing mask, a mask without its image) are raised either way."""
     root = path if image_root is None else image_root
     test = root / "test"
     if not test.is_dir():
@@ -76,21 +95,15 @@ def import_labels(path: Path, image_root: Path | None = None) -> list[ImageLabel
         images = list_images(type_dir)
         stems[type_dir.name] = {p.stem for p in images}
         for img in images:
-            w, h = read_image_size(img)
-            if type_dir.name == "good":
-                labels.append(ImageLabel(image=img, width=w, height=h, tag="normal"))
-                continue
             mp = gt / type_dir.name / f"{img.stem}{MASK_SUFFIX}"
-            if not mp.is_file():
+            if type_dir.name != "good" and not mp.is_file():
                 raise LabelError(mp, f"ground-truth mask is missing for the test image {img}")
             try:
-                mask = read_mask(mp)
-            except ImageReadError as exc:
-                raise LabelError(mp, exc.problem) from exc
-            if mask.shape != (h, w):
-                raise LabelError(mp, f"mask is {mask.shape[1]}x{mask.shape[0]} px but its image "
-                                     f"{img} is {w}x{h} px")
-            labels.append(ImageLabel(image=img, width=w, height=h, mask=mask).validate(mp))
+                labels.append(_test_label(img, None if type_dir.name == "good" else mp))
+            except LabelError as exc:
+                if skipped is None:
+                    raise
+                skipped.append((img, str(exc)))
     for type_dir in _visible_dirs(gt):
         for mp in sorted(type_dir.glob(f"*{MASK_SUFFIX}")):
             stem = mp.name[:-len(MASK_SUFFIX)]

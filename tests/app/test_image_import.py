@@ -12,9 +12,9 @@ from PySide6.QtCore import QElapsedTimer, QTimer
 
 from app.importer import import_files, import_folder, import_mvtec, scan_folder
 from app.store import Store, decode_mask
-from core.images import write_mask, write_png
+from core.images import write_png
 
-from gen_images import make_folder, make_image
+from gen_images import make_folder, make_image, synthetic_mvtec
 from qt_drive import wait_image
 
 
@@ -85,18 +85,6 @@ def test_cancel_keeps_what_was_imported(tmp_path):
         report = import_files(store, files, copy=False, split="train",
                               progress=lambda done, total: done < 4)
         assert report.cancelled and len(report.added) == 4 and store.image_count() == 4
-
-
-def synthetic_mvtec(root: Path) -> Path:
-    cat = root / "widget"
-    make_folder(cat / "train" / "good", 3, 40, 32)
-    make_folder(cat / "test" / "good", 2, 40, 32)
-    make_folder(cat / "test" / "scratch", 2, 40, 32)
-    for i in range(2):
-        m = np.zeros((32, 40), bool)
-        m[5 + i: 12 + i, 8:20] = True
-        write_mask(cat / "ground_truth" / "scratch" / f"img_{i:03d}_mask.png", m)
-    return cat
 
 
 def test_mvtec_import_brings_masks_tags_and_splits(tmp_path):
