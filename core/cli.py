@@ -180,11 +180,12 @@ def cmd_train(args, out: _Output) -> int:
 
 def cmd_predict(args, out: _Output) -> int:
     from . import api
+    from .fileio import safe_name
     res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
                       maps=args.maps)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
-                "scores": {str(r.path): r.score for r in res}},
+                "scores": {safe_name(r.path): r.score for r in res}},
                f"{len(res)} images scored, {flagged} flagged; heatmaps, overlays and scores.csv in {args.out}")
     return 0
 
@@ -269,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
     except SemiRestError as exc:
         out.error(str(exc), type(exc).__name__)
+        return EXIT_ERROR
+    except OSError as exc:   # a file system fault the core did not turn into a SemiRestError: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        out.error(f"{where}{exc.strerror or exc}", type(exc).__name__)
         return EXIT_ERROR
 
 
