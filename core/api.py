@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .calibration import calibrate
-from .config import SELECTION_METRICS, Config, preset
+from .config import DEFAULT_PRESET, SELECTION_METRICS, Config, plan_line, preset
 from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
 from .device import is_oom, oom_message, resolve_device
 from .errors import ConfigError, DeviceError, InputError, LabelError
@@ -109,7 +109,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     A resumable checkpoint ``<out>.ckpt`` is kept while training (and after a cancel or crash);
     ``resume=True`` continues from it. It is removed once the model file is written.
     """
-    cfg = (cfg or preset("cpu")).validate()
+    cfg = (cfg or preset(DEFAULT_PRESET)).validate()
     out = Path(out)
     ensure_writable(out.parent, MIN_FREE_TRAIN_BYTES)     # now, not after hours of training
     report = Reporter(progress, cancel_event)
@@ -121,6 +121,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                          f"training needs at least 2 normal images, got {len(normal_paths)}")
     if cfg.method == "patchcore":
         return _fit_patchcore(normal_paths, out, cfg, dev, labels, report, record, t0)
+    report.log(plan_line(cfg, dev.type))
     ckpt = checkpoint_path(out)
     if not resume:
         ckpt.unlink(missing_ok=True)

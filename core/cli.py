@@ -31,10 +31,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_PRESET, PRESETS
     from .methods import METHODS
     p.add_argument("--method", choices=sorted(METHODS),
                    help="semirest (default) or patchcore (the baseline; normal images only)")
-    p.add_argument("--preset", choices=["cpu", "paper"], help="size preset (default: cpu, or the config file's)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"size preset (default: the config file's preset:, else {DEFAULT_PRESET})")
     p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")
     p.add_argument("--backbone", choices=["auto", "wide_resnet50_2", "tf_efficientnet_lite0"])
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
@@ -100,8 +102,7 @@ def _config(args):
         over.setdefault("train", {})["steps"] = args.steps
     if getattr(args, "seed", None) is not None:
         over.setdefault("train", {})["seed"] = args.seed
-    preset = args.preset or (None if args.config else "cpu")
-    return load_config(args.config, preset_name=preset, overrides=over)
+    return load_config(args.config, preset_name=args.preset, overrides=over)
 
 
 class _Output:

@@ -343,3 +343,36 @@ def test_predict_a_file_name_that_is_not_utf8(model, tmp_path, capsys):
     assert all((out / r.split(",")[4]).is_file() for r in rows)
     for f in os.listdir(out):
         f.encode("utf-8")                                      # every output name is valid text
+
+
+# ---------------------------------------------------------------------------------------------
+# the preset: cpu unless one is named; said before the work
+# ---------------------------------------------------------------------------------------------
+def test_config_file_without_preset_runs_the_cpu_preset(tmp_path):
+    from core.cli import _config, build_parser
+    from core.config import DEFAULT_PRESET, load_config, preset
+    tweaks = tmp_path / "tweaks.yaml"
+    tweaks.write_text("synthesis:\n  per_normal: 2.0\n")
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "m.pt", "--config", str(tweaks)])
+    cfg = _config(args)
+    assert DEFAULT_PRESET == "cpu" and cfg.preset == "cpu" and cfg.synthesis.per_normal == 2.0
+    assert cfg.train.steps == preset("cpu").train.steps and cfg.features.image_size == 256
+    assert load_config(tweaks).preset == "cpu" and load_config().preset == "cpu"
+    assert load_config(tweaks, preset_name="paper").preset == "paper"
+
+
+def test_preset_and_plan_are_said_before_the_heavy_work(demo_data, tmp_path):
+    from core.config import Config
+    from core.datasets import load_mvtec
+    events = []
+
+    def until_first_work(ev):
+        events.append(ev)
+        return ev.stage == "log"            # stop at the first unit of real work
+    with pytest.raises(Cancelled):
+        api.fit(load_mvtec(demo_data).train, tmp_path / "m.pt", Config.from_dict(TINY_FULL()), "cpu",
+                progress=until_first_work)
+    logs = [e.message for e in events if e.stage == "log"]
+    plan = next(m for m in logs if m.startswith("preset cpu:"))
+    assert "20 training steps" in plan and "128 px" in plan and "device cpu" in plan
+    assert "roughly" in plan and "s per step" in plan and "estimate from this run's own first steps follows" in plan
