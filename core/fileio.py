@@ -82,14 +82,14 @@ def write_error(path: str | Path, exc: BaseException, place: Path | None = None)
         if free is not None and free < LOW_SPACE_BYTES:
             code = errno.ENOSPC
         else:
-            return WriteError(path, f"the write failed ({str(exc).strip()[:200]}); is {folder} full "
-                                    f"or gone?")
+            return WriteError(path, f"the write failed ({str(exc).strip()[:200]}); check that {folder} "
+                                    f"has space and is still there")
     elif not isinstance(exc, OSError):
         return None
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         free = _free_bytes(folder)
         what = "no space left" if code == errno.ENOSPC else "disk quota exceeded"
-        return WriteError(path, f"{what} on {folder}" + (f" ({_size(free)} free)" if free is not None else "")
+        return WriteError(path, f"{what} on {folder}" + (f" ({_size(free)} free now)" if free is not None else "")
                           + "; free some space or choose another place")
     if code == errno.EROFS:
         return WriteError(path, f"{folder} is read-only (a read-only file system); choose another place")
@@ -193,7 +193,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         err = write_error(path, exc)
         if err is None:
             raise
-        raise WriteError(path, err.problem + "; nothing was overwritten") from exc
+        raise WriteError(path, err.problem + ". Nothing was overwritten.") from exc
     except BaseException:
         if tmp_path is not None:
             _unlink_quietly(tmp_path)

@@ -214,3 +214,14 @@ def test_safe_name_escapes_undecodable_bytes_only():
     bad = os.fsdecode(b"bad\xff.png")
     assert safe_name(bad) == "bad\\xff.png" != safe_name(os.fsdecode(b"bad\xfe.png"))
     safe_name(bad).encode("utf-8")
+
+
+def test_the_check_before_training_removes_a_dead_writers_temp(tmp_path):
+    """A train killed while writing its model left .model.pt.<pid>-xxxx.pt.tmp: the next run's
+    check of the output place (api.fit, api.predict) removes it before anything else."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".model.pt.{dead.pid}-k7q2x9ab.pt.tmp"
+    left.write_bytes(b"")
+    ensure_writable(tmp_path)
+    assert not left.exists() or os.name != "posix"
