@@ -21,12 +21,12 @@ import torch
 
 from . import __version__, preflight
 from .calibration import calibrate
-from .config import SELECTION_METRICS, Config, preset
+from .config import DEFAULT_PRESET, SELECTION_METRICS, Config, plan_line, preset
 from .datasets import Sample, load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
 from .device import is_oom, oom_message, resolve_device
 from .errors import ConfigError, DeviceError, InputError, LabelError
 from .features import Encoder
-from .fileio import atomic_write_text, save_npy
+from .fileio import atomic_write_text, ensure_writable, safe_name, save_npy
 from .geometry import BlockGrid
 from .images import list_images, read_image, write_png
 from .inference import Predictor, eval_hw, postprocess
@@ -38,6 +38,12 @@ from .bank import build_bank
 from .realval import split_labelled
 from .trainset import build_material
 from .training import Trainer, block_maps, build_model
+
+
+# Free space wanted before starting: a cpu-preset model and its checkpoint take a few MB to tens of
+# MB; heatmaps and overlays a few hundred KB per image. A floor, not a promise (writes still check).
+MIN_FREE_TRAIN_BYTES = 32 << 20
+MIN_FREE_PREDICT_BYTES = 8 << 20
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -103,8 +109,9 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     A resumable checkpoint ``<out>.ckpt`` is kept while training (and after a cancel or crash);
     ``resume=True`` continues from it. It is removed once the model file is written.
     """
-    cfg = (cfg or preset("cpu")).validate()
+    cfg = (cfg or preset(DEFAULT_PRESET)).validate()
     out = Path(out)
+    ensure_writable(out.parent, MIN_FREE_TRAIN_BYTES)     # now, not after hours of training
     report = Reporter(progress, cancel_event)
     dev = resolve_device(device)
     t0 = time.perf_counter()
@@ -114,6 +121,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                          f"training needs at least 2 normal images, got {len(normal_paths)}")
     if cfg.method == "patchcore":
         return _fit_patchcore(normal_paths, out, cfg, dev, labels, report, record, t0)
+    report.log(plan_line(cfg, dev.type))
     ckpt = checkpoint_path(out)
     if not resume:
         ckpt.unlink(missing_ok=True)
@@ -386,6 +394,8 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
     ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file."""
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
+    if out_dir:
+        ensure_writable(out_dir, MIN_FREE_PREDICT_BYTES)     # before any image is scored
     bundle = _load(model)
     report = Reporter(progress, cancel_event)
     if isinstance(images, (str, Path)):
@@ -410,8 +420,9 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
         pr = pred.predict(img, out_hw=img.shape[:2])
         res = ImageResult(p, pr.score, pr.score >= thr, timings_ms=pr.timings_ms)
         if out is not None:
-            stem = p.stem if p.stem not in used else f"{p.stem}_{p.suffix.lstrip('.')}"
-            used.add(stem)
+            # an undecodable name (bad\xff.png) gives bad_xff_heatmap.png: valid text everywhere
+            stem = p.stem if safe_name(p.stem) == p.stem else safe_name(p.stem).replace("\\", "_")
+            stem = _free_stem(stem, p.suffix, used)
             res.heatmap = out / f"{stem}_heatmap.png"
             res.overlay = out / f"{stem}_overlay.png"
             write_png(res.heatmap, colorize(pr.anomaly_map, scale, floor=floor))
@@ -420,17 +431,28 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
                 res.map_file = out / f"{stem}.npy"
                 save_npy(res.map_file, pr.anomaly_map.astype(np.float32))
         results.append(res)
-        report("predict", i + 1, len(paths), p.name, score=pr.score)
+        report("predict", i + 1, len(paths), safe_name(p.name), score=pr.score)
     if out is not None:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["image", "score", "flagged", "image_threshold", "heatmap", "overlay", "map"])
         for r in results:
-            w.writerow([str(r.path), f"{r.score:.6f}", int(r.flagged), f"{thr:.6f}",
+            w.writerow([safe_name(r.path), f"{r.score:.6f}", int(r.flagged), f"{thr:.6f}",
                         r.heatmap.name if r.heatmap else "", r.overlay.name if r.overlay else "",
                         r.map_file.name if r.map_file else ""])
         atomic_write_text(out / "scores.csv", buf.getvalue())
     return results
+
+
+def _free_stem(stem: str, suffix: str, used: set[str]) -> str:
+    """``stem`` for the output names, made unique: a.png and a.jpg give a and a_jpg (and a_jpg_2
+    should a_jpg be taken too, e.g. by a.jpg beside a_jpg.png)."""
+    cand = stem if stem not in used else f"{stem}_{suffix.lstrip('.')}"
+    n = 2
+    while cand in used:
+        cand, n = f"{stem}_{suffix.lstrip('.')}_{n}", n + 1
+    used.add(cand)
+    return cand
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,10 +31,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_PRESET, PRESETS
     from .methods import METHODS
     p.add_argument("--method", choices=sorted(METHODS),
                    help="semirest (default) or patchcore (the baseline; normal images only)")
-    p.add_argument("--preset", choices=["cpu", "paper"], help="size preset (default: cpu, or the config file's)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"size preset (default: the config file's preset:, else {DEFAULT_PRESET})")
     p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")
     p.add_argument("--backbone", choices=["auto", "wide_resnet50_2", "tf_efficientnet_lite0"])
     p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
@@ -100,8 +102,7 @@ def _config(args):
         over.setdefault("train", {})["steps"] = args.steps
     if getattr(args, "seed", None) is not None:
         over.setdefault("train", {})["seed"] = args.seed
-    preset = args.preset or (None if args.config else "cpu")
-    return load_config(args.config, preset_name=preset, overrides=over)
+    return load_config(args.config, preset_name=args.preset, overrides=over)
 
 
 class _Output:
@@ -180,11 +181,12 @@ def cmd_train(args, out: _Output) -> int:
 
 def cmd_predict(args, out: _Output) -> int:
     from . import api
+    from .fileio import safe_name
     res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
                       maps=args.maps)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
-                "scores": {str(r.path): r.score for r in res}},
+                "scores": {safe_name(r.path): r.score for r in res}},
                f"{len(res)} images scored, {flagged} flagged; heatmaps, overlays and scores.csv in {args.out}")
     return 0
 
@@ -269,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
     except SemiRestError as exc:
         out.error(str(exc), type(exc).__name__)
+        return EXIT_ERROR
+    except OSError as exc:   # a file system fault the core did not turn into a SemiRestError: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        out.error(f"{where}{exc.strerror or exc}", type(exc).__name__)
         return EXIT_ERROR
 
 

@@ -293,6 +293,8 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+DEFAULT_PRESET = "cpu"        # what the CLI, load_config and the API use when no preset is named
+
 PRESETS: dict[str, dict] = {
     "paper": {"preset": "paper"},
     "cpu": {
@@ -319,7 +321,8 @@ def preset(name: str) -> Config:
 
 def load_config(path: str | Path | None = None, preset_name: str | None = None,
                 overrides: dict | None = None) -> Config:
-    """A preset (default ``paper``, or the file's ``preset:`` key), then the YAML file, then overrides."""
+    """A preset (``preset_name``, else the file's ``preset:`` key, else DEFAULT_PRESET), then the
+    YAML file, then overrides."""
     file_over: dict = {}
     if path is not None:
         p = Path(path)
@@ -331,13 +334,39 @@ def load_config(path: str | Path | None = None, preset_name: str | None = None,
             raise ConfigError(f"{p}: not valid YAML ({exc})") from None
         if not isinstance(file_over, dict):
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-    name = preset_name or file_over.get("preset") or "paper"
+    name = preset_name or file_over.get("preset") or DEFAULT_PRESET
     cfg = preset(name)
     if file_over:
         cfg = cfg.updated(file_over, where=str(path))
     if overrides:
         cfg = cfg.updated(overrides, where="overrides")
     return cfg.validate()
+
+
+# Seconds per training step measured so far, (preset, device type) -> (seconds, on what): rough and
+# data-dependent (3.6 s per step was measured with the cpu preset on a set of larger, varied image
+# sizes), so the run also states its own estimate after its first steps (core/progress.py).
+MEASURED_SECONDS_PER_STEP = {
+    ("cpu", "cpu"): (0.25, "128-px images, 1 thread"),      # docs/benchmarks.md
+    ("paper", "cpu"): (72.0, "2 cores"),                      # issue 14
+}
+
+
+def plan_line(cfg: Config, device_type: str) -> str:
+    """One line said before the heavy work: preset, steps, image size, backbone, device, and a
+    rough time where one was measured; the paper preset on a CPU is called out (days, not minutes)."""
+    from .progress import duration_text
+    t = cfg.train
+    line = (f"preset {cfg.preset}: {t.steps} training steps, images at {cfg.features.image_size} px "
+            f"(longest side), backbone {cfg.features.backbone}, device {device_type}")
+    measured = MEASURED_SECONDS_PER_STEP.get((cfg.preset, device_type))
+    if measured:
+        per, where = measured
+        line += (f"; roughly {duration_text(per * t.steps)} of training at {per:g} s per step "
+                 f"(measured on {where}; larger images take longer)")
+    if cfg.preset == "paper" and device_type == "cpu":
+        line += "; the paper preset is meant for a GPU: --preset cpu trains in minutes"
+    return line + "; an estimate from this run's own first steps follows"
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -30,6 +30,16 @@ class DatasetError(InputError):
     """A dataset folder is unusable (missing folders, no images)."""
 
 
+class WriteError(InputError):
+    """An output (model, checkpoint, heatmap, CSV, export) cannot be written: no space left, a
+    read-only file system, no permission. The message names the file and the place at fault.
+    A subclass of InputError because atomic writes raised that before, and callers catch it."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(path, problem)
+        SemiRestError.__init__(self, f"cannot write {path}: {problem}")
+
+
 class ConfigError(SemiRestError):
     """A configuration value is invalid."""
 

@@ -13,7 +13,7 @@ import torch
 from .bank import MemoryBank
 from .config import LEGACY_DEFAULTS, Config
 from .errors import InputError
-from .fileio import atomic_path
+from .fileio import atomic_write_with
 
 FORMAT = "semirest.model/1"
 
@@ -67,8 +67,10 @@ class ModelBundle:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(self.to_dict(), tmp)
+        # through a file handle: a full disk is then an OSError (ENOSPC) that atomic_path turns
+        # into a plain WriteError; torch.save(obj, path) raises an errno-less RuntimeError instead
+        data = self.to_dict()
+        atomic_write_with(path, lambda fh: torch.save(data, fh))
         return path
 
     @classmethod

@@ -41,6 +41,20 @@ def _jsonable(o):
 
 ProgressCallback = Callable[[ProgressEvent], "bool | None"]
 
+ESTIMATE_AFTER = 3          # units timed (after a stage's first, which holds the warm-up) before
+ESTIMATE_MIN_S = 30.0       # the one-line estimate of a stage; none for stages shorter than this
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as a person says it: 40 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
 
 class Reporter:
     """Emits events to a callback, adds rate and ETA per stage, and checks for cancellation.
@@ -58,6 +72,7 @@ class Reporter:
         self._t0 = 0.0
         self._d0 = 0
         self._last_emit = 0.0
+        self._estimated: set[tuple[str, int]] = set()
 
     def __call__(self, stage: str, done: int, total: int, message: str = "", **metrics) -> None:
         now = time.perf_counter()
@@ -67,6 +82,7 @@ class Reporter:
             raise Cancelled(f"cancelled during {stage}")
         if self.callback is None:
             return
+        self._estimate(stage, done, total, message, now)
         final = done >= total
         if not final and self.min_interval and now - self._last_emit < self.min_interval:
             return
@@ -78,6 +94,26 @@ class Reporter:
             metrics.setdefault("rate", rate)
             metrics.setdefault("eta_s", max(0.0, (total - done) / rate))
         if self.callback(ProgressEvent(stage, done, total, message, metrics)) is False:
+            raise Cancelled(f"cancelled during {stage}")
+
+    def _estimate(self, stage: str, done: int, total: int, message: str, now: float) -> None:
+        """Once per stage, after its first few units: a line with the time per unit measured on
+        this machine and the time left (the bars show a live ETA; this one stays in the log)."""
+        work, elapsed = done - self._d0, now - self._t0
+        if (stage == "log" or work < ESTIMATE_AFTER or elapsed <= 0 or done >= total
+                or (stage, total) in self._estimated):
+            return
+        self._estimated.add((stage, total))
+        per = elapsed / work
+        if per * (total - done) < ESTIMATE_MIN_S:
+            return
+        unit = "step" if stage == "train" else "item"
+        what = f"{stage} ({message})" if stage == "train" and message else stage
+        text = (f"estimate: {what} takes {per:.3g} s per {unit} here, about "
+                f"{duration_text(per * (total - done))} for the {total - done} {unit}s left"
+                + (" (plus validation)" if stage == "train" else ""))
+        if self.callback(ProgressEvent("log", 1, 1, text, {"seconds_per_unit": per,
+                                                           "eta_s": per * (total - done)})) is False:
             raise Cancelled(f"cancelled during {stage}")
 
     def log(self, message: str, **metrics) -> None:

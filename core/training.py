@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .config import SELECTION_METRICS, Config
-from .fileio import atomic_path
+from .fileio import atomic_write_with
 from .labels import BLOCK_UNKNOWN
 from .losses import focal_loss
 from .model import ResidualSwin, predict_map, sliding_windows
@@ -328,8 +328,8 @@ class Trainer:
                  "ema_updates": ema.updates, "opt": opt.state_dict(), "sched": sched.state_dict(),
                  "best": best, "history": history, "gen": self.gen.get_state(), "fingerprint": self.fingerprint,
                  "sampler": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
-        with atomic_path(self.checkpoint) as tmp:
-            torch.save(state, tmp)
+        # through a file handle, so a full disk is an OSError that becomes a plain WriteError
+        atomic_write_with(self.checkpoint, lambda fh: torch.save(state, fh))
 
     def _resume(self, opt, sched, ema):
         try:

@@ -3,7 +3,9 @@ input: every error names the file and the problem and exits with status 2."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,7 @@ from core import api
 from core.cli import main
 from core.modelfile import ModelBundle
 from core.errors import Cancelled
+from write_helpers import make_read_only
 
 TINY = {
     "preset": "cpu",
@@ -256,3 +259,120 @@ def test_eval_with_an_odd_sized_test_image(model, demo_data, tmp_path, capsys):
         p.write_bytes(buf.tobytes())
     assert main(["eval", "--model", str(model), "--data", str(data), "--device", "cpu"]) == 0
     assert "pixel AP" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# write faults: found before the work where possible, always one line, no temp file left
+# ---------------------------------------------------------------------------------------------
+def _one_line_error(err: str) -> str:
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err
+    return last
+
+
+def test_train_out_on_a_read_only_place_fails_before_training(demo_data, tiny_yaml, tmp_path, capsys,
+                                                              monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    make_read_only(ro, monkeypatch)
+    monkeypatch.setattr(api, "read_images", lambda *a: pytest.fail("training started"))
+    try:
+        rc = main(["train", "--data", str(demo_data), "--out", str(ro / "m.pt"), "--config", str(tiny_yaml),
+                   "--device", "cpu"])
+    finally:
+        ro.chmod(0o755)
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and f"cannot write {ro}: {ro} is " in line
+    assert "read-only" in line or "not writable" in line
+    assert list(ro.iterdir()) == []
+
+
+def test_predict_out_on_a_read_only_place_fails_before_scoring(model, demo_data, tmp_path, capsys,
+                                                               monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    make_read_only(ro, monkeypatch)
+    monkeypatch.setattr(api, "Predictor", lambda *a, **k: pytest.fail("scoring started"))
+    try:
+        rc = main(["predict", "--model", str(model), "--images", str(demo_data / "test" / "good"),
+                   "--out", str(ro / "out"), "--device", "cpu"])
+    finally:
+        ro.chmod(0o755)
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and f"{ro} is " in line and str(ro / "out") in line
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_disk_during_training_is_one_line_and_leaves_no_temp(demo_data, tiny_yaml, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The disk fills while training: torch's real write error on a full device (/dev/full)."""
+    import torch
+    real = torch.save
+
+    def save_to_full_disk(obj, f, *a, **k):
+        with open("/dev/full", "wb") as full:
+            real(obj, full, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
+    out = tmp_path / "m.pt"
+    rc = main(["train", "--data", str(demo_data), "--out", str(out), "--config", str(tiny_yaml), "--device", "cpu"])
+    line = _one_line_error(capsys.readouterr().err)
+    assert rc == 2 and f"no space left on {tmp_path}" in line and "m.pt" in line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux file names are bytes, not always UTF-8")
+def test_predict_a_file_name_that_is_not_utf8(model, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    ok, buf = cv2.imencode(".png", np.random.default_rng(1).integers(90, 160, (70, 90, 3)).astype(np.uint8))
+    names = [os.fsdecode(b"bad\xff.png"), os.fsdecode(b"bad\xfe.png"), "good.png"]   # Latin-1 names
+    for n in names:
+        (src / n).write_bytes(buf.tobytes())
+    assert main(["predict", "--model", str(model), "--images", str(src), "--out", str(out), "--device", "cpu",
+                 "--progress-json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert len(result["scores"]) == 3
+    rows = (out / "scores.csv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(rows) == 3
+    assert [r.split(",")[0].rsplit("/", 1)[-1] for r in rows] == ["bad\\xfe.png", "bad\\xff.png", "good.png"]
+    assert set(result["scores"]) == {str(src / n) for n in ["bad\\xfe.png", "bad\\xff.png", "good.png"]}
+    assert [r.split(",")[4] for r in rows] == ["bad_xfe_heatmap.png", "bad_xff_heatmap.png", "good_heatmap.png"]
+    assert all((out / r.split(",")[4]).is_file() for r in rows)
+    for f in os.listdir(out):
+        f.encode("utf-8")                                      # every output name is valid text
+
+
+# ---------------------------------------------------------------------------------------------
+# the preset: cpu unless one is named; said before the work
+# ---------------------------------------------------------------------------------------------
+def test_config_file_without_preset_runs_the_cpu_preset(tmp_path):
+    from core.cli import _config, build_parser
+    from core.config import DEFAULT_PRESET, load_config, preset
+    tweaks = tmp_path / "tweaks.yaml"
+    tweaks.write_text("synthesis:\n  per_normal: 2.0\n")
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "m.pt", "--config", str(tweaks)])
+    cfg = _config(args)
+    assert DEFAULT_PRESET == "cpu" and cfg.preset == "cpu" and cfg.synthesis.per_normal == 2.0
+    assert cfg.train.steps == preset("cpu").train.steps and cfg.features.image_size == 256
+    assert load_config(tweaks).preset == "cpu" and load_config().preset == "cpu"
+    assert load_config(tweaks, preset_name="paper").preset == "paper"
+
+
+def test_preset_and_plan_are_said_before_the_heavy_work(demo_data, tmp_path):
+    from core.config import Config
+    from core.datasets import load_mvtec
+    events = []
+
+    def until_first_work(ev):
+        events.append(ev)
+        return ev.stage == "log"            # stop at the first unit of real work
+    with pytest.raises(Cancelled):
+        api.fit(load_mvtec(demo_data).train, tmp_path / "m.pt", Config.from_dict(TINY_FULL()), "cpu",
+                progress=until_first_work)
+    logs = [e.message for e in events if e.stage == "log"]
+    plan = next(m for m in logs if m.startswith("preset cpu:"))
+    assert "20 training steps" in plan and "128 px" in plan and "device cpu" in plan
+    assert "roughly" in plan and "s per step" in plan and "estimate from this run's own first steps follows" in plan

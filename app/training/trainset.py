@@ -26,6 +26,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core.config import DEFAULT_PRESET
 from core.labels import ImageLabel, save_label
 from core.methods import METHODS, USES_LABELS
 
@@ -55,7 +56,7 @@ class RunSpec:
 
     supervision: str = "all"
     method: str = "semirest"             # core.methods.METHODS
-    preset: str = "cpu"
+    preset: str = DEFAULT_PRESET
     backbone: str = "auto"               # auto: the preset's (or config file's) backbone
     device: str = "cpu"
     steps: int | None = None             # None: the preset's
