@@ -26,6 +26,8 @@ import shutil
 import time
 from pathlib import Path
 
+from core.fileio import writer_may_be_alive
+
 from .store import IMAGES_DIR, Store, file_sha1
 
 PENDING_SUFFIX = ".import.tmp"
@@ -102,21 +104,6 @@ def discard(pending: Path | None) -> None:
         pending.unlink(missing_ok=True)
 
 
-def _alive(pid: int, mtime: float) -> bool:
-    """Could the process that made a pending file still be writing it?"""
-    if pid == os.getpid():
-        return True                      # another import of this very app, in another thread
-    if os.name == "nt":                  # os.kill(pid, 0) would terminate it there: go by age
-        return time.time() - mtime < STALE_S
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:                      # it exists, but is another user's
-        return True
-    return True
-
-
 def recover(store: Store) -> tuple[int, int]:
     """Finish or remove what killed imports left in ``images/``: (finished, removed)."""
     root = store.folder / IMAGES_DIR
@@ -136,7 +123,7 @@ def recover(store: Store) -> tuple[int, int]:
                     path.unlink(missing_ok=True)
                     removed += 1
                 continue
-            if _alive(int(m["pid"]), st.st_mtime):
+            if writer_may_be_alive(int(m["pid"]), st.st_mtime, STALE_S):
                 continue
             final = path.with_name(m["final"])
             image_id = store.find_image(final, copied=True)

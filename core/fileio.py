@@ -106,7 +106,14 @@ CLEAN_EVERY_S = 60.0               # a folder is scanned for stale temps at most
 _last_clean: dict[str, float] = {}
 
 
-def _pid_alive(pid: int) -> bool:
+def writer_may_be_alive(pid: int | None, mtime: float, max_age_s: float = STALE_LEGACY_TEMP_S) -> bool:
+    """Could the process that made a temp file (``pid``, or None when the name carries none) still
+    be writing it? This process: yes. On POSIX a pid is probed with signal 0; without a pid, or on
+    Windows (where os.kill(pid, 0) would end the process), the file's age decides."""
+    if pid is not None and pid == os.getpid():
+        return True
+    if pid is None or os.name != "posix":
+        return time.time() - mtime < max_age_s
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -120,13 +127,11 @@ def _is_stale(folder: Path, name: str) -> bool:
     m = _TEMP_NAME.fullmatch(name)
     if not m or Path(m["target"]).suffix != m["suffix"]:
         return False
-    if m["pid"] is not None and os.name == "posix":   # os.kill(pid, 0) would end it on Windows
-        pid = int(m["pid"])
-        return pid != os.getpid() and not _pid_alive(pid)
     try:
-        return time.time() - (folder / name).stat().st_mtime > STALE_LEGACY_TEMP_S
+        mtime = (folder / name).stat().st_mtime
     except OSError:
         return False
+    return not writer_may_be_alive(int(m["pid"]) if m["pid"] is not None else None, mtime)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
