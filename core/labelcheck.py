@@ -28,7 +28,7 @@ BLOCK_MULTIPLE = 64
 MAX_BLOCK_IMAGE_SIZE = 16384
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
     # numbers.Real, not (int, float): numpy scalars (float32 from OpenCV, int64 from arrays) are
     # valid; bool is an int to Python but never a coordinate or a size.
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
@@ -36,7 +36,7 @@ def _is_number(v) -> bool:
 
 def number(v, where: Where, field: str, *, minimum: float | None = None) -> float:
     """A finite real number (strings such as "30" are refused: JSON numbers are not quoted)."""
-    if not _is_number(v) or not math.isfinite(v):
+    if not is_number(v) or not math.isfinite(v):
         raise LabelError(where, f"field '{field}' must be a finite number, got {v!r}")
     if minimum is not None and v < minimum:
         raise LabelError(where, f"field '{field}' must be at least {minimum:g}, got {v!r}")
@@ -45,7 +45,7 @@ def number(v, where: Where, field: str, *, minimum: float | None = None) -> floa
 
 def integer(v, where: Where, field: str, *, minimum: int = 0, maximum: int | None = None) -> int:
     """A whole number in [minimum, maximum] (8.0 is accepted: other tools write floats)."""
-    if not (_is_number(v) and math.isfinite(v) and float(v).is_integer()
+    if not (is_number(v) and math.isfinite(v) and float(v).is_integer()
             and v >= minimum and (maximum is None or v <= maximum)):
         if minimum == 1 and maximum is None:
             rule = "a positive integer"

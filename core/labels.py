@@ -29,6 +29,11 @@ Per-image JSON (``<image stem>.json``; written by the app, read by ``semirest tr
       "blocks": {"image_size": 256, "block": 8, "cells": [[3, 4], [3, 5]]},   # or null
       "seconds": {"boxes": 4.8}        # active annotation seconds per label kind
     }
+
+Every field is checked on reading (core/labelcheck.py, the same rules ImageLabel.validate and the
+app's store apply): width/height positive integers (or both null), numbers unquoted and finite,
+blocks.image_size a multiple of 64, blocks.block 1..64, cells [row, col] inside the grid, seconds
+keyed by a label kind or "checked"; a violation is a LabelError naming the file and the field.
 """
 from __future__ import annotations
 
@@ -75,7 +80,7 @@ class RotatedBox:
 
     def validate(self, where: str | Path | None = None) -> "RotatedBox":
         vals = (self.cx, self.cy, self.w, self.h, self.angle)
-        if not all(labelcheck._is_number(v) and math.isfinite(v) for v in vals):
+        if not all(labelcheck.is_number(v) and math.isfinite(v) for v in vals):
             raw = dict(zip(("cx", "cy", "w", "h", "angle"), vals))
             raise LabelError(where, f"box {raw} has a non-finite value or one that is not a number")
         if self.w <= 0 or self.h <= 0:
