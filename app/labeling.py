@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoGroup, QUndoStack
 
-from core.errors import SemiRestError
+from core.errors import LabelError, SemiRestError
 from core.labels import TAGS
 
 from .canvas.canvas import Canvas
@@ -209,6 +209,11 @@ class LabelingController(QObject):
         except (sqlite3.Error, StoreError) as exc:
             self._unsaved.add((doc.image_id, kind))
             self.message.emit(f"Could not save yet ({exc}); retrying every second")
+            return
+        except LabelError as exc:
+            # The store refuses a label training could not use (it is still on the canvas, and
+            # undo takes it back); a retry would be refused again, so none is queued.
+            self.message.emit(f"Not saved: {exc.problem}")
             return
         self._unsaved.discard((doc.image_id, kind))
         external = rev != doc.rev + 1      # someone else wrote this image since we last looked

@@ -368,22 +368,33 @@ class Store(RunsMixin):
                 raise StoreError(f"image {image_id} is not in the project (removed by another window?)")
         return int(r[0])
 
+    def _check_label(self, image_id: int, **parts) -> None:
+        """Refuse, before anything is written, a label that training would refuse later: the
+        core's own rules (ImageLabel.validate) against this image's size, so the store and the
+        label files have one rule set. Raises core.errors.LabelError naming the image."""
+        row = self.image(image_id)
+        ImageLabel(image=row.abs_path, width=row.width, height=row.height, **parts).validate()
+
+    # Each save_* stores one label kind of one image, or raises (LabelError: invalid for this
+    # image; StoreError: no such image) and stores nothing.
     def save_tag(self, image_id: int, tag: str | None) -> int:
-        if tag not in (None, "normal", "defective"):
-            raise ValueError(f"tag must be 'normal', 'defective' or None, got {tag!r}")
+        self._check_label(image_id, tag=tag)
         return self._write_label(image_id, "tag", tag, None, 0 if tag is None else 1)
 
     def save_boxes(self, image_id: int, boxes: Sequence[RotatedBox]) -> int:
-        for b in boxes:
-            b.validate()
+        boxes = list(boxes)
+        self._check_label(image_id, boxes=boxes)
         return self._write_label(image_id, "boxes", [b.as_dict() for b in boxes], None, len(boxes))
 
     def save_blocks(self, image_id: int, blocks: BlockCells | None) -> int:
+        self._check_label(image_id, blocks=blocks)
         n = 0 if blocks is None else len(blocks.cells)
         return self._write_label(image_id, "blocks", None if blocks is None else blocks.as_dict(), None, n)
 
     def save_mask(self, image_id: int, mask: np.ndarray | None, png: bytes | None = None) -> int:
         """Store a mask (None or all-clear deletes it). ``png`` may be given pre-encoded."""
+        if mask is not None:
+            self._check_label(image_id, mask=np.asarray(mask))
         n = 0 if mask is None else int(np.count_nonzero(mask))
         if n and png is None:
             png = encode_mask(mask)

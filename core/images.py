@@ -10,9 +10,12 @@ Canonical forms:
   images are opaque; a transparent background carries no inspection information), 16-bit and float
   images are scaled to 8 bits (signed integer data with negative values is stretched min..max).
 - masks: ``bool``, shape ``(H, W)``, True = defect (any non-zero pixel, the MVTec convention).
+  A mask with more than two distinct values (a JPEG-saved or anti-aliased mask, a class-index
+  map) is still read that way, with a logged warning naming the file, once per file.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -20,6 +23,8 @@ import numpy as np
 
 from .errors import ImageReadError
 from .fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -128,12 +133,27 @@ def read_mask(path: str | Path, expected_hw: tuple[int, int] | None = None) -> n
     arr = _decode(path, _read_bytes(path))
     if arr.ndim == 3:
         arr = arr[:, :, :3].max(axis=2) if arr.shape[2] != 2 else arr[:, :, 0]
+    _warn_if_not_binary(path, arr)
     mask = arr > 0
     if expected_hw is not None and tuple(mask.shape) != tuple(expected_hw):
         raise ImageReadError(
             path, f"mask is {mask.shape[1]}x{mask.shape[0]} px but its image is "
                   f"{expected_hw[1]}x{expected_hw[0]} px")
     return mask
+
+
+_warned_masks: set[str] = set()   # masks are re-read (each evaluation): warn once per file
+
+
+def _warn_if_not_binary(path: Path, arr: np.ndarray) -> None:
+    if arr.dtype in (np.uint8, np.uint16):   # bincount: linear time, for 4000 x 4000 masks too
+        n = int(np.count_nonzero(np.bincount(arr.ravel())))
+    else:
+        n = int(np.unique(arr).size)
+    if n > 2 and str(path) not in _warned_masks:
+        _warned_masks.add(str(path))
+        log.warning("%s: the mask has %d distinct values, not 2 (a JPEG-saved or anti-aliased "
+                    "mask?); every non-zero pixel is taken as defect", path, n)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -29,12 +29,16 @@ Per-image JSON (``<image stem>.json``; written by the app, read by ``semirest tr
       "blocks": {"image_size": 256, "block": 8, "cells": [[3, 4], [3, 5]]},   # or null
       "seconds": {"boxes": 4.8}        # active annotation seconds per label kind
     }
+
+Every field is checked on reading (core/labelcheck.py, the same rules ImageLabel.validate and the
+app's store apply): width/height positive integers (or both null), numbers unquoted and finite,
+blocks.image_size a multiple of 64, blocks.block 1..64, cells [row, col] inside the grid, seconds
+keyed by a label kind or "checked"; a violation is a LabelError naming the file and the field.
 """
 from __future__ import annotations
 
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -45,6 +49,7 @@ import shapely
 from shapely.geometry import Polygon, box as shapely_box
 from shapely.ops import unary_union
 
+from . import labelcheck
 from .errors import LabelError
 from .fileio import atomic_write_text
 from .geometry import BlockGrid
@@ -58,8 +63,8 @@ BLOCK_ANOMALOUS = 1
 BLOCK_UNKNOWN = -1   # inside boxes / tagged defective: ResMixMatch guesses these
 BLOCK_IGNORE = -2    # Eq. 14's empty set: between eps- and eps+, no loss
 
-LABEL_KINDS = ("mask", "blocks", "boxes", "tag")
-TAGS = ("normal", "defective")
+LABEL_KINDS = labelcheck.LABEL_KINDS   # ("mask", "blocks", "boxes", "tag")
+TAGS = labelcheck.TAGS                 # ("normal", "defective")
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,10 +80,9 @@ class RotatedBox:
 
     def validate(self, where: str | Path | None = None) -> "RotatedBox":
         vals = (self.cx, self.cy, self.w, self.h, self.angle)
-        # numbers.Real, not (int, float): numpy scalars (float32 from OpenCV, int64 from arrays)
-        # are valid coordinates and are not subclasses of int/float.
-        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in vals):
-            raise LabelError(where, f"box {self.as_dict()} has a non-finite value")
+        if not all(labelcheck.is_number(v) and math.isfinite(v) for v in vals):
+            raw = dict(zip(("cx", "cy", "w", "h", "angle"), vals))
+            raise LabelError(where, f"box {raw} has a non-finite value or one that is not a number")
         if self.w <= 0 or self.h <= 0:
             raise LabelError(where, f"box {self.as_dict()} has zero or negative size")
         if not -180.0 <= self.angle <= 180.0:
@@ -102,13 +106,16 @@ class RotatedBox:
                 "angle": float(self.angle)}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str | Path | None = None) -> "RotatedBox":
-        try:
-            b = cls(float(d["cx"]), float(d["cy"]), float(d["w"]), float(d["h"]),
-                    float(d.get("angle", 0.0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LabelError(where, f"box {d!r} needs numbers cx, cy, w, h (and angle)") from exc
-        return b.validate(where)
+    def from_dict(cls, d: dict, where: str | Path | None = None, field: str = "box") -> "RotatedBox":
+        """A box from ``{"cx", "cy", "w", "h", "angle" (optional, 0)}``; ``field`` names it in errors."""
+        labelcheck.mapping(d, where, field)
+        missing = [k for k in ("cx", "cy", "w", "h") if k not in d]
+        if missing:
+            raise LabelError(where, f"field '{field}' has no {', '.join(repr(k) for k in missing)} "
+                                    f"(a box needs cx, cy, w, h and optionally angle)")
+        vals = [labelcheck.number(d[k], where, f"{field}.{k}") for k in ("cx", "cy", "w", "h")]
+        angle = labelcheck.number(d.get("angle", 0.0), where, f"{field}.angle")
+        return cls(*vals, angle).validate(where)
 
     @classmethod
     def from_corners(cls, pts: np.ndarray) -> "RotatedBox":
@@ -244,6 +251,33 @@ class BlockCells:
     def grid(self, width: int, height: int) -> BlockGrid:
         return BlockGrid.for_image(width, height, self.image_size, self.block)
 
+    def validate(self, where: str | Path | None = None, width: int | None = None,
+                 height: int | None = None, field: str = "blocks") -> "BlockCells":
+        """Grid settings and cells well-formed; with the image size, every cell inside the grid."""
+        labelcheck.block_grid(self.image_size, self.block, where, field)
+        cells = [labelcheck.cell(rc, where, f"{field}.cells[{i}]")
+                 for i, rc in enumerate(labelcheck.sequence(self.cells, where, f"{field}.cells"))]
+        if width is not None and height is not None:
+            g = self.grid(width, height)
+            for r, c in cells:
+                if r >= g.rows or c >= g.cols:
+                    raise LabelError(where, f"block cell ({r}, {c}) is outside the {g.rows}x{g.cols} "
+                                            f"grid of the {width}x{height} image")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str | Path | None = None, field: str = "blocks") -> "BlockCells":
+        """Block cells from ``{"image_size", "block", "cells": [[row, col], ...]}``."""
+        labelcheck.mapping(d, where, field)
+        missing = [k for k in ("image_size", "block") if k not in d]
+        if missing:
+            raise LabelError(where, f"field '{field}' has no {', '.join(repr(k) for k in missing)} "
+                                    f"(block labels need image_size, block and cells)")
+        size, block = labelcheck.block_grid(d["image_size"], d["block"], where, field)
+        cells = labelcheck.sequence(d.get("cells", []), where, f"{field}.cells")
+        return cls(size, block, [labelcheck.cell(rc, where, f"{field}.cells[{i}]")
+                                 for i, rc in enumerate(cells)])
+
     def to_mask(self, width: int, height: int) -> np.ndarray:
         g = self.grid(width, height)
         m = np.zeros((g.rows, g.cols), bool)
@@ -272,20 +306,33 @@ class ImageLabel:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def validate(self, where: str | Path | None = None) -> "ImageLabel":
+        """Every rule a label must meet to train on (the one rule set of reading and storing):
+        raises LabelError naming ``where`` (default: the image) and the problem."""
         where = where or self.image
-        if self.tag is not None and self.tag not in TAGS:
-            raise LabelError(where, f"tag must be one of {TAGS}, got {self.tag!r}")
-        for b in self.boxes:
+        w, h = labelcheck.image_size(self.width, self.height, where)
+        labelcheck.tag(self.tag, where)
+        for b in labelcheck.sequence(self.boxes, where, "boxes"):
+            if not isinstance(b, RotatedBox):
+                raise LabelError(where, f"boxes must be RotatedBox objects, got {b!r}")
             b.validate(where)
-        if self.mask is not None and self.width is not None and self.mask.shape != (self.height, self.width):
-            raise LabelError(where, f"mask is {self.mask.shape[1]}x{self.mask.shape[0]} px but the "
-                                    f"image is {self.width}x{self.height} px")
-        if self.width is not None and self.boxes:
-            frame = shapely_box(0, 0, self.width, self.height)
+        if self.mask is not None:
+            if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2:
+                raise LabelError(where, f"the mask must be a 2-D array, got "
+                                        f"{getattr(self.mask, 'shape', type(self.mask).__name__)}")
+            if w is not None and self.mask.shape != (h, w):
+                raise LabelError(where, f"mask is {self.mask.shape[1]}x{self.mask.shape[0]} px but the "
+                                        f"image is {w}x{h} px")
+        if self.blocks is not None:
+            if not isinstance(self.blocks, BlockCells):
+                raise LabelError(where, f"blocks must be BlockCells, got {self.blocks!r}")
+            self.blocks.validate(where, w, h)
+        labelcheck.seconds(self.seconds, where)
+        if w is not None and self.boxes:
+            frame = shapely_box(0, 0, w, h)
             for b in self.boxes:
-                if not b.polygon().intersects(frame):
-                    raise LabelError(where, f"box {b.as_dict()} lies wholly outside the "
-                                            f"{self.width}x{self.height} image")
+                # no area inside (also a box touching the border from outside): it marks no pixel
+                if b.polygon().intersection(frame).area <= 0:
+                    raise LabelError(where, f"box {b.as_dict()} lies wholly outside the {w}x{h} image")
         return self
 
     @property
@@ -381,28 +428,33 @@ def load_label(json_path: str | Path, check_image: bool = True) -> ImageLabel:
         raise LabelError(json_path, f"not a SemiREST label file (expected \"format\": \"{FORMAT}\")")
     if "image" not in d:
         raise LabelError(json_path, "has no \"image\" entry")
-    image = Path(d["image"])
+    # Every field is checked for type and range here, so a hand-edited file fails now, naming the
+    # file and the field, not later inside training.
+    image = Path(labelcheck.text(d["image"], json_path, "image"))
     if not image.is_absolute():
         image = json_path.parent / image
     if check_image and not image.exists():
         raise LabelError(json_path, f"labels an image that does not exist: {image}")
-    width, height = d.get("width"), d.get("height")
-    mask = None
-    if d.get("mask"):
-        mask = read_mask(json_path.parent / d["mask"],
-                         expected_hw=(height, width) if width and height else None)
+    width, height = labelcheck.image_size(d.get("width"), d.get("height"), json_path)
+    tag = labelcheck.tag(d.get("tag"), json_path)
+    boxes = [RotatedBox.from_dict(b, json_path, f"boxes[{i}]")
+             for i, b in enumerate(labelcheck.sequence(_or(d.get("boxes"), []), json_path, "boxes"))]
     blocks = None
-    if d.get("blocks"):
-        bd = d["blocks"]
-        try:
-            blocks = BlockCells(int(bd["image_size"]), int(bd["block"]),
-                                [(int(r), int(c)) for r, c in bd.get("cells", [])])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LabelError(json_path, f"\"blocks\" needs image_size, block and cells ({exc})") from exc
-    boxes = [RotatedBox.from_dict(b, json_path) for b in d.get("boxes") or []]
-    label = ImageLabel(image=image, width=width, height=height, tag=d.get("tag"), boxes=boxes,
-                       mask=mask, blocks=blocks, seconds={k: float(v) for k, v in (d.get("seconds") or {}).items()})
+    if d.get("blocks") is not None:
+        blocks = BlockCells.from_dict(d["blocks"], json_path, "blocks")
+    seconds = labelcheck.seconds(d.get("seconds"), json_path)
+    mask = None
+    if d.get("mask") is not None:
+        mask = read_mask(json_path.parent / labelcheck.text(d["mask"], json_path, "mask"),
+                         expected_hw=None if width is None else (height, width))
+    label = ImageLabel(image=image, width=width, height=height, tag=tag, boxes=boxes,
+                       mask=mask, blocks=blocks, seconds=seconds)
     return label.validate(json_path)
+
+
+def _or(value, default):
+    """``value``, or ``default`` for JSON null (an absent list)."""
+    return default if value is None else value
 
 
 def load_label_dir(folder: str | Path) -> dict[Path, ImageLabel]:

@@ -5,6 +5,11 @@ when a user opens a model file someone sent them).
 """
 from __future__ import annotations
 
+import math
+import numbers
+import pickle
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +21,98 @@ from .errors import InputError
 from .fileio import atomic_write_with
 
 FORMAT = "semirest.model/1"
+
+
+#: (field, what it must be, test) of a model file's dictionary; "optional" fields may be absent or None.
+_FIELDS = (
+    ("config", "a dictionary of settings", lambda v: isinstance(v, dict)),
+    ("backbone", "a backbone name", lambda v: isinstance(v, str) and bool(v)),
+    ("feature_dim", "a positive integer",
+     lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0),
+    ("bank", "a memory bank (tensors 'features' of (n, d) and 'owner' of (n,))",
+     lambda v: isinstance(v, dict) and isinstance(v.get("features"), torch.Tensor)
+     and isinstance(v.get("owner"), torch.Tensor) and v["features"].ndim == 2
+     and v["owner"].shape == v["features"].shape[:1]),
+    ("swin", "a dictionary of weight tensors",
+     lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())),
+    ("residual_scale", "a finite number",
+     lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)),
+)
+_OPTIONAL = ("validation", "calibration", "training")   # dictionaries, may be absent
+
+
+def _not_a_model(path: Path, why: str) -> InputError:
+    return InputError(path, f"not a SemiREST model file ({why})")
+
+
+def _torch_load(path: Path):
+    """``torch.load`` with ``weights_only=True``; its errors become one plain sentence.
+
+    PyTorch's own message for a refused object advises loading with ``weights_only=False``, i.e.
+    running the file's code: never pass that on (not in the message, not as the cause)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise _not_a_model(path, "the file is empty")
+    if head != b"PK\x03\x04":     # torch.save writes a zip archive; anything else is not ours
+        raise _not_a_model(path, "it is not a PyTorch zip archive")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # pickle-protocol notes: the error below says enough
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:   # noqa: BLE001 - only for a better reason; the fallback is still true
+            names = []
+        what = f"Python objects ({', '.join(names[:3])})" if names else "data other than tensors, numbers and strings"
+        raise _not_a_model(path, f"it holds {what}, which SemiREST never loads since loading "
+                                 f"them could run code") from None
+    except Exception as exc:   # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError...
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first:
+            first = type(exc).__name__
+        raise _not_a_model(path, f"PyTorch cannot read it, damaged or truncated? ({first})") from None
+
+
+def read_model_dict(path: Path) -> dict:
+    """The checked dictionary of a model file: our format tag, every field there and well-typed.
+    Errors are InputError naming the file: not a model file / a newer one / incomplete / invalid."""
+    d = _torch_load(path)
+    if not isinstance(d, dict):
+        raise _not_a_model(path, f"it holds a {type(d).__name__}, not a SemiREST model")
+    fmt = d.get("format")
+    if fmt is None:
+        raise _not_a_model(path, "it has no format tag: a plain PyTorch state dict or checkpoint?")
+    if fmt != FORMAT:
+        m = re.fullmatch(r"semirest\.model/(\d+)", str(fmt))
+        if m and int(m.group(1)) > int(FORMAT.rsplit("/", 1)[1]):
+            raise InputError(path, f"written by a newer SemiREST Studio (model format {fmt}; this "
+                                   f"version reads {FORMAT}): update SemiREST Studio to open it")
+        raise _not_a_model(path, f"its format tag is {fmt!r}, expected {FORMAT!r}")
+    missing = [k for k, _, _ in _FIELDS if k not in d]
+    if missing:
+        raise InputError(path, "SemiREST model file is incomplete: missing "
+                               + ", ".join(repr(k) for k in missing))
+    for key, what, ok in _FIELDS:
+        if not ok(d[key]):
+            raise InputError(path, f"SemiREST model file is invalid: '{key}' must be {what}, got "
+                                   f"{_describe(d[key])}")
+    for key in _OPTIONAL:
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise InputError(path, f"SemiREST model file is invalid: '{key}' must be a dictionary, "
+                                   f"got {_describe(d[key])}")
+    return d
+
+
+def _describe(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return f"a tensor of shape {tuple(v.shape)}"
+    r = repr(v)
+    return r if len(r) <= 60 else f"a {type(v).__name__}"
 
 
 def _with_legacy_defaults(config: dict) -> dict:
@@ -78,12 +175,7 @@ class ModelBundle:
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "no such model file")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(path, f"not a readable SemiREST model file ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise InputError(path, f"not a SemiREST model file (expected format {FORMAT})")
+        d = read_model_dict(path)
         return cls(Config.from_dict(_with_legacy_defaults(d["config"]), where=f"{path} config"), d["backbone"], int(d["feature_dim"]),
                    d["bank"], d["swin"], float(d["residual_scale"]), d.get("validation") or {},
                    d.get("calibration") or {}, d.get("training") or {})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -155,7 +156,19 @@ def _coco_export(tmp_path) -> tuple[Path, dict]:
     (lambda d: d["images"][1].update(id=d["images"][0]["id"]), "used twice"),
     (lambda d: d["annotations"][0].update(image_id=999), "image id 999, which is not in"),
     (lambda d: d["images"][0].update(file_name="gone.png"), "labels an image that does not exist: gone.png"),
-    (lambda d: d["images"][0].update(semirest_tag="broken"), "image tag must be"),
+    (lambda d: d["images"][0].update(semirest_tag="broken"), "field 'semirest_tag' must be"),
+    # field types and ranges: a LabelError naming the file and field, not a raw exception
+    (lambda d: d["images"][0].update(width="64px"), "field 'images[0].width' must be a positive integer"),
+    (lambda d: d["images"][0].update(semirest_seconds={"boxes": "abc"}),
+     "field 'semirest_seconds.boxes' must be a finite number, got 'abc'"),
+    (lambda d: d["images"][0].update(semirest_seconds=[1]), "field 'semirest_seconds' must be an object"),
+    (lambda d: d["images"][2].update(semirest_blocks={"image_size": 256, "block": 0, "cells": []}),
+     "field 'semirest_blocks.block' must be an integer from 1 to 64, got 0"),
+    (lambda d: d["annotations"][0].update(image_id=[1]), "image id [1], which is not in"),
+    (lambda d: d["annotations"][0].update(segmentation="abc"), "\"segmentation\" must be an RLE object"),
+    (lambda d: d["annotations"][-1].update(segmentation=None, rbox=None, bbox=[1, 2, math.nan, 4]),
+     "\"bbox\" must be [x, y, w, h], got [1, 2, nan, 4]"),
+    (lambda d: d["annotations"][-1].update(rbox=[1, 2, 3, 4, math.inf]), "\"rbox\" must be [cx, cy, w, h, angle]"),
 ])
 def test_coco_bad_fields(tmp_path, edit, message):
     path, doc = _coco_export(tmp_path)
@@ -225,6 +238,11 @@ def test_labelme_errors(tmp_path):
     check({**base, "shapes": [], "flags": {"normal": True, "defective": True}}, "both set")
     check({**base, "shapes": [{"label": "x", "points": [[1, 1], [1, 5]], "shape_type": "rectangle"}]},
           "zero size")
+    check({**base, "shapes": [], "imageWidth": "64px"}, "field 'imageWidth' must be a positive integer")
+    check({**base, "shapes": [], "semirest_seconds": {"boxes": "abc"}},
+          "field 'semirest_seconds.boxes' must be a finite number")
+    check({**base, "shapes": [], "semirest_blocks": {"image_size": 256, "block": 0, "cells": []}},
+          "field 'semirest_blocks.block' must be an integer from 1 to 64")
 
 
 def test_mvtec_mask_size_mismatch_names_mask(tmp_path):

@@ -246,3 +246,43 @@ def test_read_mask_errors(tmp_path):
     p = tmp_path / "bad_mask.png"
     p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     assert "corrupt or truncated PNG" in _error(p, read_mask)
+
+
+def _mask_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "core.images" and r.levelname == "WARNING"]
+
+
+def test_non_binary_mask_warns_once_naming_file_and_count(tmp_path, caplog):
+    arr = np.zeros((16, 16), np.uint8)
+    arr[2:6, 2:6], arr[8:12, 8:12] = 128, 255          # 3 values: 0, 128, 255
+    p = _write(tmp_path / "graded.png", arr)
+    with caplog.at_level("WARNING", logger="core.images"):
+        mask = read_mask(p)
+        read_mask(p)                                    # read again (each evaluation): no repeat
+    assert np.array_equal(mask, arr > 0)                # still non-zero = defect
+    assert _mask_warnings(caplog) == [
+        f"{p}: the mask has 3 distinct values, not 2 (a JPEG-saved or anti-aliased mask?); "
+        f"every non-zero pixel is taken as defect"]
+
+
+def test_jpeg_mask_warns(tmp_path, caplog):
+    arr = np.zeros((32, 32), np.uint8)
+    arr[8:20, 5:25] = 255
+    p = _write(tmp_path / "m.jpg", arr, ".jpg")          # ringing round the edges: extra values
+    with caplog.at_level("WARNING", logger="core.images"):
+        read_mask(p)
+    assert len(_mask_warnings(caplog)) == 1 and "m.jpg: the mask has" in _mask_warnings(caplog)[0]
+
+
+@pytest.mark.parametrize("name, arr", [
+    ("binary.png", np.where(np.eye(16, dtype=bool), 255, 0).astype(np.uint8)),
+    ("ones.png", np.eye(16, dtype=np.uint8)),                                   # 0/1 masks
+    ("empty.png", np.zeros((16, 16), np.uint8)),                                # normal image
+    ("red.png", np.dstack([np.zeros((16, 16))] * 2 + [np.eye(16) * 255]).astype(np.uint8)),  # BGR red
+    ("deep.png", np.where(np.eye(16, dtype=bool), 65535, 0).astype(np.uint16)),  # 16-bit
+])
+def test_binary_masks_do_not_warn(tmp_path, caplog, name, arr):
+    with caplog.at_level("WARNING", logger="core.images"):
+        read_mask(_write(tmp_path / name, arr))
+    assert _mask_warnings(caplog) == []

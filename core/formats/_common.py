@@ -17,6 +17,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
+from .. import labelcheck
 from ..errors import ImageReadError, LabelError
 from ..fileio import atomic_write_bytes
 from ..images import IMAGE_SUFFIXES, image_size, is_image_file
@@ -286,7 +287,8 @@ def box_from_stored(rbox, polygon_pts: np.ndarray | None, where: Path, what: str
     if rbox is None:
         return None
     if not (isinstance(rbox, (list, tuple)) and len(rbox) == 5
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rbox)):
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) for v in rbox)):
         raise LabelError(where, f"{what}: \"rbox\" must be [cx, cy, w, h, angle], got {rbox!r}")
     box = RotatedBox(*(float(v) for v in rbox)).validate(where)
     if polygon_pts is not None and not same_polygon(box.corners(), polygon_pts):
@@ -302,13 +304,7 @@ def box_from_polygon(points: np.ndarray, where: Path, what: str) -> RotatedBox:
 
 
 def blocks_from_dict(d, where: Path) -> BlockCells | None:
-    if d is None:
-        return None
-    try:
-        return BlockCells(int(d["image_size"]), int(d["block"]),
-                          [(int(r), int(c)) for r, c in d.get("cells", [])])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise LabelError(where, f"\"semirest_blocks\" needs image_size, block and cells ({exc})") from exc
+    return None if d is None else BlockCells.from_dict(d, where, "semirest_blocks")
 
 
 def painted_blocks(blocks: BlockCells, width: int, height: int, where: Path) -> np.ndarray:
@@ -319,26 +315,11 @@ def painted_blocks(blocks: BlockCells, width: int, height: int, where: Path) -> 
 
 
 def seconds_from(d, where: Path) -> dict[str, float]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise LabelError(where, f"\"semirest_seconds\" must be an object, got {d!r}")
-    try:
-        return {str(k): float(v) for k, v in d.items()}
-    except (TypeError, ValueError) as exc:
-        raise LabelError(where, f"\"semirest_seconds\" values must be numbers ({exc})") from exc
+    return labelcheck.seconds(d, where, "semirest_seconds")
 
 
 def check_tag(tag, where: Path) -> str | None:
-    if tag is not None and tag not in ("normal", "defective"):
-        raise LabelError(where, f"image tag must be \"normal\", \"defective\" or null, got {tag!r}")
-    return tag
-
-
-def positive_int(v, where: Path, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v <= 0:
-        raise LabelError(where, f"{what} must be a positive integer, got {v!r}")
-    return int(v)
+    return labelcheck.tag(tag, where, "semirest_tag")
 
 
 # ---------------------------------------------------------------------------------------------

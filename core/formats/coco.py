@@ -25,6 +25,7 @@ an absolute one that does not exist is looked for by name directly under ``image
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -32,12 +33,13 @@ import numpy as np
 from shapely.geometry import box as shapely_box
 
 from ..errors import LabelError
+from ..labelcheck import positive_int
 from ..labels import ImageLabel, RotatedBox
 from . import rle
 from ._common import (DEFAULT_CATEGORY, ExportContext, blocks_from_dict, box_from_polygon,
                       box_from_stored, check_image_exists, check_tag, common_dir, components,
                       defect_type, first_existing, is_rectangle, label_size, painted_blocks,
-                      positive_int, rasterize_polygon, read_json, seconds_from)
+                      rasterize_polygon, read_json, seconds_from)
 
 FILE_NAME = "annotations.json"
 
@@ -211,8 +213,8 @@ def import_labels(path: Path, image_root: Path | None) -> list[ImageLabel]:
         fn = im["file_name"]
         if not isinstance(fn, str) or not fn:
             raise LabelError(jp, f"images[{k}]: \"file_name\" must be a path, got {fn!r}")
-        w = positive_int(im["width"], jp, f"images[{k}] \"width\"")
-        h = positive_int(im["height"], jp, f"images[{k}] \"height\"")
+        w = positive_int(im["width"], jp, f"images[{k}].width")
+        h = positive_int(im["height"], jp, f"images[{k}].height")
         ref = Path(fn.replace("\\", "/"))
         # an absolute file_name from another machine is looked for by name under image_root
         image = first_existing([ref, image_root / ref.name if image_root is not None else None]
@@ -229,12 +231,15 @@ def import_labels(path: Path, image_root: Path | None) -> list[ImageLabel]:
             raise LabelError(jp, f"annotations[{j}] is not an object")
         what = f"annotation {a.get('id', f'[{j}]')}"
         iid = a.get("image_id")
-        if iid not in entries:
+        if not isinstance(iid, (int, str)) or iid not in entries:
             raise LabelError(jp, f"{what} is for image id {iid!r}, which is not in \"images\"")
         e = entries[iid]
         w, h = e["w"], e["h"]
         seg = a.get("segmentation")
         kind = a.get("semirest_kind")
+        if seg is not None and not isinstance(seg, (dict, list)):
+            raise LabelError(jp, f"{what}: \"segmentation\" must be an RLE object or a list of "
+                                 f"polygons, got {seg!r}")
         if isinstance(seg, dict):
             try:
                 rh, rw, _ = rle.rle_counts(seg)
@@ -261,7 +266,8 @@ def import_labels(path: Path, image_root: Path | None) -> list[ImageLabel]:
         elif a.get("bbox") is not None:
             bb = a["bbox"]
             if not (isinstance(bb, list) and len(bb) == 4
-                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bb)):
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                            and math.isfinite(v) for v in bb)):
                 raise LabelError(jp, f"{what}: \"bbox\" must be [x, y, w, h], got {bb!r}")
             x, y, bw, bh = (float(v) for v in bb)
             if bw <= 0 or bh <= 0:

@@ -37,10 +37,11 @@ import numpy as np
 
 from ..errors import LabelError
 from ..images import encode_png
+from ..labelcheck import positive_int
 from ..labels import ImageLabel, RotatedBox
 from ._common import (DEFAULT_CATEGORY, ExportContext, blocks_from_dict, box_from_polygon,
                       box_from_stored, check_image_exists, check_tag, components, files_under,
-                      first_existing, is_rectangle, label_size, painted_blocks, positive_int,
+                      first_existing, is_rectangle, label_size, painted_blocks,
                       rasterize_circle, rasterize_polygon, read_image_size, read_json, seconds_from)
 
 VERSION = "5.3.1"
@@ -165,8 +166,8 @@ def _read_one(json_path: Path, rel: Path, image_root: Path | None) -> ImageLabel
     if d.get("imageWidth") is None or d.get("imageHeight") is None:
         w, h = read_image_size(image, json_path)
     else:
-        w = positive_int(d["imageWidth"], json_path, "\"imageWidth\"")
-        h = positive_int(d["imageHeight"], json_path, "\"imageHeight\"")
+        w = positive_int(d["imageWidth"], json_path, "imageWidth")
+        h = positive_int(d["imageHeight"], json_path, "imageHeight")
 
     flags = d.get("flags") or {}
     if not isinstance(flags, dict):
