@@ -10,7 +10,8 @@ Progress: tqdm bars on stderr, or with ``--progress-json`` one JSON object per l
 (``{"event": "progress", ...}``, then ``{"event": "result", ...}`` or ``{"event": "error", ...}``),
 the protocol the app's training worker reads. Errors print one line naming the file and the
 problem and exit with status 2; Ctrl-C exits with 130 and keeps the training checkpoint, so the
-same command resumes.
+same command resumes. ``--verbose`` (before or after the verb) also shows library start-up
+messages, such as which faiss build was loaded.
 """
 from __future__ import annotations
 
@@ -88,7 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list the CPU and every CUDA device with free memory")
     i = sub.add_parser("info", help="summary of a model file")
     i.add_argument("--model", required=True)
+    # --verbose before or after the verb: on the verb's parser it must not reset a value given
+    # before the verb, hence SUPPRESS there.
+    p.add_argument("-v", "--verbose", action="store_true", help="also show library start-up messages "
+                                                               "(which faiss build was loaded)")
+    for verb in sub.choices.values():
+        verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="also show library start-up messages (which faiss build was loaded)")
     return p
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # faiss's loader tries its AVX512 and AVX2 builds first and logs each failed try, with the
+    # ModuleNotFoundError, at INFO: nine lines of alarming noise on every call on most machines,
+    # although the generic build then loads fine. Show them only when asked.
+    logging.getLogger("faiss.loader").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _config(args):
@@ -258,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     except ValueError:   # not the main thread (embedded use): leave signals alone
         pass
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _setup_logging(args.verbose)
     out = _Output(getattr(args, "progress_json", False))
     verbs = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "devices": cmd_devices, "info": cmd_info}
     try:

@@ -1,23 +1,28 @@
-"""COCO run-length encoding of binary masks, bit-compatible with pycocotools (no dependency on it).
+"""COCO run-length encoding of binary masks, done by pycocotools (``pycocotools.mask``).
 
 A mask of ``h`` x ``w`` pixels is read in column-major (Fortran) order, so pixel (x, y) is element
 ``x * h + y``. ``counts`` are the lengths of alternating runs, starting with a run of *background*
-(0) pixels, which is 0 when the first pixel is foreground. The counts always sum to ``h * w``.
+(0) pixels, which is 0 when the first pixel is foreground; they sum to ``h * w``. Compressed RLE
+(``{"size": [h, w], "counts": "<str>"}``) writes them as pycocotools' LEB128-like string; the
+uncompressed form (``"counts": [int, ...]``) is read as well.
 
-Compressed RLE (``{"size": [h, w], "counts": "<str>"}``) writes the counts as a string, as
-pycocotools' ``rleToString`` does: each count (from the fourth on, the difference to the count two
-places before it, i.e. to the previous run of the same value) is split into 5-bit groups, least
-significant first, in two's complement; each group becomes one character ``chr(48 + g)``, with
-bit 0x20 set on every group but the last. A value is complete when the remaining bits are all
-copies of the last group's sign bit (0x10), so small negative differences take one character.
+pycocotools writes every RLE and measures area and bounding box. What stays here, and why:
 
-Uncompressed RLE (``"counts": [int, ...]``) is accepted by :func:`decode` as well.
+- :func:`string_to_counts` reads a compressed string into its run lengths, to check an RLE from a
+  file before anything uses it; :func:`paint` and :func:`decode` expand those checked runs.
+  pycocotools' reader takes any character (garbage in, garbage out), fills a too-short RLE with
+  background, and its ``merge`` never returns on an RLE whose runs do not add up to its size
+  (pycocotools 2.0.11). It has no call that returns the run lengths, which :func:`paint` needs to
+  cost O(runs) rather than O(h * w) per instance, and its ``decode`` parses the string again.
+- :func:`counts_from_indices`: run lengths of a mask given by its pixel indices, so the COCO
+  exporter does not build a full-size mask for every connected component.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+from pycocotools import mask as cocomask
 
 
 class RLEError(ValueError):
@@ -25,7 +30,7 @@ class RLEError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# counts <-> mask
+# run lengths
 # ---------------------------------------------------------------------------------------------
 def counts_from_indices(indices: np.ndarray, n: int) -> list[int]:
     """Run lengths of a length-``n`` 0/1 sequence whose ones are at the sorted ``indices``."""
@@ -47,53 +52,32 @@ def counts_from_indices(indices: np.ndarray, n: int) -> list[int]:
     return out
 
 
-def mask_to_counts(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO counts of a (h, w) mask (non-zero = foreground)."""
+def _mask2d(mask: np.ndarray) -> np.ndarray:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise RLEError(f"mask must be 2-D (h, w), got shape {m.shape}")
+    return m
+
+
+def mask_to_counts(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO counts of a (h, w) mask (non-zero = foreground)."""
+    m = _mask2d(mask)
     return counts_from_indices(np.flatnonzero(m.ravel(order="F")), m.size)
 
 
-def counts_to_mask(counts: Sequence[int], h: int, w: int) -> np.ndarray:
-    """(h, w) bool mask from uncompressed counts; the counts must sum to ``h * w``."""
-    c = np.asarray(list(counts), dtype=np.int64)
-    if c.ndim != 1:
-        raise RLEError("counts must be a flat list of run lengths")
-    if (c < 0).any():
-        raise RLEError(f"negative run length {int(c[c < 0][0])} in counts")
-    total = int(c.sum())
-    if total != h * w:
-        raise RLEError(f"run lengths sum to {total} pixels but the mask is {w}x{h} = {h * w} pixels")
-    values = np.zeros(c.size, bool)
-    values[1::2] = True
-    flat = np.repeat(values, c)
-    return flat.reshape((w, h)).T.copy()      # column-major -> (h, w), C-contiguous
-
-
-# ---------------------------------------------------------------------------------------------
-# counts <-> compressed string
-# ---------------------------------------------------------------------------------------------
 def counts_to_string(counts: Sequence[int]) -> str:
-    """pycocotools ``rleToString``: counts as a LEB128-like string of chars '0' (48) to 'o' (111)."""
-    counts = [int(v) for v in counts]
-    out: list[str] = []
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5                      # arithmetic shift, as C's on a signed long
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+    """The compressed string of uncompressed counts (pycocotools' ``rleToString``)."""
+    c = [int(v) for v in counts]
+    if any(v < 0 for v in c):
+        raise RLEError("RLE has a negative run length")
+    # frPyObjects compresses an uncompressed RLE; its size only has to match the counts' total.
+    obj = cocomask.frPyObjects({"size": [sum(c), 1], "counts": c}, sum(c), 1)
+    return obj["counts"].decode("ascii")
 
 
 def string_to_counts(s: str | bytes) -> list[int]:
-    """pycocotools ``rleFrString``: the inverse of :func:`counts_to_string`."""
+    """Run lengths of a compressed string, checked character by character (see the module doc for
+    why pycocotools' own reader is not used on strings from files)."""
     if isinstance(s, bytes):
         try:
             s = s.decode("ascii")
@@ -110,13 +94,13 @@ def string_to_counts(s: str | bytes) -> list[int]:
             if not 0 <= c <= 63:
                 raise RLEError(f"invalid character {s[p]!r} at position {p} of the compressed counts "
                                f"(allowed: '0' to 'o')")
-            x |= (c & 0x1F) << (5 * k)
+            x |= (c & 0x1F) << (5 * k)      # 5 bits a character, least significant first
             more = bool(c & 0x20)
             p += 1
             k += 1
             if not more and (c & 0x10):
-                x |= -1 << (5 * k)       # sign-extend
-        if len(counts) > 2:
+                x |= -1 << (5 * k)          # sign-extend
+        if len(counts) > 2:                 # from the fourth on: the difference to two before
             x += counts[-2]
         counts.append(x)
     return counts
@@ -126,17 +110,18 @@ def string_to_counts(s: str | bytes) -> list[int]:
 # RLE objects
 # ---------------------------------------------------------------------------------------------
 def encode(mask: np.ndarray) -> dict:
-    """Compressed RLE ``{"size": [h, w], "counts": str}`` of a (h, w) mask, as pycocotools'
-    ``mask.encode`` (with ``counts`` decoded from bytes to str for JSON)."""
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise RLEError(f"mask must be 2-D (h, w), got shape {m.shape}")
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts_to_string(mask_to_counts(m))}
+    """Compressed RLE ``{"size": [h, w], "counts": str}`` of a (h, w) mask (non-zero =
+    foreground), by pycocotools' ``mask.encode`` (``counts`` as str, for JSON)."""
+    m = _mask2d(mask)
+    obj = cocomask.encode(np.asfortranarray(m != 0, dtype=np.uint8))
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": obj["counts"].decode("ascii")}
 
 
 def encode_indices(indices: np.ndarray, h: int, w: int) -> dict:
     """Compressed RLE of a mask given by the sorted column-major indices of its pixels."""
-    return {"size": [int(h), int(w)], "counts": counts_to_string(counts_from_indices(indices, h * w))}
+    counts = counts_from_indices(indices, h * w)
+    obj = cocomask.frPyObjects({"size": [int(h), int(w)], "counts": counts}, int(h), int(w))
+    return {"size": [int(h), int(w)], "counts": obj["counts"].decode("ascii")}
 
 
 def rle_counts(rle: dict) -> tuple[int, int, list[int]]:
@@ -165,10 +150,23 @@ def rle_counts(rle: dict) -> tuple[int, int, list[int]]:
     return h, w, counts
 
 
-def decode(rle: dict) -> np.ndarray:
-    """(h, w) bool mask of a compressed or uncompressed RLE dict."""
+def _checked(rle: dict) -> dict:
+    """The RLE as pycocotools takes it (compressed, bytes), once :func:`rle_counts` passed it."""
     h, w, counts = rle_counts(rle)
-    return counts_to_mask(counts, h, w)
+    raw = rle["counts"]
+    if isinstance(raw, (list, tuple)):
+        return cocomask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    return {"size": [h, w], "counts": raw.encode("ascii") if isinstance(raw, str) else raw}
+
+
+def decode(rle: dict) -> np.ndarray:
+    """(h, w) bool mask (C order) of a compressed or uncompressed RLE dict, painted from the
+    checked run lengths (pycocotools' ``decode`` would parse the string again, and under NumPy 2
+    it warns on every call: its ``__array__`` lacks the ``copy`` keyword)."""
+    h, w, _ = rle_counts(rle)
+    out_t = np.zeros((w, h), bool)
+    paint(rle, out_t)
+    return np.ascontiguousarray(out_t.T)
 
 
 def paint(rle: dict, out_t: np.ndarray) -> None:
@@ -187,14 +185,9 @@ def paint(rle: dict, out_t: np.ndarray) -> None:
 
 def area(rle: dict) -> int:
     """Number of foreground pixels."""
-    _, _, counts = rle_counts(rle)
-    return int(sum(counts[1::2]))
+    return int(cocomask.area(_checked(rle)))
 
 
 def to_bbox(rle: dict) -> list[int]:
-    """[x, y, w, h] of the foreground, as pycocotools' ``toBbox`` (all zeros when empty)."""
-    m = decode(rle)
-    ys, xs = np.nonzero(m)
-    if xs.size == 0:
-        return [0, 0, 0, 0]
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    """[x, y, w, h] of the foreground, by pycocotools' ``toBbox`` (all zeros when empty)."""
+    return [int(v) for v in cocomask.toBbox(_checked(rle))]

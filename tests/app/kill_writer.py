@@ -1,36 +1,14 @@
-"""Run as a subprocess by test_store_kill.py: writes edits in a loop, printing the number of each
-edit once it is committed, until it is SIGKILLed.
+"""Run as a subprocess by test_store_kill.py: brush strokes through the real window (offscreen),
+printing the number of each stroke once it is committed, until it is SIGKILLed. (The store-level
+writer is bench/drill.py's.)
 
-    python kill_writer.py store PROJECT     store-level edits (boxes and masks, alternating)
-    python kill_writer.py window PROJECT    brush strokes through the real window (offscreen)
+    python kill_writer.py window PROJECT
 """
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repository root
-
-import numpy as np  # noqa: E402
-
-from app.store import Store  # noqa: E402
-from core.labels import RotatedBox  # noqa: E402
-
-
-def store_loop(project: Path) -> None:
-    store = Store.open(project)
-    ids = [r.id for r in store.images()]
-    h, w = store.image(ids[0]).height, store.image(ids[0]).width
-    i = 0
-    while True:
-        image_id = ids[(i // 2) % len(ids)]
-        if i % 2 == 0:
-            store.save_boxes(image_id, [RotatedBox(10, 10, i + 1, 5, 0)])     # w encodes the edit
-        else:
-            mask = np.zeros(h * w, np.uint8)
-            mask[: (i % (h * w - 1)) + 1] = 1                                # pixel count encodes it
-            store.save_mask(image_id, mask.reshape(h, w))
-        print(i, flush=True)
-        i += 1
 
 
 def window_loop(project: Path) -> None:
@@ -72,4 +50,6 @@ def window_loop(project: Path) -> None:
 
 if __name__ == "__main__":
     mode, project = sys.argv[1], Path(sys.argv[2])
-    store_loop(project) if mode == "store" else window_loop(project)
+    if mode != "window":
+        sys.exit(f"unknown mode {mode!r}: only window (the store writer is bench/drill.py's)")
+    window_loop(project)
