@@ -22,6 +22,7 @@ from .. import importer
 from ..store import Store
 from ..workers import Job
 from .heat import build_layer
+from .histogram import axis_top
 from .report import export_report
 from .scoring import score_images, unscored
 
@@ -72,6 +73,8 @@ class ReviewController(QObject):
             val = "no validation metric" if vm is None else f"validation {vm[0]:.3f} ({m.validation_basis})"
             self.panel.model_label.setText(
                 f"<b>Model {m.id}</b> ({m.supervision}, {m.backbone}), {val}; map scale {m.map_scale:.3f}")
+            self.scores = self.store.scores(m.id)
+            self._set_top()
             self.panel.set_thresholds(m.image_threshold, m.pixel_threshold)
         self.refresh_scores()
         self.modelChanged.emit(model_id)
@@ -105,6 +108,7 @@ class ReviewController(QObject):
         m = self.model
         if reload_scores:
             self.scores = {} if m is None else self.store.scores(m.id)
+            self._set_top()
         thr = None if m is None else m.image_threshold
         lst = self.window.image_list
         if lst is not None:
@@ -121,6 +125,16 @@ class ReviewController(QObject):
         self.panel.counts.setText(self.counts_text(groups, thr))
         self.redraw()
         self.scoresChanged.emit()
+
+    def _set_top(self) -> None:
+        """The thresholds' and histogram's range: past 1 where the model's calibration or scores
+        are (a map fusing the neighbour distance, core/fusion.py, is not a probability); the
+        calibrated thresholds stay in range, so the user can always go back to them."""
+        m = self.model
+        if m is not None:
+            self.panel.set_top(axis_top(m.map_scale, m.image_threshold, m.pixel_threshold,
+                                        m.calibration.get("image_threshold", 0.0),
+                                        m.calibration.get("pixel_threshold", 0.0), *self.scores.values()))
 
     def labels_changed(self) -> None:
         """A label was saved: statuses (histogram colours, counts) may have changed."""

@@ -2,9 +2,14 @@
 (known defective red, known normal green, unlabelled grey), with the image-threshold line.
 
 Drag the line (or click anywhere) to move the threshold; the Review panel's slider and this line
-are one value. Parts at or above the line are flagged. Scores live in [0, 1] (block probabilities).
+are one value. Parts at or above the line are flagged. The axis runs from 0 to ``top``: 1 for
+block probabilities, more for a model whose map fuses the neighbour distance (core/fusion.py:
+scores and thresholds past 1), so that every score gets its own bin and any score can be the
+threshold (:func:`axis_top`).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -17,6 +22,12 @@ GROUP_COLORS = {"defective": QColor(205, 60, 60), "normal": QColor(60, 160, 80),
 LINE = QColor(20, 20, 20)
 
 
+def axis_top(*values: float) -> float:
+    """The top of the score axis: 1, or the largest finite value rounded up to a tenth."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return max(1.0, math.ceil(max(finite, default=0.0) * 10 - 1e-9) / 10)
+
+
 class ScoreHistogram(QWidget):
     thresholdChanged = Signal(float)
 
@@ -24,6 +35,7 @@ class ScoreHistogram(QWidget):
         super().__init__(parent)
         self.scores: dict[str, np.ndarray] = {}
         self.threshold = 0.5
+        self.top = 1.0
         self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setCursor(Qt.CursorShape.SizeHorCursor)
@@ -33,14 +45,19 @@ class ScoreHistogram(QWidget):
         self.scores = {k: np.asarray(v, np.float64) for k, v in groups.items() if len(v)}
         self.update()
 
+    def set_top(self, top: float) -> None:
+        """The axis' top (see :func:`axis_top`)."""
+        self.top = float(top)
+        self.set_threshold(self.threshold)
+
     def set_threshold(self, t: float) -> None:
-        self.threshold = float(min(1.0, max(0.0, t)))
+        self.threshold = float(min(self.top, max(0.0, t)))
         self.update()
 
     def counts(self) -> np.ndarray:
         """(groups, BINS) histogram counts, in GROUP_COLORS order."""
-        edges = np.linspace(0.0, 1.0, BINS + 1)
-        return np.stack([np.histogram(np.clip(self.scores.get(g, np.empty(0)), 0, 1), edges)[0]
+        edges = np.linspace(0.0, self.top, BINS + 1)
+        return np.stack([np.histogram(np.clip(self.scores.get(g, np.empty(0)), 0, self.top), edges)[0]
                          for g in GROUP_COLORS])
 
     def _plot(self) -> QRectF:
@@ -49,7 +66,7 @@ class ScoreHistogram(QWidget):
 
     def line_x(self) -> float:
         r = self._plot()
-        return r.left() + self.threshold * r.width()
+        return r.left() + self.threshold / self.top * r.width()
 
     def paintEvent(self, event) -> None:
         p = QPainter(self)
@@ -77,7 +94,7 @@ class ScoreHistogram(QWidget):
         fm = p.fontMetrics()
         y = r.bottom() + 4
         p.drawText(QRectF(r.left(), y, 40, fm.height()), Qt.AlignmentFlag.AlignLeft, "0")
-        p.drawText(QRectF(r.right() - 40, y, 40, fm.height()), Qt.AlignmentFlag.AlignRight, "1")
+        p.drawText(QRectF(r.right() - 40, y, 40, fm.height()), Qt.AlignmentFlag.AlignRight, f"{self.top:g}")
         label = f"threshold {self.threshold:.3f}"
         w = fm.horizontalAdvance(label)
         lx = min(max(r.left() + 20, x - w / 2), r.right() - w - 20)
@@ -88,7 +105,7 @@ class ScoreHistogram(QWidget):
     # ---- dragging the line ------------------------------------------------------------------------
     def _value_at(self, x: float) -> float:
         r = self._plot()
-        return float(min(1.0, max(0.0, (x - r.left()) / r.width())))
+        return float(min(1.0, max(0.0, (x - r.left()) / r.width())) * self.top)
 
     def mousePressEvent(self, e) -> None:
         if e.button() == Qt.MouseButton.LeftButton:

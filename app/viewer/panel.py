@@ -2,7 +2,9 @@
 histogram and live counts, and the background jobs (score images, inspect a folder, export).
 
 Widgets only; app.viewer.controller acts on its signals. The image threshold slider and the
-histogram's line are one value; sliders work in thousandths of a score.
+histogram's line are one value; sliders work in thousandths of a score. Both thresholds and the
+histogram run from 0 to the same top (1, or more for fused scores: histogram.axis_top), which the
+controller sets per model and its scores.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ STEPS = 1000
 
 
 class ThresholdRow(QWidget):
-    """A slider and a spin box bound to one threshold in [0, 1]."""
+    """A slider and a spin box bound to one threshold in [0, top]."""
 
     changed = Signal(float)
 
@@ -33,6 +35,18 @@ class ThresholdRow(QWidget):
         self.slider.valueChanged.connect(lambda v: self._set(v / STEPS, emit=True))
         self.spin.valueChanged.connect(lambda v: self._set(v, emit=True))
         self._value = -1.0
+        self.top = 1.0
+
+    def set_top(self, top: float) -> None:
+        """Widen or narrow the range; the value stays (clipped to it) and nothing is emitted."""
+        self.top = float(top)
+        for w, hi in ((self.slider, round(self.top * STEPS)), (self.spin, self.top)):
+            w.blockSignals(True)
+            w.setMaximum(hi)
+            w.blockSignals(False)
+        v, self._value = self._value, -1.0
+        if v >= 0:
+            self._set(v, emit=False)
 
     def value(self) -> float:
         return self._value
@@ -41,7 +55,7 @@ class ThresholdRow(QWidget):
         self._set(v, emit=False)
 
     def _set(self, v: float, emit: bool) -> None:
-        v = round(min(1.0, max(0.0, float(v))), 3)
+        v = round(min(self.top, max(0.0, float(v))), 3)
         if v == self._value:
             return
         self._value = v
@@ -138,6 +152,11 @@ class ReviewPanel(QWidget):
     def _image_thr_from_histogram(self, v: float) -> None:
         self.image_thr.set_value(v)
         self.imageThresholdChanged.emit(v)
+
+    def set_top(self, top: float) -> None:
+        """The top of both thresholds' range and of the histogram's axis."""
+        for w in (self.image_thr, self.pixel_thr, self.histogram):
+            w.set_top(top)
 
     def set_thresholds(self, image: float, pixel: float) -> None:
         self.image_thr.set_value(image)
