@@ -20,19 +20,14 @@ import torch
 import yaml
 
 from core.modelfile import ModelBundle
+from tests.test_cli import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 # The tiny config of tests/conftest.py, cut to 6 steps with a checkpoint every 3: the drill runs
 # three trainings, so every second counts.
-DRILL = {
-    "preset": "cpu",
-    "features": {"image_size": 128},
-    "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
-    "train": {"steps": 6, "val_every": 3, "checkpoint_every": 3, "warmup_steps": 1},
-    "synthesis": {"per_normal": 1.0},
-}
+DRILL = {**TINY, "train": {"steps": 6, "val_every": 3, "checkpoint_every": 3, "warmup_steps": 1}}
 # What differs between two runs by nature: when and how long they ran.
 TIMES = {"created", "seconds", "train_seconds"}
 

@@ -96,3 +96,20 @@ def db(window):
     """A second connection, like another process reading what the window committed."""
     from app.store import Store
     return Store.open(window.store.folder)
+
+
+def open_main_window(qtbot, folder, tmp_path, devices):
+    """The main window on ``folder``, shown, active, with its first image drawn and the canvas
+    focused (user settings in ``tmp_path``)."""
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+    w = MainWindow(folder, AppSettings(tmp_path / "user.ini"), devices=devices)
+    qtbot.addWidget(w)
+    w.resize(1400, 860)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)
+    wait_image(qtbot, w)
+    w.canvas.setFocus()
+    return w

@@ -16,7 +16,6 @@ from PySide6.QtCore import QPoint, Qt
 
 from app.importer import import_files
 from app.main_window import MainWindow
-from app.settings import AppSettings
 from app.store import Store
 from app.training.trainset import RunSpec, prepare_run, select_training_set
 from app.viewer.scoring import score_images
@@ -28,7 +27,7 @@ from core.inference import eval_hw
 from core.labels import ImageLabel, boxes_from_mask, load_label_dir
 from core.modelfile import ModelBundle
 
-from qt_drive import click, drag, fraction_point, key, line, wait_image, widget_point
+from qt_drive import open_main_window, click, drag, fraction_point, key, line, wait_image, widget_point
 from train_helpers import copy_project, tiny_yaml, train_in_project
 
 pytestmark = pytest.mark.gui
@@ -89,16 +88,7 @@ def mixed(tmp_path_factory):
 
 
 def open_window(qtbot, folder, tmp_path) -> MainWindow:
-    w = MainWindow(folder, AppSettings(tmp_path / "user.ini"), devices=CPU)
-    qtbot.addWidget(w)
-    w.resize(1400, 860)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow)
-    wait_image(qtbot, w)
-    w.canvas.setFocus()
-    return w
+    return open_main_window(qtbot, folder, tmp_path, CPU)
 
 
 @pytest.fixture

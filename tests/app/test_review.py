@@ -14,12 +14,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from app.main_window import MainWindow
-from app.settings import AppSettings
 from app.store import Store
 from app.viewer.scoring import score_images
 from core.device import DeviceInfo
 
-from qt_drive import drag, key, line, wait_image, widget_point
+from qt_drive import open_main_window, drag, key, line, wait_image, widget_point
 from train_helpers import copy_project, piped_project, tiny_yaml, train_in_project
 
 pytestmark = pytest.mark.gui
@@ -40,16 +39,7 @@ def reviewed(tmp_path_factory, piped):
 
 
 def open_window(qtbot, folder, tmp_path) -> MainWindow:
-    w = MainWindow(folder, AppSettings(tmp_path / "user.ini"), devices=CPU)
-    qtbot.addWidget(w)
-    w.resize(1400, 860)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow)
-    wait_image(qtbot, w)
-    w.canvas.setFocus()
-    return w
+    return open_main_window(qtbot, folder, tmp_path, CPU)
 
 
 @pytest.fixture
