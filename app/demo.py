@@ -13,9 +13,10 @@ What the project holds (PA_BDP01_TL, 128 x 128 px): 12 good parts in the train s
 parts in the train split labelled the quick ways (3 with boxes drawn from their masks with
 ``core.labels.boxes_from_mask``, 1 tagged defective, 1 with its pixel mask); 5 defective parts with
 their masks and 4 good parts in the test split (ground truth for review, never trained on). The
-labels carry typical annotation times (box 5 s, tag 2 s, mask 30 s per image: illustrative, not
-measured, so they are stored as *estimated* and the timing exports keep them apart from measured
-time) so the label-budget plot has something to show.
+labels were not drawn by anyone, so their annotation seconds are the label cost model's estimates
+from each label's geometry (core/labelcost.py, the paper's Fig. 6 priors; recorded by the importer
+as for any imported label): stored as *estimated*, the timing exports keep them apart from measured
+time, and the label-budget plot has something to show.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from core.labels import ImageLabel, boxes_from_mask
 from . import resources
 
 CATEGORY = "PA_BDP01_TL"
-DEMO_SECONDS = {"boxes": 5.0, "tag": 2.0, "mask": 30.0}
 TRAIN_BOXES, TRAIN_TAG, TRAIN_MASK = (0, 1, 2), (3,), (4,)
 
 
@@ -84,12 +84,6 @@ def build_demo_project(folder: str | Path, data: Path | None = None) -> Path:
         report = import_files(store, files, copy=True, split=splits, root=data, labels=labels)
         if report.skipped:
             raise RuntimeError(f"demo images could not be imported: {report.skipped}")
-        for i, p in enumerate(bad[:len(TRAIN_BOXES + TRAIN_TAG + TRAIN_MASK)]):
-            kind = "boxes" if i in TRAIN_BOXES else "tag" if i in TRAIN_TAG else "mask"
-            image_id = store.find_image(store.folder / "images" / data.name / "test" / "impurity" / p.name,
-                                        copied=True)
-            store.save_timing(f"demo-{p.stem}", image_id, {kind: DEMO_SECONDS[kind]}, 0.0, DEMO_SECONDS[kind],
-                              estimated=True)      # illustrative, never measured: exported apart
     os.replace(building, folder)
     return folder
 

@@ -5,7 +5,10 @@ name and a status chip, and a filter bar. Thumbnails come from :class:`Thumbnail
 background; until one arrives the row shows a grey square, so thousands of rows scroll freely.
 An image whose labels change while a filter is on stays in the list until the filter changes:
 rows do not jump away under the user. With a model in review, each row shows the image score
-(red when at or above the image threshold) and the list sorts and filters by score.
+(red when at or above the image threshold) and the list sorts and filters by score. "Next to
+label" sorts the unlabelled images by how much a label would help (app/next_label.py,
+core/nextlabel.py: uncertainty, novelty, diversity; with no model, diversity alone), labelled ones
+after them in import order.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit,
                                QListView, QStyle, QStyledItemDelegate, QVBoxLayout, QWidget)
 
+from .next_label import NextLabelRanker
 from .settings import SPLITS, THUMB_SIZE
 from .store import STATUSES, ImageRow, Store
 from .thumbnails import ThumbnailLoader
@@ -23,7 +27,8 @@ from .thumbnails import ThumbnailLoader
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_ROLE = Qt.ItemDataRole.UserRole + 2
 SCORE_ROLE = Qt.ItemDataRole.UserRole + 3     # (score, flagged) or None
-ORDERS = (("Import order", None), ("Score, highest first", "desc"), ("Score, lowest first", "asc"))
+ORDERS = (("Import order", None), ("Score, highest first", "desc"), ("Score, lowest first", "asc"),
+          ("Next to label", "next"))
 SCORE_FILTERS = (("Any score", None), ("Flagged", "flagged"), ("Not flagged", "ok"), ("Not scored", "none"))
 STATUS_COLORS = {"unlabelled": QColor(120, 120, 120), "normal": QColor(40, 160, 70),
                  "defective": QColor(210, 50, 50)}
@@ -40,6 +45,7 @@ class ImageListModel(QAbstractListModel):
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self.scores: dict[int, float] = {}
         self.threshold: float | None = None
+        self.review_model = None          # app.store_runs.ModelRow of the scores (None: no model)
         thumbs.ready.connect(self._thumb_ready)
 
     def set_rows(self, rows: list[ImageRow]) -> None:
@@ -165,6 +171,7 @@ class ImageListPanel(QWidget):
             self.score_filter.addItem(text, key)
         self.count = QLabel()
         self._total = 0
+        self.ranker = NextLabelRanker(store)
         self.model = ImageListModel(thumbs, self)
         self.view = QListView()
         self.view.setModel(self.model)
@@ -219,14 +226,35 @@ class ImageListPanel(QWidget):
             flagged = want == "flagged"
             rows = [r for r in rows if r.id in sc and (thr is not None and sc[r.id] >= thr) == flagged]
         order = self.order.currentData()
+        if order == "next":
+            return self._ranked(rows)
         if order is not None:
             scored = sorted((r for r in rows if r.id in sc), key=lambda r: sc[r.id], reverse=order == "desc")
             rows = scored + [r for r in rows if r.id not in sc]      # unscored last, in import order
         return rows
 
-    def set_scores(self, scores: dict[int, float], threshold: float | None) -> None:
-        """The review model's scores and image threshold: shown per row, used to sort and filter."""
+    def _ranked(self, rows: list[ImageRow], exclude: int | None = None) -> list[ImageRow]:
+        """Unlabelled rows best to label first, then the rest in the order given."""
+        by_id = {r.id: r for r in rows}
+        todo = [r.id for r in rows if r.status == "unlabelled" and r.id != exclude]
+        ranked = self.ranker.rank(todo, self.model.review_model, self.model.scores) if todo else []
+        first = set(ranked)
+        return [by_id[i] for i in ranked] + [r for r in rows if r.id not in first]
+
+    def next_to_label(self) -> bool:
+        """Go to the listed unlabelled image a label would help most (not the one shown: pressing
+        it again after looking moves on). Ranked afresh: the labels given since count."""
+        cur = self.current_id()
+        ranked = self._ranked(list(self.model.rows), exclude=cur)
+        if not ranked or ranked[0].status != "unlabelled":
+            return False
+        return self.select(ranked[0].id)
+
+    def set_scores(self, scores: dict[int, float], threshold: float | None, review_model=None) -> None:
+        """The review model's scores and image threshold: shown per row, used to sort and filter
+        (``review_model``: its row, whose block maps the "Next to label" ranking reads)."""
         self.model.scores, self.model.threshold = dict(scores), threshold
+        self.model.review_model = review_model
         if self.order.currentData() is not None or self.score_filter.currentData() is not None:
             self.reload()
         else:

@@ -32,6 +32,7 @@ from core.images import IMAGE_SUFFIXES, encode_png, is_image_file, read_image
 from core.labels import ImageLabel
 
 from . import import_copies as copies
+from . import label_estimates
 from .settings import SPLITS, THUMB_SIZE
 from .store import BUSY_TIMEOUT_S, IMAGES_DIR, PROJECT_DB, Store, StoreError, file_sha1
 from .store_errors import db_problem, os_problem
@@ -47,6 +48,7 @@ class ImportReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)   # (file, reason)
     labelled: int = 0
     cancelled: bool = False
+    cost: object = None       # core.labelcost.LabelCostModel the estimated seconds came from
 
     def summary(self) -> str:
         parts = [f"{len(self.added)} image{'s' if len(self.added) != 1 else ''} imported"]
@@ -166,6 +168,8 @@ def import_files(store: Store, files: Sequence[Path], *, copy: bool, split: str 
     last_write = time.monotonic()
     try:
         copies.recover(store)                      # what a killed import left (no-op otherwise)
+        if labels:   # calibrated once, before any write lock is taken (it decodes the measured masks)
+            report.cost = label_estimates.project_cost_model(store)
         for i, path in enumerate(files):
             if progress is not None and progress(i, total) is False:
                 report.cancelled = True
@@ -242,7 +246,7 @@ def _write(store: Store, items: list[_Prepared], report: ImportReport, taken: se
                                            thumbnail_png=it.thumb, source=it.source, stat_path=it.pending)
                 added.append(image_id)
                 written.append(it)
-                if it.label is not None and _store_label(store, image_id, it.label):
+                if it.label is not None and _store_label(store, image_id, it.label, report):
                     labelled += 1
     except BaseException:
         for it in items:                               # nothing of the batch is in: drop its copies
@@ -258,7 +262,9 @@ def _write(store: Store, items: list[_Prepared], report: ImportReport, taken: se
     report.labelled += labelled
 
 
-def _store_label(store: Store, image_id: int, label: ImageLabel) -> bool:
+def _store_label(store: Store, image_id: int, label: ImageLabel, report: ImportReport) -> bool:
+    """Store one imported label and its seconds, flagged estimated: the file's own seconds (never
+    dropped) and, for kinds it has none for, the label cost model's (app/label_estimates.py)."""
     wrote = False
     if label.mask is not None and label.mask.any():
         store.save_mask(image_id, label.mask)
@@ -272,6 +278,8 @@ def _store_label(store: Store, image_id: int, label: ImageLabel) -> bool:
     if label.tag is not None:
         store.save_tag(image_id, label.tag)
         wrote = True
+    if wrote:
+        label_estimates.record_imported(store, image_id, label, report.cost)
     return wrote
 
 

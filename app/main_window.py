@@ -100,6 +100,7 @@ class MainWindow(QMainWindow):
             "next_image": lambda: self.image_list and self.image_list.step(1),
             "prev_image": lambda: self.image_list and self.image_list.step(-1),
             "next_unlabelled": lambda: self.image_list and self.image_list.next_unlabelled(),
+            "next_to_label": self.next_to_label,
             "focus_list": lambda: self.image_list and self.image_list.view.setFocus(),
             "zoom_in": lambda: self._zoom(ZOOM_STEP),
             "zoom_out": lambda: self._zoom(1 / ZOOM_STEP),
@@ -291,6 +292,15 @@ class MainWindow(QMainWindow):
         for name, value in (("tag_normal", "normal"), ("tag_defective", "defective")):
             self.actions[name].setCheckable(True)
             self.actions[name].setChecked(tag == value)
+
+    def next_to_label(self) -> bool:
+        """J: the listed unlabelled image a label would help most (app/next_label.py)."""
+        if self.image_list is None:
+            return False
+        if self.image_list.next_to_label():
+            return True
+        self.statusBar().showMessage("No other unlabelled image in the list (check the filters)", 5000)
+        return False
 
     def _zoom(self, factor: float) -> None:
         if self.controller is not None:

@@ -59,6 +59,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("next_image", ("D", "PgDown"), "&Next image", "Navigate", short="Next"),
     Shortcut("prev_image", ("A", "PgUp"), "&Previous image", "Navigate", short="Previous"),
     Shortcut("next_unlabelled", ("U",), "Next &unlabelled image", "Navigate"),
+    Shortcut("next_to_label", ("J",), "Next image to label (&jump to where a label helps most)", "Navigate"),
     Shortcut("next_flagged", (".",), "Next &flagged image (score over the image threshold)", "Navigate"),
     Shortcut("prev_flagged", (",",), "Previous flagged image", "Navigate"),
     Shortcut("focus_list", ("Ctrl+L",), "Focus the image &list (then Up/Down)", "Navigate"),

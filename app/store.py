@@ -431,8 +431,10 @@ class Store(RunsMixin):
         row, rec = self.image(image_id), self.label_record(image_id)
         mask = None if rec.mask_png is None else decode_mask(rec.mask_png).astype(bool)
         seconds = self.seconds_by_kind(image_id) if with_seconds else {}
+        estimated = self.seconds_by_kind(image_id, estimated_only=True) if with_seconds else {}
         return ImageLabel(image=row.abs_path, width=row.width, height=row.height, tag=rec.tag,
-                          boxes=list(rec.boxes), mask=mask, blocks=rec.blocks, seconds=seconds)
+                          boxes=list(rec.boxes), mask=mask, blocks=rec.blocks, seconds=seconds,
+                          seconds_estimated=estimated)
 
     def labelled_image_ids(self) -> list[int]:
         return [int(r[0]) for r in self.db.execute(
@@ -441,7 +443,8 @@ class Store(RunsMixin):
     def labels_for_training(self, split: str | None = None, labelled_only: bool = True) -> list[ImageLabel]:
         """One core ImageLabel per image (labelled ones only by default), in import order.
 
-        This is what training consumes; ``seconds`` carries the measured annotation time.
+        This is what training consumes; ``seconds`` carries the annotation time, measured and
+        estimated together, ``seconds_estimated`` the estimated part (the label files keep both).
         """
         labelled = set(self.labelled_image_ids())
         return [self.image_label(r.id) for r in self.images(split)

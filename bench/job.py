@@ -36,6 +36,8 @@ def run(args) -> dict:
                      init_from=init)
     out["train_s"] = time.perf_counter() - t0
     out["steps"] = bundle.training.get("steps")
+    # estimated labelling seconds of the moved images' labels (core/labelcost.py), per kind
+    out["label_seconds"] = bundle.training.get("label_seconds", {})
     out["swin_train_s"] = bundle.training.get("train_seconds")   # the optimisation steps alone
     from .mixed_sizes import size_summary
     out["sizes"] = size_summary(ds.root)

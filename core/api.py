@@ -202,10 +202,13 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             bank_names = bank_names + [p.name for p in val_p]
         label_counts: dict[str, int] = {}
         label_seconds: dict[str, float] = {}
+        estimated: dict[str, float] = {}     # the estimated part (core/labelcost.py), kept apart
         for lab in labels or []:
             if lab.kind:
                 label_counts[lab.kind] = label_counts.get(lab.kind, 0) + 1
                 label_seconds[lab.kind] = label_seconds.get(lab.kind, 0.0) + sum(lab.seconds.values())
+                if lab.seconds_estimated:
+                    estimated[lab.kind] = estimated.get(lab.kind, 0.0) + sum(lab.seconds_estimated.values())
         bundle = ModelBundle(
             config=cfg, backbone=material.backbone, feature_dim=material.feature_dim,
             bank_state=bank_state, swin_state={k: v.cpu() for k, v in result.state.items()},
@@ -221,7 +224,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
                       "normal_images": len(train_p), "val_images": len(val_p), "bank_images": bank_names,
                       "init_from": str(init_from) if isinstance(init_from, (str, Path)) else None,
                       "synthetic_images": len(material.synthetic), "labels": label_counts,
-                      "label_seconds": label_seconds, **(record or {})})
+                      "label_seconds": label_seconds, "label_seconds_estimated": estimated,
+                      **(record or {})})
         bundle.save(out)
         ckpt.unlink(missing_ok=True)
         ckpt.with_suffix(".semi.ckpt").unlink(missing_ok=True)

@@ -178,8 +178,12 @@ def cmd_train(args, out: _Output) -> int:
         from .formats import import_labels
         labels = import_labels(args.labels, args.labels_format, args.image_root)
     if labels is not None:
+        from .labelcost import fill_estimates
+        # labels with no seconds (drawn in another tool) get estimated ones, recorded apart
+        cost = fill_estimates(labels)
         out.render(ProgressEvent("log", 1, 1, f"labels: {len(labels)} images from {args.labels} "
-                                              f"({args.labels_format})"))
+                                              f"({args.labels_format}); label seconds where missing: "
+                                              f"estimated ({cost.describe()})"))
     if args.normals:
         bundle = api.fit(_normal_list(args.normals), args.out, cfg, args.device, labels=labels,
                          progress=out.render, resume=not args.no_resume, init_from=args.init,

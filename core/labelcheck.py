@@ -111,6 +111,18 @@ def seconds(d, where: Where, field: str = "seconds") -> dict[str, float]:
     return out
 
 
+def estimated_seconds(estimated: dict, total: dict, where: Where,
+                      field: str = "seconds_estimated") -> dict[str, float]:
+    """The estimated part of the seconds per kind: each kind one of ``total``'s, at most its total
+    (a small rounding slack: both are written rounded to ms)."""
+    out = seconds(estimated, where, field)
+    for k, v in out.items():
+        if v > total.get(k, 0.0) + 1e-3:
+            raise LabelError(where, f"field '{field}.{k}' is {v:g} s, more than the {total.get(k, 0.0):g} s "
+                                    f"the label's 'seconds.{k}' says it took in all")
+    return out
+
+
 def block_grid(image_size_, block, where: Where, field: str = "blocks") -> tuple[int, int]:
     """(image_size, block) of a BlockCells grid."""
     s = integer(image_size_, where, f"{field}.image_size", minimum=BLOCK_MULTIPLE,

@@ -27,8 +27,12 @@ Per-image JSON (``<image stem>.json``; written by the app, read by ``semirest tr
       "boxes": [{"cx": 40.5, "cy": 60, "w": 20, "h": 6, "angle": 30}],
       "mask": "000_mask.png",          # PNG beside the JSON, 255 = defect; or null
       "blocks": {"image_size": 256, "block": 8, "cells": [[3, 4], [3, 5]]},   # or null
-      "seconds": {"boxes": 4.8}        # active annotation seconds per label kind
-    }
+      "seconds": {"boxes": 4.8},       # active annotation seconds per label kind
+      "seconds_estimated": {"boxes": 4.8}   # the part of "seconds" that was estimated (seeded,
+    }                                  # imported, core/labelcost.py), not measured; optional
+
+"seconds" stays the total per kind, so readers that know only "seconds" read what they always did;
+"seconds_estimated" (absent: all measured) is written only when some seconds were estimated.
 
 Every field is checked on reading (core/labelcheck.py, the same rules ImageLabel.validate and the
 app's store apply): width/height positive integers (or both null), numbers unquoted and finite,
@@ -304,6 +308,8 @@ class ImageLabel:
     mask: np.ndarray | None = None
     blocks: BlockCells | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # the part of ``seconds`` that was estimated, not measured (kinds absent: measured)
+    seconds_estimated: dict[str, float] = field(default_factory=dict)
 
     def validate(self, where: str | Path | None = None) -> "ImageLabel":
         """Every rule a label must meet to train on (the one rule set of reading and storing):
@@ -327,6 +333,7 @@ class ImageLabel:
                 raise LabelError(where, f"blocks must be BlockCells, got {self.blocks!r}")
             self.blocks.validate(where, w, h)
         labelcheck.seconds(self.seconds, where)
+        labelcheck.estimated_seconds(self.seconds_estimated, self.seconds, where)
         if w is not None and self.boxes:
             frame = shapely_box(0, 0, w, h)
             for b in self.boxes:
@@ -400,6 +407,8 @@ class ImageLabel:
             "mask": mask_name,
             "blocks": None if self.blocks is None else self.blocks.as_dict(),
             "seconds": {k: round(float(v), 3) for k, v in self.seconds.items()},
+            **({"seconds_estimated": {k: round(float(v), 3) for k, v in self.seconds_estimated.items()}}
+               if self.seconds_estimated else {}),
         }
 
 
@@ -443,12 +452,13 @@ def load_label(json_path: str | Path, check_image: bool = True) -> ImageLabel:
     if d.get("blocks") is not None:
         blocks = BlockCells.from_dict(d["blocks"], json_path, "blocks")
     seconds = labelcheck.seconds(d.get("seconds"), json_path)
+    estimated = labelcheck.seconds(d.get("seconds_estimated"), json_path, "seconds_estimated")
     mask = None
     if d.get("mask") is not None:
         mask = read_mask(json_path.parent / labelcheck.text(d["mask"], json_path, "mask"),
                          expected_hw=None if width is None else (height, width))
     label = ImageLabel(image=image, width=width, height=height, tag=tag, boxes=boxes,
-                       mask=mask, blocks=blocks, seconds=seconds)
+                       mask=mask, blocks=blocks, seconds=seconds, seconds_estimated=estimated)
     return label.validate(json_path)
 
 

@@ -113,7 +113,8 @@ def restrict(label: ImageLabel, supervision: str) -> ImageLabel | None:
     # a defective tag is a verdict: its time is booked as "checked" (docs/decisions/0003)
     timed = (kind, "checked") if kind == "tag" else (kind,)
     s = {k: label.seconds[k] for k in timed if k in label.seconds}
-    base = dict(image=label.image, width=label.width, height=label.height, seconds=s)
+    est = {k: label.seconds_estimated[k] for k in timed if k in label.seconds_estimated}
+    base = dict(image=label.image, width=label.width, height=label.height, seconds=s, seconds_estimated=est)
     if kind == "mask" and label.mask is not None and label.mask.any():
         return ImageLabel(mask=label.mask, **base)
     if kind == "blocks" and label.blocks is not None and label.blocks.cells:

@@ -112,7 +112,7 @@ class ReviewController(QObject):
         thr = None if m is None else m.image_threshold
         lst = self.window.image_list
         if lst is not None:
-            lst.set_scores(self.scores, thr)
+            lst.set_scores(self.scores, thr, m)
         if reload_scores or not self._rows:
             self._rows = [] if lst is None else self.store.images(lst.split_filter.currentData(),
                                                                    lst.status_filter.currentData())

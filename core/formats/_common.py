@@ -314,8 +314,8 @@ def painted_blocks(blocks: BlockCells, width: int, height: int, where: Path) -> 
         raise LabelError(where, f"block labels: {getattr(exc, 'problem', exc)}") from exc
 
 
-def seconds_from(d, where: Path) -> dict[str, float]:
-    return labelcheck.seconds(d, where, "semirest_seconds")
+def seconds_from(d, where: Path, field: str = "semirest_seconds") -> dict[str, float]:
+    return labelcheck.seconds(d, where, field)
 
 
 def check_tag(tag, where: Path) -> str | None:

@@ -3,7 +3,8 @@
 - ``images``: ``id`` (1..n), ``file_name`` (relative to the deepest folder holding every image,
   which is also stored as ``info.semirest_image_root``; absolute if there is none), ``width``,
   ``height``, and the image-level fields ``semirest_tag`` ("normal" | "defective" | null),
-  ``semirest_seconds`` (annotation seconds per label kind), ``semirest_blocks`` (the block cells,
+  ``semirest_seconds`` (annotation seconds per label kind; ``semirest_seconds_estimated`` their
+  estimated part), ``semirest_blocks`` (the block cells,
   or null) and ``semirest_has_mask`` (the image has a pixel mask, possibly empty).
 - ``categories``: one per defect type (the image's folder in MVTec's ``test/<type>/``), else
   "defect".
@@ -91,6 +92,7 @@ class Exporter:
             "id": image_id, "file_name": self._file_name(label.image), "width": w, "height": h,
             "semirest_tag": label.tag,
             "semirest_seconds": {k: float(v) for k, v in label.seconds.items()},
+            "semirest_seconds_estimated": {k: float(v) for k, v in label.seconds_estimated.items()},
             "semirest_blocks": None if label.blocks is None else label.blocks.as_dict(),
             "semirest_has_mask": label.mask is not None,
         })
@@ -177,7 +179,9 @@ def _build(e: dict, im: dict, where: Path) -> ImageLabel:
     label = ImageLabel(image=e["image"], width=e["w"], height=e["h"],
                        tag=check_tag(im.get("semirest_tag"), where), boxes=e["boxes"],
                        mask=mask, blocks=blocks,
-                       seconds=seconds_from(im.get("semirest_seconds"), where))
+                       seconds=seconds_from(im.get("semirest_seconds"), where),
+                       seconds_estimated=seconds_from(im.get("semirest_seconds_estimated"), where,
+                                                      "semirest_seconds_estimated"))
     return label.validate(where)
 
 

@@ -16,7 +16,8 @@ Export, per image::
   base64 PNG of the cropped component (255 = defect).
 - block labels: painted to pixels and written as mask shapes marked ``"semirest_kind": "blocks"``;
   the cells themselves go to the top-level ``"semirest_blocks"`` so they come back exactly.
-- tag: the image ``flags`` ``{"normal": bool, "defective": bool}``; seconds: ``semirest_seconds``.
+- tag: the image ``flags`` ``{"normal": bool, "defective": bool}``; seconds: ``semirest_seconds`` (and
+  ``semirest_seconds_estimated``, their estimated part).
 - ``imagePath`` is relative to the JSON file, as LabelMe writes it.
 
 Import restores those, and reads shapes drawn by other users: a polygon becomes pixels of the
@@ -99,6 +100,7 @@ class Exporter:
             "imageHeight": h,
             "imageWidth": w,
             "semirest_seconds": {k: float(v) for k, v in label.seconds.items()},
+            "semirest_seconds_estimated": {k: float(v) for k, v in label.seconds_estimated.items()},
             "semirest_blocks": None if label.blocks is None else label.blocks.as_dict(),
             "semirest_has_mask": label.mask is not None,
         }
@@ -243,7 +245,9 @@ def _read_one(json_path: Path, rel: Path, image_root: Path | None) -> ImageLabel
         has_mask = True
     label = ImageLabel(image=image, width=w, height=h, tag=tag, boxes=boxes,
                        mask=mask if has_mask else None, blocks=blocks,
-                       seconds=seconds_from(d.get("semirest_seconds"), json_path))
+                       seconds=seconds_from(d.get("semirest_seconds"), json_path),
+                       seconds_estimated=seconds_from(d.get("semirest_seconds_estimated"), json_path,
+                                                      "semirest_seconds_estimated"))
     return label.validate(json_path)
 
 

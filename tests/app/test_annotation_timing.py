@@ -221,7 +221,9 @@ def test_demo_seeded_seconds_are_estimated(tmp_path):
     folder = demo.build_demo_project(tmp_path / "demo")
     with Store.open(folder) as s:
         rows = timing_rows(s)
-        assert len(rows) == 5 and all(r.estimated for r in rows)
+        # every defect label (5 trained on, 5 test ground truths) and no normal tag; nothing measured
+        assert len(rows) == 10 and all(r.estimated for r in rows)
+        assert {r.kind for r in rows} == {"boxes", "mask", "checked"}
         assert {s.source for s in summarize(rows)} == {"estimated"}
 
 

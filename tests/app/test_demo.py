@@ -16,6 +16,7 @@ from app.settings import AppSettings
 from app.store import Store
 from app.training.trainset import select_training_set
 from core.device import DeviceInfo
+from core.labelcost import PRIOR
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +32,12 @@ def test_demo_project_holds_the_shipped_images_and_labels(tmp_path):
         ts = select_training_set(s, "all")
         assert len(ts.normals) == 12
         assert ts.labels_used == {"boxes": 3, "tag": 1, "mask": 1}
-        assert ts.label_seconds == {"boxes": 15.0, "tag": 2.0, "mask": 30.0}
-        assert ts.label_seconds_estimated == ts.label_seconds       # the demo's seeds: all estimated
+        # the label cost model's estimates from each label's geometry (Fig. 6 priors), not round seeds
+        cost = {k: sum(PRIOR.estimate(lab).get(k, 0.0) for lab in ts.labels) for k in ("boxes", "tag", "mask")}
+        assert ts.label_seconds == pytest.approx(cost, abs=1e-2)
+        assert ts.label_seconds["mask"] >= 10 and ts.label_seconds["tag"] == 2.0
+        assert ts.label_seconds["boxes"] not in (15.0, 0.0)
+        assert ts.label_seconds_estimated == ts.label_seconds       # none measured: all estimated
         assert len(select_training_set(s, "boxes").labels) == 3
         assert select_training_set(s, "unsupervised").labels == []
 

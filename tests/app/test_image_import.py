@@ -183,3 +183,40 @@ def test_a_window_never_waits_on_a_running_import(tmp_path):
             time.sleep(0.01)
     t.join()
     assert worst < 0.25, f"a label write waited {worst:.2f} s on the import"
+
+
+def test_imported_labels_get_estimated_seconds_by_geometry(tmp_path):
+    from core.labelcost import PRIOR
+    cat = synthetic_mvtec(tmp_path)
+    with Store.create(tmp_path / "p") as store:
+        import_mvtec(store, cat, copy=True)
+        for r in store.images():
+            lab = store.image_label(r.id)
+            if r.status == "defective":      # the ground-truth masks: the model's estimate, flagged
+                assert lab.seconds == {"mask": PRIOR.estimate(lab)["mask"]} and lab.seconds["mask"] > 6
+                assert lab.seconds_estimated == lab.seconds
+            else:                            # MVTec's good parts are tagged normal: no labelling cost
+                assert lab.tag == "normal" and lab.seconds == {}
+        assert {(kind, est) for _i, kind, est, _s, _v in store.timing_totals()} == {("mask", True)}
+
+
+def test_import_keeps_a_files_seconds_and_calibrates_on_measured_ones(tmp_path):
+    from core.labels import ImageLabel, RotatedBox
+    files = make_folder(tmp_path / "imgs", 8)
+    box = [RotatedBox(20, 20, 8, 8, 0)]
+    with Store.create(tmp_path / "p") as store:
+        ids = import_files(store, files[:5], copy=False, split="train").added
+        for i in ids:                        # five boxes drawn here, each measured at 12 s (1 box)
+            store.save_boxes(i, box)
+            store.save_timing(f"v{i}", i, {"boxes": 12.0}, 0, 12)
+        labels = {files[5].resolve(): ImageLabel(files[5], boxes=box + box),
+                  files[6].resolve(): ImageLabel(files[6], boxes=box, seconds={"boxes": 3.0}),
+                  files[7].resolve(): ImageLabel(files[7], tag="defective")}
+        report = import_files(store, files[5:], copy=False, split="train", labels=labels)
+        assert report.labelled == 3 and "calibrated on 5" in report.cost.describe()
+        a, b, c = report.added
+        # 12 s for one box is 2.4x the prior: two boxes get 2.4 x (1 + 2 x 4) s
+        assert store.seconds_by_kind(a, estimated_only=True) == pytest.approx({"boxes": 2.4 * 9.0})
+        assert store.seconds_by_kind(b, estimated_only=True) == {"boxes": 3.0}     # the file's own
+        assert store.seconds_by_kind(c, estimated_only=True) == {"checked": 2.0}   # a verdict, prior
+        assert store.seconds_by_kind(ids[0], estimated_only=True) == {}           # measured stays so

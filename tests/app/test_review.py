@@ -192,3 +192,27 @@ def test_a_model_written_after_the_window_closed_is_recovered(qtbot, reviewed, t
         assert m.run_id == run_id and s.run(run_id).status == "finished"
     assert w.docks.models_panel.model_row_texts(m.id)["Supervision"] == "all"
     w.close()
+
+
+def test_next_to_label_on_a_trained_model(qtbot, window, reviewed):
+    """The ranking on a real model's scores and block maps: unlabelled images first, J goes to
+    the first of them, and a label given moves it out of the ranking."""
+    lst = window.image_list
+    assert lst.model.review_model is not None and lst.model.scores
+    lst.order.setCurrentIndex(lst.order.findData("next"))
+    rows = lst.model.rows
+    status = [r.status for r in rows]
+    n_unlab = status.count("unlabelled")
+    assert n_unlab >= 2 and status[:n_unlab] == ["unlabelled"] * n_unlab
+    top = rows[0].id
+    labelled = next(r.id for r in rows if r.status != "unlabelled")
+    lst.select(labelled)
+    wait_image(qtbot, window, labelled)
+    window.canvas.setFocus()
+    key(qtbot, window, Qt.Key.Key_J)
+    wait_image(qtbot, window, top)
+    key(qtbot, window, Qt.Key.Key_1)
+    qtbot.waitUntil(lambda: window.store.image(top).status == "normal")
+    key(qtbot, window, Qt.Key.Key_J)
+    qtbot.waitUntil(lambda: getattr(window.canvas.document, "image_id", top) != top)
+    assert window.store.image(window.canvas.document.image_id).status == "unlabelled"
