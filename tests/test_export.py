@@ -220,3 +220,12 @@ def test_a_bad_image_size_is_explained(capsys, tmp_path):
         parse_size("640")
     with pytest.raises(ExportError, match="positive"):
         parse_size("0x10")
+
+
+def test_bench_records_the_onnxruntime_time(models, tmp_path):
+    from bench.job import onnx_timing
+    from core.datasets import Sample
+    samples = [Sample(p) for p in _images(1, 1)]
+    got = onnx_timing(models / "patchcore.pt", samples, 1, tmp_path)
+    assert got["ms"] > 0 and got["max_abs_map_diff"] <= TOL
+    assert (tmp_path / "patchcore-onnx" / JSON_NAME).is_file()
