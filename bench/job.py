@@ -78,11 +78,11 @@ def onnx_timing(model_path: Path, samples, threads: int, workdir: Path) -> dict 
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    from core.export import OnnxPredictor, export_model
+    from core.export import ExportPredictor, export_model
     from core.images import read_image
     folder = workdir / f"{model_path.stem}-onnx"
     meta = json.loads(export_model(model_path, folder).read_text(encoding="utf-8"))
-    pred = OnnxPredictor(folder, threads=threads)
+    pred = ExportPredictor(folder, threads=threads)
     ms = []
     for s in samples:
         img = read_image(s.path)

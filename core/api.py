@@ -394,8 +394,8 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
     ``scores.csv``; ``maps="npy"`` also writes each raw float32 map at the image's own size as
     ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file.
 
-    ``runtime="onnxruntime"``: ``model`` is a folder written by ``semirest export`` (core/export.py),
-    run with ONNX Runtime; the outputs are written the same way."""
+    ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest export``
+    (core/export.py), run with that engine on the CPU; the outputs are written the same way."""
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
     if out_dir:

@@ -75,13 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="npy: also write each raw float map at the image's own size as OUT/<stem>.npy "
                          "(for any scorer, e.g. metrics that read .npy maps)")
     pr.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
-                    help="torch: the model file; onnxruntime: --model is a folder written by "
-                         "`semirest export`, run with ONNX Runtime on the CPU")
+                    help="torch: the model file; onnxruntime / openvino: --model is a folder written "
+                         "by `semirest export`, run with ONNX Runtime / OpenVINO on the CPU")
     _add_common(pr)
 
     x = sub.add_parser("export", help="write the whole inference path as ONNX for a fixed image size")
     x.add_argument("--model", required=True, help="model file to export")
-    x.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx")
+    x.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx",
+                   help="onnx; openvino: the ONNX graph and its OpenVINO IR (needs `pip install openvino`)")
     x.add_argument("--out", required=True, help=f"output folder (model.onnx and {EXPORT_JSON})")
     x.add_argument("--image-size", help="WIDTHxHEIGHT of the images the export will see (default: "
                                         "square, the model's input size); others are resized to it")
@@ -230,9 +231,9 @@ def cmd_export(args, out: _Output) -> int:
     check = meta.get("check", {})
     diff = f"; map differs from torch's by {check['max_abs_map_diff']:.2g} at most" if check else ""
     w, h = meta["image_size"]
+    files = ", ".join([meta["onnx"]] + ([meta["openvino"]] if meta.get("openvino") else []) + [meta_path.name])
     out.result({"out": str(args.out), "export": meta},
-               f"exported {args.model} for {w}x{h} images to {args.out} ({meta['onnx']}, "
-               f"{meta_path.name}){diff}")
+               f"exported {args.model} for {w}x{h} images to {args.out} ({files}){diff}")
     return 0
 
 

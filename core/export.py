@@ -17,7 +17,8 @@ The graph, for images of one size (``image_size`` W x H; model input W_in x H_in
 
 What stays outside: reading the image, the resize to the model input, the last resize of the map
 to each image's own size and the colouring (the JSON beside the graph holds map scale and floor).
-The graph module is core/exportgraph.py.
+The graph module is core/exportgraph.py. ``--format openvino`` also converts the graph to OpenVINO
+IR (model.xml/.bin, float32) and ``--runtime openvino`` runs that on the CPU in float32.
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ from .geometry import model_input_size
 EXPORT_FORMAT = "semirest.export/1"
 JSON_NAME = "semirest-export.json"
 ONNX_NAME = "model.onnx"
-FORMATS = ("onnx",)                       # openvino: not installed here (see the issue note)
-RUNTIMES = ("torch", "onnxruntime")
+FORMATS = ("onnx", "openvino")           # openvino: the same graph converted to OpenVINO IR
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+OPENVINO_NAME = "model.xml"              # OpenVINO IR (model.xml + model.bin), beside model.onnx
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score", "block_map")
 OPSET = 17
@@ -68,8 +70,10 @@ def _require(module: str):
     try:
         return __import__(module)
     except ImportError:
+        how = ("an optional extra: `pip install openvino` or `pip install .[openvino]`" if module == "openvino"
+               else "a dependency of SemiREST Studio; reinstall with `./dev setup`")
         raise ExportError(f"the package '{module}' is needed for this: run `pip install {module}` "
-                          f"(it is a dependency of SemiREST Studio; reinstall with `./dev setup`)") from None
+                          f"({how})") from None
 
 
 def _probe_image(w: int, h: int) -> np.ndarray:
@@ -102,6 +106,8 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
         raise InputError(out_dir, "is a file; --out must be a folder for the exported model")
     ensure_writable(out_dir, MIN_FREE_EXPORT_BYTES)         # before minutes of tracing
     _require("onnx")
+    if fmt == "openvino":
+        _require("openvino")
     cfg = bundle.config
     f = cfg.features
     w0, h0 = image_size or (f.image_size, f.image_size)
@@ -125,6 +131,8 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
     (out_dir / JSON_NAME).unlink(missing_ok=True)
     onnx_path = out_dir / ONNX_NAME
     atomic_write_bytes(onnx_path, data)
+    ov_check = _write_openvino(onnx_path, out_dir, model, bundle, (w0, h0), bagging, check) \
+        if fmt == "openvino" else None
     calib = bundle.calibration
     ext = graph.extractor
     meta = {
@@ -150,6 +158,10 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
     }
     if check_result is not None:
         meta["check"] = check_result
+    if fmt == "openvino":
+        meta["openvino"] = OPENVINO_NAME
+        if ov_check is not None:
+            meta["check_openvino"] = ov_check
     atomic_write_text(out_dir / JSON_NAME, json.dumps(meta, indent=1))   # last: marks a whole export
     return out_dir / JSON_NAME
 
@@ -162,21 +174,68 @@ def _has(module: str) -> bool:
         return False
 
 
-def _check(model, bundle, onnx_bytes: bytes, image_wh: tuple[int, int], bagging) -> dict:
-    """The probe image through torch's Predictor and through ONNX Runtime: largest differences."""
+def _check(model, bundle, onnx_bytes: bytes, image_wh: tuple[int, int], bagging, run=None) -> dict:
+    """The probe image through torch's Predictor and through the export (ONNX Runtime on
+    ``onnx_bytes``, or ``run``): largest differences; an error past PARITY_TOLERANCE."""
     from .datasets import resize_to_input
     from .inference import Predictor
     img = _probe_image(*image_wh)
     ref = Predictor(bundle, "cpu", bagging=bagging).predict(img)
-    sess = _session(onnx_bytes, threads=None)
-    x = resize_to_input(img, *model_input_size(image_wh[0], image_wh[1], bundle.config.features.image_size,
-                                               bundle.config.features.size_multiple))
-    amap, score, _ = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x[None]})
+    if run is None:
+        sess = _session(onnx_bytes, threads=None)
+        run = lambda x: sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})   # noqa: E731
+    f = bundle.config.features
+    x = resize_to_input(img, *model_input_size(image_wh[0], image_wh[1], f.image_size, f.size_multiple))
+    amap, score, _ = run(np.ascontiguousarray(x[None]))
     diff = float(np.abs(amap[0] - ref.anomaly_map).max())
     if diff > PARITY_TOLERANCE:
         raise ExportError(f"{model}: the exported graph's map differs from the torch model's by "
                           f"{diff:.3g} (more than {PARITY_TOLERANCE}) on a probe image; nothing was written")
     return {"max_abs_map_diff": diff, "score_diff": abs(float(score[0]) - ref.score)}
+
+
+def _write_openvino(onnx_path: Path, out_dir: Path, model, bundle, image_wh, bagging, check) -> dict | None:
+    """The ONNX graph as OpenVINO IR (float32 weights: parity before size), checked like the ONNX."""
+    import shutil
+    import tempfile
+
+    import openvino as ov
+    ir = ov.convert_model(str(onnx_path))
+    result = None
+    if check:
+        result = _check(model, bundle, b"", image_wh, bagging, run=_openvino_runner(ir, None))
+    # save_model writes model.xml and model.bin (found by the .xml's stem): into a temporary folder
+    # beside, then each moved into place; the JSON written after them marks the export whole
+    tmp = Path(tempfile.mkdtemp(prefix=".openvino-", dir=out_dir))
+    try:
+        try:
+            ov.save_model(ir, str(tmp / OPENVINO_NAME), compress_to_fp16=False)
+            for name in (Path(OPENVINO_NAME).with_suffix(".bin").name, OPENVINO_NAME):
+                (tmp / name).replace(out_dir / name)
+        except (OSError, RuntimeError) as exc:
+            from .fileio import write_error
+            err = write_error(out_dir / OPENVINO_NAME, exc)
+            if err is None:
+                raise
+            raise err from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _openvino_runner(model, threads: int | None):
+    """OpenVINO on the CPU in float32 (its CPU plugin would otherwise pick bf16 where the CPU has it)."""
+    import openvino as ov
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray):
+        res = request.infer({INPUT_NAME: x})
+        return [np.asarray(res[compiled.output(name)]) for name in OUTPUT_NAMES]
+    return run
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,11 +255,11 @@ def _session(onnx: Path | bytes, threads: int | None):
         raise InputError(None if isinstance(onnx, bytes) else onnx, f"ONNX Runtime cannot load it, damaged or truncated? ({first})") from None
 
 
-def read_export(folder: str | Path) -> dict:
+def read_export(folder: str | Path, runtime: str = "onnxruntime") -> dict:
     """The export description in ``folder``, checked; errors name the file."""
     folder = Path(folder)
     if folder.is_file():
-        raise InputError(folder, f"is a file; --runtime onnxruntime needs the folder written by "
+        raise InputError(folder, f"is a file; --runtime {runtime} needs the folder written by "
                                  f"`semirest export` (with {JSON_NAME} and {ONNX_NAME})")
     path = folder / JSON_NAME
     if not folder.is_dir():
@@ -220,21 +279,36 @@ def read_export(folder: str | Path) -> dict:
     missing = [k for k in need if k not in meta]
     if missing:
         raise InputError(path, "export description is incomplete: missing " + ", ".join(map(repr, missing)))
-    onnx_file = folder / str(meta["onnx"])
-    if not onnx_file.is_file():
-        raise InputError(onnx_file, f"missing: {JSON_NAME} refers to it")
+    if runtime == "openvino" and not meta.get("openvino"):
+        raise InputError(path, "this export has no OpenVINO model: export it with --format openvino")
+    graph = folder / str(meta["openvino"] if runtime == "openvino" else meta["onnx"])
+    if not graph.is_file():
+        raise InputError(graph, f"missing: {JSON_NAME} refers to it")
     meta["_folder"] = str(folder)
+    meta["_graph"] = str(graph)
     return meta
 
 
-class OnnxPredictor:
-    """Runs an export with ONNX Runtime (CPUExecutionProvider); the same interface as
-    :class:`core.inference.Predictor` for what core.api.predict uses."""
+class ExportPredictor:
+    """Runs an export with ONNX Runtime (CPUExecutionProvider) or OpenVINO (CPU, float32); the
+    same interface as :class:`core.inference.Predictor` for what core.api.predict uses."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None):
-        self.meta = read_export(folder)
-        folder = Path(folder)
-        self.session = _session(folder / self.meta["onnx"], threads)
+    def __init__(self, folder: str | Path, runtime: str = "onnxruntime", threads: int | None = None):
+        if runtime not in RUNTIMES[1:]:
+            raise ExportError(f"runtime {runtime!r} is not available; choose one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self.meta = read_export(folder, runtime)
+        graph = Path(self.meta["_graph"])
+        if runtime == "onnxruntime":
+            sess = _session(graph, threads)
+            self._run = lambda x: sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        else:
+            _require("openvino")
+            try:
+                self._run = _openvino_runner(str(graph), threads)
+            except RuntimeError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise InputError(graph, f"OpenVINO cannot load it, damaged or truncated? ({first})") from None
         self.input_wh = tuple(self.meta["input"]["size"])
         self.image_wh = tuple(self.meta.get("image_size", self.input_wh))
         self.calibration = {"map_scale": self.meta["map_scale"], "map_floor": self.meta["map_floor"],
@@ -244,8 +318,9 @@ class OnnxPredictor:
 
     def summary(self) -> str:
         w, h = self.image_wh
+        engine = "ONNX Runtime" if self.runtime == "onnxruntime" else "OpenVINO"
         return (f"export {self.meta['_folder']} ({self.meta['method']}, backbone {self.meta['backbone']}, "
-                f"for {w}x{h} images), ONNX Runtime")
+                f"for {w}x{h} images), {engine}")
 
     def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None):
         """-> :class:`core.inference.Prediction` (block map, map at ``out_hw``, score, timings)."""
@@ -259,15 +334,13 @@ class OnnxPredictor:
             # stretched to the export's input: the map is not what torch gives at this size
             self.other_sizes.add((w0, h0))
         x = resize_to_input(img, *self.input_wh)
-        amap, score, block = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x[None])})
+        amap, score, block = self._run(np.ascontiguousarray(x[None]))
         amap = amap[0]
         if out_hw is not None and tuple(out_hw) != amap.shape:
             amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
         ms = (time.perf_counter() - t0) * 1000
-        return Prediction(block[0], amap, float(score[0]), {"onnxruntime": ms})
+        return Prediction(block[0], amap, float(score[0]), {self.runtime: ms})
 
 
-def load_runtime(model: str | Path, runtime: str, threads: int | None = None) -> OnnxPredictor:
-    if runtime == "onnxruntime":
-        return OnnxPredictor(model, threads)
-    raise ExportError(f"runtime {runtime!r} is not available; choose one of {', '.join(RUNTIMES)}")
+def load_runtime(model: str | Path, runtime: str, threads: int | None = None) -> ExportPredictor:
+    return ExportPredictor(model, runtime, threads)

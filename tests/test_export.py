@@ -15,7 +15,7 @@ import torch
 from core import api
 from core.cli import main
 from core.errors import ExportError
-from core.export import JSON_NAME, ONNX_NAME, OnnxPredictor, export_model
+from core.export import JSON_NAME, ONNX_NAME, ExportPredictor, export_model
 from core.exportgraph import _pool_matrix, postprocess_matrices
 from core.images import read_image
 from core.inference import Predictor, postprocess
@@ -81,7 +81,7 @@ def _variant(root, weight: float) -> "Path":
 def _parity(model, out_dir, images, image_size=None, bagging=None):
     meta = json.loads(export_model(model, out_dir, image_size=image_size, bagging=bagging).read_text())
     assert meta["check"]["max_abs_map_diff"] <= TOL
-    ort = OnnxPredictor(out_dir, threads=1)
+    ort = ExportPredictor(out_dir, threads=1)
     ref = Predictor(ModelBundle.load(model), "cpu", bagging=bagging)
     worst = 0.0
     for p in images:
@@ -113,6 +113,22 @@ def test_semirest_export_matches_torch_on_real_images(models, tmp_path, weight, 
 def test_patchcore_export_matches_torch_on_real_images(models, tmp_path):
     meta, _ = _parity(models / "patchcore.pt", tmp_path / "onnx", _images())
     assert meta["method"] == "patchcore" and meta["bagging"] is None
+
+
+def test_openvino_export_matches_torch_on_real_images(models, tmp_path):
+    pytest.importorskip("openvino")
+    model = _variant(models, 0.5)
+    out = tmp_path / "ov"
+    meta = json.loads(export_model(model, out, fmt="openvino").read_text())
+    assert meta["check_openvino"]["max_abs_map_diff"] <= TOL
+    assert (out / "model.xml").is_file() and (out / "model.bin").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary left
+    ref = Predictor(ModelBundle.load(model), "cpu")
+    ov = ExportPredictor(out, "openvino", threads=1)
+    for p in _images(1, 2):
+        img = read_image(p)
+        a, b = ref.predict(img), ov.predict(img)
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() <= TOL and abs(a.score - b.score) <= TOL
 
 
 def test_export_for_another_image_size(models, tmp_path):
@@ -203,15 +219,22 @@ def test_predict_with_onnxruntime_needs_an_export_folder(models, tmp_path, capsy
     assert str(models / "patchcore.pt") in line and "semirest export" in line
 
 
+def test_openvino_runtime_on_an_onnx_only_export(models, tmp_path):
+    exp = tmp_path / "onnx"
+    export_model(models / "patchcore.pt", exp, check=False)
+    with pytest.raises(Exception, match=f"{exp / JSON_NAME}: this export has no OpenVINO model"):
+        ExportPredictor(exp, "openvino")
+
+
 def test_an_export_whose_graph_is_missing_or_damaged(models, tmp_path):
     exp = tmp_path / "onnx"
     export_model(models / "patchcore.pt", exp, check=False)
     (exp / ONNX_NAME).write_bytes(b"\x00garbage")
     with pytest.raises(Exception, match=f"{exp / ONNX_NAME}: ONNX Runtime cannot load it"):
-        OnnxPredictor(exp)
+        ExportPredictor(exp)
     (exp / ONNX_NAME).unlink()
     with pytest.raises(Exception, match=f"{exp / ONNX_NAME}: missing"):
-        OnnxPredictor(exp)
+        ExportPredictor(exp)
 
 
 def test_a_bad_image_size_is_explained(capsys, tmp_path):
