@@ -46,6 +46,7 @@ def run(args) -> dict:
     res = api.evaluate(bundle, args.data, samples=split.test, device=args.device)
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms
+    out["semirest_onnx"] = onnx_timing(model_path, split.test, args.threads, Path(args.workdir))
     if args.patchcore:
         # the user-facing PatchCore model (same features, every normal in its bank), evaluated
         # by the same code as SemiREST
@@ -56,6 +57,8 @@ def run(args) -> dict:
         out["patchcore_fit_s"] = time.perf_counter() - t1
         res_pc = api.evaluate(pc, args.data, samples=split.test, device=args.device)
         out["patchcore"], out["patchcore_ms"] = res_pc.metrics, res_pc.timings_ms
+        out["patchcore_onnx"] = onnx_timing(Path(args.workdir) / f"{args.category}-patchcore.pt",
+                                            split.test, args.threads, Path(args.workdir))
     if args.compare:
         # the unsupervised model on this split's test images, so Sup/Semi/Tag are compared with
         # Unsup on the same images (the moved ones are not in this test set)
@@ -67,6 +70,26 @@ def run(args) -> dict:
     if not args.keep_model:
         model_path.unlink(missing_ok=True)
     return out
+
+
+def onnx_timing(model_path: Path, samples, threads: int, workdir: Path) -> dict | None:
+    """The model exported to ONNX (core/export.py) and run with ONNX Runtime on the test images
+    with ``threads`` threads, as torch ran them: median ms per image (image read excluded) and
+    the export's own map difference from torch. None without onnxruntime."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    from core.export import ExportPredictor, export_model
+    from core.images import read_image
+    folder = workdir / f"{model_path.stem}-onnx"
+    meta = json.loads(export_model(model_path, folder).read_text(encoding="utf-8"))
+    pred = ExportPredictor(folder, threads=threads)
+    ms = []
+    for s in samples:
+        img = read_image(s.path)
+        ms.append(pred.predict(img, out_hw=img.shape[:2]).timings_ms["onnxruntime"])
+    return {"ms": float(np.median(ms)), "max_abs_map_diff": meta.get("check", {}).get("max_abs_map_diff")}
 
 
 def main(argv=None) -> int:

@@ -392,15 +392,25 @@ def overlay(img: np.ndarray, amap: np.ndarray, scale: float, opacity: float = 0.
 
 def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir: str | Path | None = None,
             device: str = "auto", progress: ProgressCallback | None = None,
-            cancel_event: threading.Event | None = None, maps: str = "none") -> list[ImageResult]:
+            cancel_event: threading.Event | None = None, maps: str = "none",
+            runtime: str = "torch") -> list[ImageResult]:
     """Score images (a folder or a list of paths); with ``out_dir`` write heatmaps, overlays and
     ``scores.csv``; ``maps="npy"`` also writes each raw float32 map at the image's own size as
-    ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file."""
+    ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file.
+
+    ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest export``
+    (core/export.py), run with that engine on the CPU; the outputs are written the same way."""
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
     if out_dir:
         ensure_writable(out_dir, MIN_FREE_PREDICT_BYTES)     # before any image is scored
-    bundle = _load(model)
+    if runtime == "torch":
+        bundle = _load(model)
+        summary, calibration = bundle.summary(), bundle.calibration
+    else:
+        from .export import load_runtime
+        pred = load_runtime(model, runtime)
+        summary, calibration = pred.summary(), pred.calibration
     report = Reporter(progress, cancel_event)
     if isinstance(images, (str, Path)):
         folder = Path(images)
@@ -411,12 +421,15 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
             raise InputError(folder, "holds no images (.png, .jpg, .bmp, .tif)")
     else:
         paths = [Path(p) for p in images]
-    dev = resolve_device(device)
-    report.log(f"model: {bundle.summary()}; device {dev}")
-    pred = Predictor(bundle, dev)
-    scale = bundle.calibration.get("map_scale", 1.0)
-    floor = bundle.calibration.get("map_floor", 0.0)
-    thr = bundle.calibration.get("image_threshold", 0.5)
+    if runtime == "torch":
+        dev = resolve_device(device)
+        report.log(f"model: {summary}; device {dev}")
+        pred = Predictor(bundle, dev)
+    else:
+        report.log(f"model: {summary}")
+    scale = calibration.get("map_scale", 1.0)
+    floor = calibration.get("map_floor", 0.0)
+    thr = calibration.get("image_threshold", 0.5)
     out = Path(out_dir) if out_dir else None
     results, used = [], set()
     for i, p in enumerate(paths):
@@ -436,6 +449,10 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
                 save_npy(res.map_file, pr.anomaly_map.astype(np.float32))
         results.append(res)
         report("predict", i + 1, len(paths), safe_name(p.name), score=pr.score)
+    if getattr(pred, "other_sizes", None):
+        sizes = ", ".join(f"{w}x{h}" for w, h in sorted(pred.other_sizes))
+        report.log(f"the export is for {pred.image_wh[0]}x{pred.image_wh[1]} images; images of "
+                   f"{sizes} were resized to its input, their maps differ from the torch model's")
     if out is not None:
         buf = io.StringIO()
         w = csv.writer(buf)

@@ -1,7 +1,8 @@
 """``semirest``: the command line. Its verbs mirror the Python API in :mod:`core.api`.
 
     semirest train   --data DIR --category C --out model.pt [--preset cpu|paper] [--backbone ...]
-    semirest predict --model model.pt --images DIR --out OUT
+    semirest predict --model model.pt --images DIR --out OUT [--runtime torch|onnxruntime]
+    semirest export  --model model.pt --format onnx --out DIR [--image-size WxH]
     semirest eval    --model model.pt --data DIR --category C [--protocol unsup|sup|semi|tag ...]
     semirest devices
     semirest info    --model model.pt
@@ -45,6 +46,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .export import FORMATS as EXPORT_FORMATS, JSON_NAME as EXPORT_JSON, RUNTIMES
     p = argparse.ArgumentParser(prog="semirest", description="SemiREST anomaly detection: train, predict, evaluate.")
     sub = p.add_subparsers(dest="verb", required=True)
 
@@ -72,7 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--maps", choices=["none", "npy"], default="none",
                     help="npy: also write each raw float map at the image's own size as OUT/<stem>.npy "
                          "(for any scorer, e.g. metrics that read .npy maps)")
+    pr.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
+                    help="torch: the model file; onnxruntime / openvino: --model is a folder written "
+                         "by `semirest export`, run with ONNX Runtime / OpenVINO on the CPU")
     _add_common(pr)
+
+    x = sub.add_parser("export", help="write the whole inference path as ONNX for a fixed image size")
+    x.add_argument("--model", required=True, help="model file to export")
+    x.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx",
+                   help="onnx; openvino: the ONNX graph and its OpenVINO IR (needs `pip install openvino`)")
+    x.add_argument("--out", required=True, help=f"output folder (model.onnx and {EXPORT_JSON})")
+    x.add_argument("--image-size", help="WIDTHxHEIGHT of the images the export will see (default: "
+                                        "square, the model's input size); others are resized to it")
+    x.add_argument("--no-bagging", action="store_true", help="one Swin pass instead of bagging")
+    x.add_argument("--progress-json", action="store_true", help="JSON lines on stdout")
 
     e = sub.add_parser("eval", help="pixel AP, PRO, pixel AUROC, image AUROC on a test split")
     e.add_argument("--model", help="model to evaluate (with --protocol sup/semi/tag: trained here if absent)")
@@ -203,11 +218,26 @@ def cmd_predict(args, out: _Output) -> int:
     from . import api
     from .fileio import safe_name
     res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
-                      maps=args.maps)
+                      maps=args.maps, runtime=args.runtime)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
                 "scores": {safe_name(r.path): r.score for r in res}},
                f"{len(res)} images scored, {flagged} flagged; heatmaps, overlays and scores.csv in {args.out}")
+    return 0
+
+
+def cmd_export(args, out: _Output) -> int:
+    from .export import export_model, parse_size
+    size = parse_size(args.image_size) if args.image_size else None
+    meta_path = export_model(args.model, args.out, args.format, size,
+                             bagging=False if args.no_bagging else None)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    check = meta.get("check", {})
+    diff = f"; map differs from torch's by {check['max_abs_map_diff']:.2g} at most" if check else ""
+    w, h = meta["image_size"]
+    files = ", ".join([meta["onnx"]] + ([meta["openvino"]] if meta.get("openvino") else []) + [meta_path.name])
+    out.result({"out": str(args.out), "export": meta},
+               f"exported {args.model} for {w}x{h} images to {args.out} ({files}){diff}")
     return 0
 
 
@@ -280,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     _setup_logging(args.verbose)
     out = _Output(getattr(args, "progress_json", False))
-    verbs = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "devices": cmd_devices, "info": cmd_info}
+    verbs = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "eval": cmd_eval, "devices": cmd_devices, "info": cmd_info}
     try:
         return verbs[args.verb](args, out)
     except Cancelled as exc:

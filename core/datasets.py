@@ -87,7 +87,13 @@ def load_sample_mask(sample: Sample, hw: tuple[int, int]) -> np.ndarray:
 def prepare_image(img: np.ndarray, image_size: int, multiple: int = 64) -> np.ndarray:
     """Resize a uint8 RGB image to the model input size (component 1)."""
     h, w = img.shape[:2]
-    w_in, h_in = model_input_size(w, h, image_size, multiple)
+    return resize_to_input(img, *model_input_size(w, h, image_size, multiple))
+
+
+def resize_to_input(img: np.ndarray, w_in: int, h_in: int) -> np.ndarray:
+    """Resize to a given model input size as :func:`prepare_image` does (area when shrinking,
+    bilinear when enlarging); an exported model (core/export.py) has one fixed input size."""
+    h, w = img.shape[:2]
     if (w_in, h_in) == (w, h):
         return img
     interp = cv2.INTER_AREA if w_in < w else cv2.INTER_LINEAR

@@ -52,6 +52,11 @@ class Cancelled(SemiRestError):
     """The progress callback asked to stop. Partial outputs have been removed."""
 
 
+class ExportError(SemiRestError):
+    """A model cannot be exported, or an export cannot run (a missing package, a setting the
+    graph cannot express, an export that disagrees with the torch model)."""
+
+
 class DeviceError(SemiRestError):
     """The requested device does not exist or ran out of memory; the message suggests a way out."""
 

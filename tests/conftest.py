@@ -60,6 +60,11 @@ def piped_category():
 @pytest.fixture
 def tiny_cfg():
     """The cpu preset shrunk so a training run takes seconds: same code paths, smaller sizes."""
+    return tiny_config()
+
+
+def tiny_config():
+    """:func:`tiny_cfg` as a plain function, for module-scoped fixtures that train once."""
     from core.config import preset
     return preset("cpu").updated({
         "features": {"image_size": 128},

@@ -1,0 +1,254 @@
+"""ONNX export (core/export.py, core/exportgraph.py) against the torch Predictor on real PIPED
+images: SemiREST with bagging over several windows, with fusion, the distance alone, one pass, and
+PatchCore; the CLI export + predict --runtime onnxruntime; and the bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from core import api
+from core.cli import main
+from core.errors import ExportError
+from core.export import JSON_NAME, ONNX_NAME, ExportPredictor, export_model
+from core.exportgraph import _pool_matrix, postprocess_matrices
+from core.images import read_image
+from core.inference import Predictor, postprocess
+from core.model import sliding_windows
+from core.modelfile import ModelBundle
+from tests.conftest import PIPED, tiny_config
+
+pytest.importorskip("onnxruntime")
+TOL = 1e-4   # the issue's parity bound: max absolute map difference
+
+
+# ---------------------------------------------------------------------------------------------
+# graph pieces, no data needed
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+@pytest.mark.parametrize("rows,cols,out_hw", [(16, 16, (256, 256)), (12, 20, (154, 256)), (5, 3, (37, 29))])
+def test_postprocess_is_two_matrix_products(upsample, rows, cols, out_hw):
+    my, mx = postprocess_matrices(rows, cols, out_hw, 4.0, upsample)
+    b = np.random.default_rng(1).random((rows, cols)).astype(np.float32) * 3
+    assert np.abs(my @ b @ mx.T - postprocess(b, out_hw, 4.0, upsample)).max() < 1e-5
+
+
+@pytest.mark.parametrize("c,out", [(112, 76), (40, 76), (1024, 512), (7, 3)])
+def test_channel_pool_matrix_is_adaptive_average_pooling(c, out):
+    x = torch.randn(10, 1, c)
+    ref = torch.nn.functional.adaptive_avg_pool1d(x, out)[:, 0]
+    assert torch.allclose(x[:, 0] @ _pool_matrix(c, out), ref, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# real images
+# ---------------------------------------------------------------------------------------------
+def _images(n_good=2, n_bad=3):
+    good = sorted((PIPED / "test" / "good").glob("*.png"))[:n_good]
+    bad = sorted((PIPED / "test" / "impurity").glob("*.png"))[:n_bad]
+    return good + bad
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny SemiREST model whose 16x16-token map takes 9 bagging windows of 8 tokens (each with
+    shifted 4-token attention windows), and a PatchCore model, on 6 real normals."""
+    if not (PIPED / "ground_truth").is_dir():
+        pytest.skip(f"real data not found at {PIPED}")
+    root = tmp_path_factory.mktemp("export")
+    cfg = tiny_config().updated({"swin": {"window": 4, "mu": 8, "step": 4}})
+    normals = sorted((PIPED / "train" / "good").glob("*.png"))[:6]
+    torch.manual_seed(0)
+    api.fit(normals, root / "semirest.pt", cfg, "cpu", resume=False)
+    api.fit(normals, root / "patchcore.pt", cfg.updated({"method": "patchcore"}), "cpu", resume=False)
+    return root
+
+
+def _variant(root, weight: float) -> "Path":
+    """The SemiREST model with the given fusion weight (0: the Swin alone; inf: the distance)."""
+    b = ModelBundle.load(root / "semirest.pt")
+    b.calibration["fusion"] = {**(b.calibration.get("fusion") or {"d_ref": 10.0}), "weight": weight}
+    out = root / f"semirest-w{weight}.pt"
+    b.save(out)
+    return out
+
+
+def _parity(model, out_dir, images, image_size=None, bagging=None):
+    meta = json.loads(export_model(model, out_dir, image_size=image_size, bagging=bagging).read_text())
+    assert meta["check"]["max_abs_map_diff"] <= TOL
+    ort = ExportPredictor(out_dir, threads=1)
+    ref = Predictor(ModelBundle.load(model), "cpu", bagging=bagging)
+    worst = 0.0
+    for p in images:
+        img = read_image(p)
+        if image_size is not None:
+            img = cv2.resize(img, image_size, interpolation=cv2.INTER_LINEAR)
+        a, b = ref.predict(img), ort.predict(img)
+        assert a.anomaly_map.shape == b.anomaly_map.shape
+        assert np.abs(a.block_map - b.block_map).max() <= TOL
+        worst = max(worst, float(np.abs(a.anomaly_map - b.anomaly_map).max()))
+        assert abs(a.score - b.score) <= TOL
+    assert worst <= TOL, worst
+    return meta, ref
+
+
+@pytest.mark.parametrize("weight,bagging", [(0.0, True), (0.5, True), (math.inf, True), (0.5, False)],
+                         ids=["swin-bagging", "fusion-bagging", "distance-only", "fusion-one-pass"])
+def test_semirest_export_matches_torch_on_real_images(models, tmp_path, weight, bagging):
+    model = _variant(models, weight)
+    meta, ref = _parity(model, tmp_path / "onnx", _images(), bagging=bagging)
+    cfg = ref.cfg.swin
+    if bagging and not math.isinf(weight):   # the case is the one it claims to be
+        assert len(sliding_windows(16, 16, cfg.mu, cfg.step)) == 9 and cfg.window < cfg.mu
+        assert meta["bagging"] is True
+    assert meta["method"] == "semirest" and meta["fusion_weight"] == str(weight)
+    assert meta["map_scale"] == ModelBundle.load(model).calibration["map_scale"]
+
+
+def test_patchcore_export_matches_torch_on_real_images(models, tmp_path):
+    meta, _ = _parity(models / "patchcore.pt", tmp_path / "onnx", _images())
+    assert meta["method"] == "patchcore" and meta["bagging"] is None
+
+
+def test_openvino_export_matches_torch_on_real_images(models, tmp_path):
+    pytest.importorskip("openvino")
+    model = _variant(models, 0.5)
+    out = tmp_path / "ov"
+    meta = json.loads(export_model(model, out, fmt="openvino").read_text())
+    assert meta["check_openvino"]["max_abs_map_diff"] <= TOL
+    assert (out / "model.xml").is_file() and (out / "model.bin").is_file()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary left
+    ref = Predictor(ModelBundle.load(model), "cpu")
+    ov = ExportPredictor(out, "openvino", threads=1)
+    for p in _images(1, 2):
+        img = read_image(p)
+        a, b = ref.predict(img), ov.predict(img)
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() <= TOL and abs(a.score - b.score) <= TOL
+
+
+def test_export_for_another_image_size(models, tmp_path):
+    """A wide camera image: input 128x64, evaluation map 256x128 (images stretched to it first)."""
+    meta, _ = _parity(_variant(models, 0.5), tmp_path / "onnx", _images(1, 2), image_size=(200, 90))
+    assert meta["image_size"] == [200, 90] and meta["input"]["size"] == [128, 64]
+    assert meta["outputs"]["anomaly_map"] == [1, 115, 256]
+
+
+def test_cli_export_then_predict_with_onnxruntime_writes_the_same_outputs(models, tmp_path, capsys):
+    model = _variant(models, 0.5)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in _images():
+        (folder / f"{p.parent.name}-{p.name}").write_bytes(p.read_bytes())   # good/000, impurity/000
+    exp = tmp_path / "export"
+    assert main(["export", "--model", str(model), "--format", "onnx", "--out", str(exp)]) == 0
+    assert "exported" in capsys.readouterr().out
+    assert (exp / ONNX_NAME).is_file() and (exp / JSON_NAME).is_file()
+    rows = {}
+    for runtime, src in (("torch", model), ("onnxruntime", exp)):
+        out = tmp_path / runtime
+        assert main(["predict", "--model", str(src), "--images", str(folder), "--out", str(out),
+                     "--device", "cpu", "--runtime", runtime]) == 0
+        with open(out / "scores.csv", newline="") as fh:
+            rows[runtime] = list(csv.DictReader(fh))
+        assert sorted(x.name for x in out.glob("*_heatmap.png")) == sorted(
+            f"{p.stem}_heatmap.png" for p in folder.iterdir())
+    t, o = rows["torch"], rows["onnxruntime"]
+    assert [r["image"] for r in t] == [r["image"] for r in o] and len(t) == 5
+    for a, b in zip(t, o):
+        assert abs(float(a["score"]) - float(b["score"])) <= TOL
+        assert a["image_threshold"] == b["image_threshold"]
+        assert a["heatmap"] == b["heatmap"] and a["overlay"] == b["overlay"]
+    # the images differ in score, so the comparison is not of constants
+    assert len({r["score"] for r in o}) > 1
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_exporting_a_file_that_is_not_a_model(tmp_path, capsys):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a model")
+    assert main(["export", "--model", str(bad), "--out", str(tmp_path / "x")]) == 2
+    line = _error_line(capsys)
+    assert str(bad) in line and "not a SemiREST model file" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_to_an_unwritable_out(models, tmp_path, capsys, monkeypatch):
+    from write_helpers import make_read_only
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    make_read_only(ro, monkeypatch)
+    try:
+        rc = main(["export", "--model", str(models / "patchcore.pt"), "--out", str(ro / "onnx")])
+    finally:
+        ro.chmod(0o755)
+    line = _error_line(capsys)
+    assert rc == 2 and str(ro / "onnx") in line and ("read-only" in line or "not writable" in line)
+    assert list(ro.iterdir()) == []
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    assert main(["export", "--model", str(models / "patchcore.pt"), "--out", str(afile)]) == 2
+    line = _error_line(capsys)
+    assert str(afile) in line and "is a file" in line
+    assert afile.read_text() == "x"
+
+
+def test_predict_with_onnxruntime_needs_an_export_folder(models, tmp_path, capsys):
+    imgs = PIPED / "test" / "good"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", "--model", str(empty), "--images", str(imgs), "--out", str(tmp_path / "o"),
+                 "--runtime", "onnxruntime"]) == 2
+    line = _error_line(capsys)
+    assert str(empty / JSON_NAME) in line and "not an exported model" in line
+    assert main(["predict", "--model", str(models / "patchcore.pt"), "--images", str(imgs),
+                 "--out", str(tmp_path / "o"), "--runtime", "onnxruntime"]) == 2
+    line = _error_line(capsys)
+    assert str(models / "patchcore.pt") in line and "semirest export" in line
+
+
+def test_openvino_runtime_on_an_onnx_only_export(models, tmp_path):
+    exp = tmp_path / "onnx"
+    export_model(models / "patchcore.pt", exp, check=False)
+    with pytest.raises(Exception, match=f"{exp / JSON_NAME}: this export has no OpenVINO model"):
+        ExportPredictor(exp, "openvino")
+
+
+def test_an_export_whose_graph_is_missing_or_damaged(models, tmp_path):
+    exp = tmp_path / "onnx"
+    export_model(models / "patchcore.pt", exp, check=False)
+    (exp / ONNX_NAME).write_bytes(b"\x00garbage")
+    with pytest.raises(Exception, match=f"{exp / ONNX_NAME}: ONNX Runtime cannot load it"):
+        ExportPredictor(exp)
+    (exp / ONNX_NAME).unlink()
+    with pytest.raises(Exception, match=f"{exp / ONNX_NAME}: missing"):
+        ExportPredictor(exp)
+
+
+def test_a_bad_image_size_is_explained(capsys, tmp_path):
+    from core.export import parse_size
+    with pytest.raises(ExportError, match="WIDTHxHEIGHT"):
+        parse_size("640")
+    with pytest.raises(ExportError, match="positive"):
+        parse_size("0x10")
+
+
+def test_bench_records_the_onnxruntime_time(models, tmp_path):
+    from bench.job import onnx_timing
+    from core.datasets import Sample
+    samples = [Sample(p) for p in _images(1, 1)]
+    got = onnx_timing(models / "patchcore.pt", samples, 1, tmp_path)
+    assert got["ms"] > 0 and got["max_abs_map_diff"] <= TOL
+    assert (tmp_path / "patchcore-onnx" / JSON_NAME).is_file()
