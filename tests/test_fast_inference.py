@@ -173,3 +173,19 @@ def test_api_predict_batches_and_keeps_outputs_before_an_unreadable_image(real_m
         api.predict(bundle, paths, out_dir=tmp_path / "out", device="cpu")
     assert sorted(p.name for p in (tmp_path / "out").glob("*_heatmap.png")) == \
         [f"{i:02d}_heatmap.png" for i in range(10)]
+
+
+def test_bench_speed_measures_every_setting(real_model):
+    """bench/speed.py's record (not its times): batch 1 and 8, with and without bagging, each
+    beside the backbone at the same batch size, ratio = whole / backbone."""
+    from bench.speed import measure
+    bundle, _, _, _, imgs = real_model
+    res = measure(bundle, imgs[:8], passes=1)
+    got = {(r["batch"], r["bagging"]) for r in res["rows"]}
+    assert got == {(1, True), (1, False), (8, True), (8, False)}
+    for r in res["rows"]:
+        assert r["ms"] > 0 and r["backbone_ms"] > 0
+        assert r["ratio"] == pytest.approx(r["ms"] / r["backbone_ms"])
+        assert set(r["stages_ms"]) == {"backbone", "search", "swin", "post"}
+    with pytest.raises(ValueError, match="at least 8 images"):
+        measure(bundle, imgs[:3])
