@@ -273,13 +273,16 @@ def predict_maps(model: nn.Module, tokens: torch.Tensor, mu: int, step: int, bag
     Equals :func:`predict_map` per image (up to float rounding) and is faster: the windows are
     gathered with one index (no Python loop per window), the windows of every image run through
     the model together (``max_windows`` at a time; by default 64 on a GPU and about 2048 tokens'
-    worth on the CPU, where larger batches measured slower: they leave the cache), the embedding and the first unshifted Swin
+    worth on the CPU, where larger batches measured slower: they leave the cache; without
+    bagging, whole maps likewise), the embedding and the first unshifted Swin
     block, which do not depend on where a window starts when windows lie on the attention grid,
     run once on the whole map (the paper's overlapping windows would otherwise compute them up to
     (mu/step)^2 times), and the average over windows is one index_add."""
     b, h, w, _ = tokens.shape
+    cpu_tokens = 2048     # tokens per forward on the CPU: more measured slower (cache)
     if not bagging:
-        return model(tokens).softmax(-1)[..., 1]
+        per = b if tokens.device.type == "cuda" else max(1, cpu_tokens // (h * w))
+        return torch.cat([model(tokens[s:s + per]).softmax(-1)[..., 1] for s in range(0, b, per)])
     plan = window_plan(h, w, mu, step)
     index, count = plan.on(tokens.device)
     stem = _shared_stem(model, plan)
@@ -293,7 +296,7 @@ def predict_maps(model: nn.Module, tokens: torch.Tensor, mu: int, step: int, bag
     c = x.shape[-1]
     wins = x.reshape(b, h * w, c)[:, index].reshape(b * len(plan), plan.mr, plan.mc, c)
     if max_windows is None:
-        max_windows = 64 if tokens.device.type == "cuda" else max(1, 2048 // (plan.mr * plan.mc))
+        max_windows = 64 if tokens.device.type == "cuda" else max(1, cpu_tokens // (plan.mr * plan.mc))
     probs = []
     for s in range(0, wins.shape[0], max_windows):
         part = wins[s:s + max_windows]
