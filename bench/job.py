@@ -47,6 +47,11 @@ def run(args) -> dict:
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms
     out["semirest_onnx"] = onnx_timing(model_path, split.test, args.threads, Path(args.workdir))
+    if args.speed and len(split.test) >= 8:
+        # ms per image at batch 1 and 8, with and without bagging, beside the backbone alone
+        from core.images import read_image
+        from .speed import measure
+        out["speed"] = measure(bundle, [read_image(s.path) for s in split.test[:24]], args.device)
     if args.patchcore:
         # the user-facing PatchCore model (same features, every normal in its bank), evaluated
         # by the same code as SemiREST
@@ -108,6 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--compare", help="also evaluate this (unsupervised) model on the same test split")
     p.add_argument("--workdir", default=".")
     p.add_argument("--keep-model", action="store_true")
+    p.add_argument("--speed", action="store_true", help="also measure inference speed (bench/speed.py)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = run(args)

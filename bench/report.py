@@ -199,6 +199,7 @@ def label_costs(rows: list[dict], means: dict[str, float], seeds: list[int]) -> 
 def write_report(results: Path, out: Path, args, costs_out: Path | None = None) -> None:
     from core.fileio import atomic_write_text
     from .mixed_sizes import PREFIX
+    from .speed import speed_lines
     rows = _load(results)
     mixed = [r for r in rows if r["category"].startswith(PREFIX)]
     rows = [r for r in rows if not r["category"].startswith(PREFIX)]
@@ -233,8 +234,17 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "`../shared/tools/patchcore_dev_piped.json`, scored by the same rule)", ""] + ref
     lines += ["", "Train s: the whole SemiREST training (features, coreset, synthesis, optimisation, "
               "calibration). Peak RSS: the job process's maximum resident memory (SemiREST and "
-              "PatchCore together).", "", "## Inference time per image (median over the test images)", ""]
+              "PatchCore together).", "", "## Inference time per image (median over the test images)", "",
+              "Per stage, as `semirest eval` scores the test images (8 at a time).", ""]
     lines += speed_table(unsup)
+    ratios = speed_lines(unsup)
+    if ratios:
+        lines += ["", "### Whole inference against the backbone alone (bench/speed.py)", "",
+                  "One run per class: ms per image of the whole inference (image in, map and score "
+                  "out) at batch 1 and 8, with and without bagging, and the backbone alone at the "
+                  "same batch size, measured interleaved; the ratio is whole / backbone (issue 12's "
+                  "targets: <= 2x with bagging, <= 1.3x without). The ratios are the robust figures "
+                  "on a shared machine.", ""] + ratios
     if mixed:
         lines += ["", "## Images of many sizes (unsupervised)", "",
                   "Real PIPED images and masks, each cropped to 45-100 % of each side, stretched to a "

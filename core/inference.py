@@ -22,7 +22,7 @@ import torch
 
 from .datasets import prepare_image
 from .fusion import fuse
-from .model import predict_map
+from .model import predict_maps
 from .modelfile import ModelBundle
 from .residuals import residual
 from .training import model_tokens
@@ -88,6 +88,12 @@ class Predictor:
         self.device = torch.device(device)
         self.method = self.cfg.method
         self.encoder = bundle.encoder(self.device)
+        if self.device.type == "cpu":
+            # Measured on the CPU (bench/speed.py): the backbone is slower per image in batches
+            # (8 images' activations leave the cache) and faster with channels_last weights (the
+            # convolutions then run in oneDNN), with the same features bit for bit.
+            self.encoder.batch_size = 1
+            self.encoder.extractor.net.to(memory_format=torch.channels_last)
         self.model = bundle.swin(self.device) if self.method == "semirest" else None
         self.bank = bundle.bank(self.device)
         self.bank_t = torch.from_numpy(self.bank.features).to(self.device)
@@ -97,39 +103,75 @@ class Predictor:
         self.fusion_ref = float(fusion.get("d_ref", 1.0))
 
     def block_map(self, img: np.ndarray, timer: _Timer | None = None) -> np.ndarray:
+        return self.block_maps([img], timer)[0]
+
+    @torch.inference_mode()
+    def block_maps(self, imgs: list[np.ndarray], timer: _Timer | None = None) -> list[np.ndarray]:
+        """Block maps of ``imgs`` (uint8 RGB, any sizes). Images that share a model-input size go
+        through each stage together (backbone, one neighbour search, one Swin forward); the
+        timer sums each stage over all images."""
         timer = timer or _Timer(self.device)
-        x = prepare_image(img, self.cfg.features.image_size, self.cfg.features.size_multiple)
+        xs = [prepare_image(im, self.cfg.features.image_size, self.cfg.features.size_multiple)
+              for im in imgs]
+        groups: dict[tuple, list[int]] = {}
+        for i, x in enumerate(xs):
+            groups.setdefault(x.shape, []).append(i)
+        out: list[np.ndarray | None] = [None] * len(imgs)
+        for idxs in groups.values():
+            for i, m in zip(idxs, self._group_maps([xs[i] for i in idxs], timer)):
+                out[i] = m
+        return out  # type: ignore[return-value]
+
+    def _group_maps(self, xs: list[np.ndarray], timer: _Timer) -> list[np.ndarray]:
+        """Model-input images of one size -> their block maps."""
+        n = len(xs)
         if self.method == "patchcore":   # distance to the nearest plain feature (core/patchcore.py)
             with timer("backbone"):
-                f = self.encoder.encode([x], with_position=False)[0]
+                f = torch.stack(self.encoder.encode(xs, with_position=False))
             with timer("search"):
-                return self.bank.nearest(f)[0]
+                return list(self.bank.nearest(f)[0])
         with timer("backbone"):
-            f = self.encoder.encode([x])[0]
+            f = torch.stack(self.encoder.encode(xs))          # (n, rows, cols, d)
         with timer("search"):
-            dist, idx = self.bank.nearest(f)
+            dist, idx = self.bank.nearest(f)                  # one search for the whole group
         if math.isinf(self.fusion_weight):     # the distance alone was best on validation: no Swin
-            return fuse(np.zeros_like(dist), dist, self.fusion_weight, self.fusion_ref)
+            return [fuse(np.zeros_like(d), d, self.fusion_weight, self.fusion_ref) for d in dist]
         with timer("swin"):
             fd = f.to(self.device)
             nb = self.bank_t[torch.from_numpy(idx).to(self.device)]
             r = residual(fd, nb, self.cfg.bank.residual)
-            m = predict_map(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
-                            self.cfg.swin.step, self.bagging)
-            out = m.float().cpu().numpy()
+            m = predict_maps(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
+                             self.cfg.swin.step, self.bagging)
+            maps = m.float().cpu().numpy()
         if self.fusion_weight:
-            out = fuse(out, dist, self.fusion_weight, self.fusion_ref)
-        return out
+            return [fuse(mp, d, self.fusion_weight, self.fusion_ref) for mp, d in zip(maps, dist)]
+        return [maps[i] for i in range(n)]
 
     def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None) -> Prediction:
         """``img``: uint8 RGB at its own size. ``out_hw``: map size (default: the evaluation size)."""
+        return self.predict_batch([img], None if out_hw is None else [out_hw])[0]
+
+    def predict_batch(self, imgs: list[np.ndarray],
+                      out_hws: list[tuple[int, int] | None] | None = None) -> list[Prediction]:
+        """:meth:`predict` for several images at once (any sizes; those of one model-input size are
+        batched). Each result's ``timings_ms`` is the batch's time per stage divided by the number
+        of images, i.e. the time per image at this batch size."""
+        if not imgs:
+            return []
+        out_hws = out_hws or [None] * len(imgs)
         timer = _Timer(self.device)
-        block = self.block_map(img, timer)
-        h0, w0 = img.shape[:2]
-        ev = eval_hw(w0, h0, self.cfg.output.eval_size)
+        blocks = self.block_maps(imgs, timer)
+        preds = []
         with timer("post"):
-            amap = postprocess(block, ev, self.cfg.output.gaussian_sigma, self.cfg.output.upsample)
-            score = float(amap.max())
-            if out_hw is not None and tuple(out_hw) != ev:
-                amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-        return Prediction(block, amap, score, dict(timer.times))
+            for img, block, out_hw in zip(imgs, blocks, out_hws):
+                h0, w0 = img.shape[:2]
+                ev = eval_hw(w0, h0, self.cfg.output.eval_size)
+                amap = postprocess(block, ev, self.cfg.output.gaussian_sigma, self.cfg.output.upsample)
+                score = float(amap.max())
+                if out_hw is not None and tuple(out_hw) != ev:
+                    amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+                preds.append(Prediction(block, amap, score))
+        per_image = {k: v / len(imgs) for k, v in timer.times.items()}
+        for p in preds:
+            p.timings_ms = dict(per_image)
+        return preds

@@ -80,3 +80,20 @@ def test_reference_table_puts_anomalib_beside_ours(tmp_path):
     assert reference_patchcore(tmp_path / "absent.json") == {}
     (tmp_path / "bad.json").write_text("{")
     assert reference_patchcore(tmp_path / "bad.json") == {}
+
+
+def test_report_has_the_speed_ratios_of_jobs_that_measured_them(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    r = _row("A", "unsup", 0, 0.5, None)
+    r["speed"] = {"rows": [
+        {"batch": b, "bagging": bag, "ms": ms, "backbone_ms": bb, "ratio": ms / bb, "stages_ms": {}}
+        for b, bb in ((1, 20.0), (8, 25.0)) for bag, ms in ((True, 50.0), (False, 30.0))]}
+    (res / "A-unsup-0.json").write_text(json.dumps(r))
+    (res / "B-unsup-0.json").write_text(json.dumps(_row("B", "unsup", 0, 0.5, None)))  # no speed
+    out = tmp_path / "benchmarks.md"
+    write_report(res, out, None)
+    text = out.read_text()
+    assert "| A | 1 | 20.0 | 50.0 | 2.50x | 30.0 | 1.50x |" in text
+    assert "| A | 8 | 25.0 | 50.0 | 2.00x | 30.0 | 1.20x |" in text
+    assert "| B | 1 |" not in text
