@@ -89,19 +89,24 @@ def unsup_table(rows: list[dict]) -> list[str]:
 
 
 def speed_table(rows: list[dict]) -> list[str]:
-    out = ["| class | SemiREST ms/img: backbone | search | Swin | post | total | PatchCore ms/img total |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| class | SemiREST ms/img: backbone | search | Swin | post | total | PatchCore ms/img total | "
+           "SemiREST ONNX Runtime ms/img | PatchCore ONNX Runtime ms/img |",
+           "|---|---|---|---|---|---|---|---|---|"]
     tots = []
+    nan = float("nan")
     for r in rows:
         t = r["semirest_ms"]
         tot = sum(t.values())
         pct = sum(r.get("patchcore_ms", {}).values())
-        tots.append((t.get("backbone", 0), t.get("search", 0), t.get("swin", 0), t.get("post", 0), tot, pct))
+        # the exported graph (core/export.py) run by ONNX Runtime on the same images and threads
+        so, po = ((r.get(k) or {}).get("ms", nan) for k in ("semirest_onnx", "patchcore_onnx"))
+        tots.append((t.get("backbone", 0), t.get("search", 0), t.get("swin", 0), t.get("post", 0), tot, pct, so, po))
         out.append(f"| {r['category']} | {t.get('backbone', 0):.1f} | {t.get('search', 0):.1f} | "
-                   f"{t.get('swin', 0):.1f} | {t.get('post', 0):.1f} | {tot:.1f} | {pct:.1f} |")
+                   f"{t.get('swin', 0):.1f} | {t.get('post', 0):.1f} | {tot:.1f} | {pct:.1f} | "
+                   f"{so:.1f} | {po:.1f} |".replace("nan", "-"))
     if tots:
         med = np.median(np.array(tots), axis=0)
-        out.append("| **median** | " + " | ".join(f"**{v:.1f}**" for v in med) + " |")
+        out.append("| **median** | " + " | ".join(f"**{v:.1f}**" if np.isfinite(v) else "-" for v in med) + " |")
     return out
 
 
