@@ -54,6 +54,10 @@ class BankConfig:
     coreset_dim: int = 128              # random projection for the approximate greedy coreset
     coreset_starts: int = 10            # random starting points of the greedy k-centre
     max_patches: int = 1_000_000        # random subsample before the coreset when above this
+    coreset_cell: int = 4096            # points per cell of the partitioned greedy (core/bank.py):
+                                        # a centre updates only its own k-means cell, so 400k patches
+                                        # take seconds, not half an hour [0 = one cell: PatchCore's
+                                        # plain greedy, where every centre updates every patch]
     neighbours: int = 3                 # k of the k-NN search (K-NN augmentation uses 1..3)
     residual: str = "square"            # square [Eq. 6] | abs | abs_square (component 5)
     include_val: bool = True            # after training, rebuild the bank from every normal, the
@@ -219,6 +223,9 @@ class Config:
             raise ConfigError(f"swin.embed_dim {s.embed_dim} must be divisible by swin.num_heads {s.num_heads}")
         if not 0 < self.bank.coreset_ratio <= 1:
             raise ConfigError("bank.coreset_ratio must be in (0, 1]")
+        if self.bank.coreset_cell < 0:
+            raise ConfigError(f"bank.coreset_cell must be 0 (one cell: plain greedy) or a number of points "
+                              f"per cell, got {self.bank.coreset_cell}")
         if f.normalization not in NORMALIZATIONS:
             raise ConfigError(f"features.normalization: expected one of {sorted(NORMALIZATIONS)}, got {f.normalization!r}")
         if f.aggregation_padding not in ("zeros", "valid"):

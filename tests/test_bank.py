@@ -224,3 +224,121 @@ def test_leave_one_out_residuals_use_other_images_only():
     nbr = neighbours(b, feats_c, 1, 2)
     assert (b.owner[nbr[..., 0].numpy()] == 1).all()
     torch.testing.assert_close(residual(feats_c, bank_t[nbr[..., 0]]), torch.full((2, 2, 3), 24.01))
+
+
+# ---------------------------------------------------------------------------------------------
+# Partitioned greedy (bank.coreset_cell): exactness, coverage, determinism, cancellation
+# ---------------------------------------------------------------------------------------------
+def _plain_greedy(x, n_select, n_starts, seed, cells=None):
+    """Reference: PatchCore's greedy as core/bank.py had it before cells (every centre updates
+    every point); with ``cells`` (a cell id per point), a centre updates only the points of its
+    own cell. ``x`` is already projected; the generator is consumed as the real code does."""
+    n = x.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randperm(n, generator=gen)[:max(1, min(n_starts, n))]
+    sq = (x * x).sum(1)
+
+    def dist_to(idx):
+        return (sq[:, None] + sq[idx][None, :] - 2.0 * (x @ x[idx].T)).clamp_min_(0).sqrt_()
+
+    min_d = dist_to(starts).mean(dim=1)
+    chosen = []
+    for _ in range(n_select):
+        j = int(torch.argmax(min_d))
+        chosen.append(j)
+        d = dist_to(torch.tensor([j]))[:, 0]
+        if cells is not None:
+            d[cells != cells[j]] = float("inf")   # other cells do not see this centre
+        min_d = torch.minimum(min_d, d)
+        min_d[j] = -1.0
+    return np.sort(chosen)
+
+
+def _clusters(n=3000, dim=24, k=30, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (k, dim))
+    sizes = rng.dirichlet(np.ones(k) * 0.5) * n   # uneven clusters, some tiny (the rare patches)
+    lab = np.repeat(np.arange(k), np.maximum(1, sizes.astype(int)))
+    return torch.from_numpy(centres[lab] + rng.normal(0, 1, (len(lab), dim))).float()
+
+
+def _coverage(x, idx):
+    d = torch.cdist(x, x[torch.from_numpy(idx)]).min(1).values
+    return float(d.mean()), float(d.max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_cell_is_exactly_the_plain_greedy(seed):
+    x = torch.from_numpy(np.random.default_rng(seed).normal(size=(800, 16))).float()
+    ref = _plain_greedy(x, 80, 10, seed)
+    for cell in (0, 800, 10_000):   # 0 and >= N: one cell
+        assert np.array_equal(approximate_greedy_coreset(x, 80, proj_dim=0, seed=seed, cell_size=cell), ref)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_cells_are_the_greedy_where_a_point_sees_only_its_cell(seed):
+    # The claim of the docstring: the same picks as the plain greedy with a centre's distance
+    # counted only inside its own k-means cell (the cells rebuilt from the same generator state).
+    from core.bank import _kmeans_cells
+    x = _clusters(1200, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    torch.randperm(len(x), generator=gen)   # the starts, drawn before the cells
+    order, bounds = _kmeans_cells(x, 200, gen)
+    cells = torch.empty(len(x), dtype=torch.long)
+    for c in range(len(bounds) - 1):
+        cells[order[bounds[c]:bounds[c + 1]]] = c
+    assert len(bounds) - 1 == 6 and len(torch.unique(cells)) > 1
+    got = approximate_greedy_coreset(x, 120, proj_dim=0, seed=seed, cell_size=200)
+    assert np.array_equal(got, _plain_greedy(x, 120, 10, seed, cells))
+    assert not np.array_equal(got, _plain_greedy(x, 120, 10, seed))   # the cells did change picks
+
+
+def test_cells_cover_clustered_data_nearly_as_well_as_plain_greedy():
+    x = _clusters(3000)
+    k = 150
+    plain = _coverage(x, approximate_greedy_coreset(x, k, proj_dim=0, cell_size=0))
+    cells = _coverage(x, approximate_greedy_coreset(x, k, proj_dim=0, cell_size=300))
+    rand = _coverage(x, np.sort(np.random.default_rng(0).choice(len(x), k, replace=False)))
+    assert cells[0] <= 1.10 * plain[0]
+    assert cells[1] <= 1.25 * plain[1]
+    assert rand[1] > 1.25 * plain[1]   # the bound is tight enough to tell a random subset apart
+
+
+def test_cells_deterministic_per_seed_with_progress_and_cancellation():
+    x = _clusters(2000)
+    a = approximate_greedy_coreset(x, 100, proj_dim=8, seed=5, cell_size=250)
+    assert np.array_equal(a, approximate_greedy_coreset(x, 100, proj_dim=8, seed=5, cell_size=250))
+    assert len(set(a.tolist())) == 100 and a.max() < len(x)
+    assert not np.array_equal(a, approximate_greedy_coreset(x, 100, proj_dim=8, seed=6, cell_size=250))
+    ticks = []
+    approximate_greedy_coreset(x, 100, cell_size=250, tick=lambda d, t: ticks.append((d, t)))
+    assert ticks[0] == (1, 100) and ticks[-1] == (100, 100)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        if done > 10:
+            raise Cancelled
+    threads = torch.get_num_threads()
+    with pytest.raises(Cancelled):
+        approximate_greedy_coreset(x, 100, cell_size=250, tick=cancel)
+    assert torch.get_num_threads() == threads   # the single-threaded steps gave the threads back
+
+
+def test_build_bank_uses_cell_size():
+    rng = np.random.default_rng(2)
+    per_image = [rng.normal(size=(300, 12)).astype(np.float32) for _ in range(4)]
+    feats = torch.from_numpy(np.concatenate(per_image))
+    for cell in (0, 200):
+        bank = build_bank(per_image, 0.1, 0, 10, 10**6, seed=1, cell_size=cell)
+        idx = approximate_greedy_coreset(feats, 120, 0, 10, 1, cell_size=cell)
+        assert sorted(map(tuple, bank.features.tolist())) == sorted(map(tuple, feats[idx].tolist()))
+
+
+def test_config_rejects_negative_coreset_cell():
+    from core.config import ConfigError, preset
+    cfg = preset("cpu")
+    cfg.bank.coreset_cell = -1
+    with pytest.raises(ConfigError, match="bank.coreset_cell must be 0 .* got -1"):
+        cfg.validate()
