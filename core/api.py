@@ -199,7 +199,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
             bank_state = build_bank([f.reshape(-1, f.shape[-1]).numpy() for f in every], b.coreset_ratio,
                                     b.coreset_dim, b.coreset_starts, b.max_patches, cfg.train.seed, dev,
                                     tick=report.tick("coreset", "bank of every normal"),
-                                    cell_size=b.coreset_cell).state()
+                                    cell_size=b.coreset_cell, plain_max=b.coreset_plain_max).state()
             bank_names = bank_names + [p.name for p in val_p]
         label_counts: dict[str, int] = {}
         label_seconds: dict[str, float] = {}

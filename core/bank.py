@@ -226,9 +226,11 @@ class MemoryBank:
 
 def build_bank(per_image: list[np.ndarray], ratio: float, proj_dim: int, n_starts: int,
                max_patches: int, seed: int, device: torch.device | str = "cpu",
-               tick: Tick | None = None, cell_size: int = BankConfig.coreset_cell) -> MemoryBank:
+               tick: Tick | None = None, cell_size: int = BankConfig.coreset_cell,
+               plain_max: int = BankConfig.coreset_plain_max) -> MemoryBank:
     """Bank from per-image PCF arrays (each (rows*cols, d)); owner = position in ``per_image``.
-    ``cell_size``: see :func:`approximate_greedy_coreset` (``bank.coreset_cell``)."""
+    ``cell_size``: see :func:`approximate_greedy_coreset` (``bank.coreset_cell``); up to
+    ``plain_max`` patches the plain greedy runs whatever ``cell_size`` says."""
     feats = np.concatenate(per_image).astype(np.float32, copy=False)   # no second copy of 400k patches
     owner = np.concatenate([np.full(len(f), i, np.int32) for i, f in enumerate(per_image)])
     rng = np.random.default_rng(seed)
@@ -237,5 +239,5 @@ def build_bank(per_image: list[np.ndarray], ratio: float, proj_dim: int, n_start
         feats, owner = feats[keep], owner[keep]
     n_select = max(1, int(round(len(feats) * ratio)))
     idx = approximate_greedy_coreset(torch.from_numpy(feats).to(device), n_select, proj_dim,
-                                     n_starts, seed, tick, cell_size)
+                                     n_starts, seed, tick, cell_size if len(feats) > plain_max else 0)
     return MemoryBank(feats[idx], owner[idx], device)

@@ -58,6 +58,8 @@ class BankConfig:
                                         # a centre updates only its own k-means cell, so 400k patches
                                         # take seconds, not half an hour [0 = one cell: PatchCore's
                                         # plain greedy, where every centre updates every patch]
+    coreset_plain_max: int = 65_536     # up to this many patches the plain greedy runs (seconds there;
+                                        # every PIPED class keeps PatchCore's exact bank), cells above
     neighbours: int = 3                 # k of the k-NN search (K-NN augmentation uses 1..3)
     residual: str = "square"            # square [Eq. 6] | abs | abs_square (component 5)
     include_val: bool = True            # after training, rebuild the bank from every normal, the

@@ -330,10 +330,19 @@ def test_build_bank_uses_cell_size():
     rng = np.random.default_rng(2)
     per_image = [rng.normal(size=(300, 12)).astype(np.float32) for _ in range(4)]
     feats = torch.from_numpy(np.concatenate(per_image))
+    def rows(x):
+        return sorted(map(tuple, x.tolist()))
     for cell in (0, 200):
-        bank = build_bank(per_image, 0.1, 0, 10, 10**6, seed=1, cell_size=cell)
+        bank = build_bank(per_image, 0.1, 0, 10, 10**6, seed=1, cell_size=cell, plain_max=0)
         idx = approximate_greedy_coreset(feats, 120, 0, 10, 1, cell_size=cell)
-        assert sorted(map(tuple, bank.features.tolist())) == sorted(map(tuple, feats[idx].tolist()))
+        assert rows(bank.features) == rows(feats[idx])
+    # up to plain_max patches (1200 here) the plain greedy runs whatever the cell size: small banks
+    # (every PIPED class) stay PatchCore's exact ones
+    plain = approximate_greedy_coreset(feats, 120, 0, 10, 1, cell_size=0)
+    cells = approximate_greedy_coreset(feats, 120, 0, 10, 1, cell_size=200)
+    assert rows(feats[plain]) != rows(feats[cells])
+    bank = build_bank(per_image, 0.1, 0, 10, 10**6, seed=1, cell_size=200, plain_max=1200)
+    assert rows(bank.features) == rows(feats[plain])
 
 
 def test_config_rejects_negative_coreset_cell():
