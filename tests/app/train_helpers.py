@@ -37,11 +37,13 @@ def piped_project(folder: Path, category: Path, n_train: int = 8, boxes: int = 2
     good = sorted((category / "train" / "good").glob("*.png"))[:n_train]
     bad = sorted((category / "test" / "impurity").glob("*.png"))[:boxes + test_bad]
     tgood = sorted((category / "test" / "good").glob("*.png"))[:test_good]
-    labels = {}
+    labels, drawn = {}, {}
     for i, p in enumerate(bad):
         mask = read_mask(category / "ground_truth" / "impurity" / f"{p.stem}_mask.png")
-        labels[p.resolve()] = (ImageLabel(p, boxes=boxes_from_mask(mask), seconds={"boxes": 5.0}) if i < boxes
-                               else ImageLabel(p, mask=mask))
+        if i < boxes:   # drawn in the canvas after the import (below), not imported
+            drawn[p] = boxes_from_mask(mask)
+        else:
+            labels[p.resolve()] = ImageLabel(p, mask=mask)
     for p in tgood:
         labels[p.resolve()] = ImageLabel(p, tag="normal")
     files = good + bad + tgood
@@ -49,7 +51,8 @@ def piped_project(folder: Path, category: Path, n_train: int = 8, boxes: int = 2
     with Store.create(folder) as s:
         rep = import_files(s, files, copy=False, split=splits, labels=labels)
         assert len(rep.added) == len(files), rep.skipped
-        for p in bad[:boxes]:    # measured annotation time, as the canvas would have written it
+        for p, bxs in drawn.items():    # boxes and their measured time, as the canvas writes them
+            s.save_boxes(s.find_image(p), bxs)
             s.save_timing(f"t-{p.stem}", s.find_image(p), {"boxes": 5.0}, 0.0, 5.0)
     return folder
 
