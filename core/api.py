@@ -418,27 +418,18 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
         pred = load_runtime(model, runtime)
         summary, calibration = pred.summary(), pred.calibration
     report = Reporter(progress, cancel_event)
-    if isinstance(images, (str, Path)):
-        folder = Path(images)
-        if not folder.is_dir():
-            raise InputError(folder, "not a folder of images")
-        paths = list_images(folder)
-        if not paths:
-            raise InputError(folder, "holds no images (.png, .jpg, .bmp, .tif)")
-    else:
-        paths = [Path(p) for p in images]
+    paths = image_paths(images)
     if runtime == "torch":
         dev = resolve_device(device)
         report.log(f"model: {summary}; device {dev}")
         pred = Predictor(bundle, dev)
     else:
         report.log(f"model: {summary}")
-    scale = calibration.get("map_scale", 1.0)
-    floor = calibration.get("map_floor", 0.0)
-    thr = calibration.get("image_threshold", 0.5)
+    style = MapStyle.of(calibration, maps)
     out = Path(out_dir) if out_dir else None
-    results, used = [], set()
-    pending: list[tuple[Path, np.ndarray]] = []
+    stems = output_stems(paths)
+    results = []
+    pending: list[tuple[int, np.ndarray]] = []
 
     def flush():
         """Score the images read so far in one batch, then write their outputs."""
@@ -446,31 +437,19 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
             preds = pred.predict_batch([img for _, img in pending], [img.shape[:2] for _, img in pending])
         else:     # an exported graph (core/export.py) takes one image at a time
             preds = [pred.predict(img, out_hw=img.shape[:2]) for _, img in pending]
-        for (p, img), pr in zip(pending, preds):
-            res = ImageResult(p, pr.score, pr.score >= thr, timings_ms=pr.timings_ms)
-            if out is not None:
-                # an undecodable name (bad\xff.png) gives bad_xff_heatmap.png: valid text everywhere
-                stem = p.stem if safe_name(p.stem) == p.stem else safe_name(p.stem).replace("\\", "_")
-                stem = _free_stem(stem, p.suffix, used)
-                res.heatmap = out / f"{stem}_heatmap.png"
-                res.overlay = out / f"{stem}_overlay.png"
-                write_png(res.heatmap, colorize(pr.anomaly_map, scale, floor=floor))
-                write_png(res.overlay, overlay(img, pr.anomaly_map, scale, floor=floor))
-                if maps == "npy":
-                    res.map_file = out / f"{stem}.npy"
-                    save_npy(res.map_file, pr.anomaly_map.astype(np.float32))
-            results.append(res)
-            report("predict", len(results), len(paths), safe_name(p.name), score=pr.score)
+        for (i, img), pr in zip(pending, preds):
+            results.append(write_outputs(out, paths[i], stems[i], img, pr, style))
+            report("predict", len(results), len(paths), safe_name(paths[i].name), score=pr.score)
         pending.clear()
 
-    for p in paths:
+    for i, p in enumerate(paths):
         try:
             img = read_image(p)
         except Exception:
             if pending:
                 flush()     # the images before the unreadable one keep their outputs
             raise
-        pending.append((p, img))
+        pending.append((i, img))
         if len(pending) == PREDICT_BATCH:
             flush()
     if pending:
@@ -480,15 +459,75 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
         report.log(f"the export is for {pred.image_wh[0]}x{pred.image_wh[1]} images; images of "
                    f"{sizes} were resized to its input, their maps differ from the torch model's")
     if out is not None:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["image", "score", "flagged", "image_threshold", "heatmap", "overlay", "map"])
-        for r in results:
-            w.writerow([safe_name(r.path), f"{r.score:.6f}", int(r.flagged), f"{thr:.6f}",
-                        r.heatmap.name if r.heatmap else "", r.overlay.name if r.overlay else "",
-                        r.map_file.name if r.map_file else ""])
-        atomic_write_text(out / "scores.csv", buf.getvalue())
+        write_scores(out, results, style.threshold)
     return results
+
+
+def image_paths(images: str | Path | list) -> list[Path]:
+    """A folder's images (sorted, as list_images gives them) or the given list of paths."""
+    if isinstance(images, (str, Path)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise InputError(folder, "not a folder of images")
+        paths = list_images(folder)
+        if not paths:
+            raise InputError(folder, "holds no images (.png, .jpg, .bmp, .tif)")
+        return paths
+    return [Path(p) for p in images]
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """The output name stem of each image, unique within the run and decided by the order of
+    ``paths`` alone (so a cluster run, which scores them in any order, names them the same)."""
+    used: set[str] = set()
+    out = []
+    for p in paths:
+        # an undecodable name (bad\xff.png) gives bad_xff_heatmap.png: valid text everywhere
+        stem = p.stem if safe_name(p.stem) == p.stem else safe_name(p.stem).replace("\\", "_")
+        out.append(_free_stem(stem, p.suffix, used))
+    return out
+
+
+@dataclass(frozen=True)
+class MapStyle:
+    """How a map becomes outputs: the model's fixed display range, its image threshold, and
+    whether the raw map is kept (``maps="npy"``)."""
+    scale: float
+    floor: float
+    threshold: float
+    maps: str = "none"
+
+    @classmethod
+    def of(cls, calibration: dict, maps: str = "none") -> "MapStyle":
+        return cls(calibration.get("map_scale", 1.0), calibration.get("map_floor", 0.0),
+                   calibration.get("image_threshold", 0.5), maps)
+
+
+def write_outputs(out: Path | None, path: Path, stem: str, img: np.ndarray, pr, style: MapStyle) -> ImageResult:
+    """One scored image -> its result; with ``out``, also its heatmap, overlay and (``npy``) raw map,
+    each written atomically under ``out/<stem>...``."""
+    res = ImageResult(path, pr.score, pr.score >= style.threshold, timings_ms=pr.timings_ms)
+    if out is not None:
+        res.heatmap = out / f"{stem}_heatmap.png"
+        res.overlay = out / f"{stem}_overlay.png"
+        write_png(res.heatmap, colorize(pr.anomaly_map, style.scale, floor=style.floor))
+        write_png(res.overlay, overlay(img, pr.anomaly_map, style.scale, floor=style.floor))
+        if style.maps == "npy":
+            res.map_file = out / f"{stem}.npy"
+            save_npy(res.map_file, pr.anomaly_map.astype(np.float32))
+    return res
+
+
+def write_scores(out: Path, results: list[ImageResult], threshold: float) -> None:
+    """``out/scores.csv``: one row per image, in the order given."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "score", "flagged", "image_threshold", "heatmap", "overlay", "map"])
+    for r in results:
+        w.writerow([safe_name(r.path), f"{r.score:.6f}", int(r.flagged), f"{threshold:.6f}",
+                    r.heatmap.name if r.heatmap else "", r.overlay.name if r.overlay else "",
+                    r.map_file.name if r.map_file else ""])
+    atomic_write_text(out / "scores.csv", buf.getvalue())
 
 
 def _free_stem(stem: str, suffix: str, used: set[str]) -> str:

@@ -1,7 +1,7 @@
 """``semirest``: the command line. Its verbs mirror the Python API in :mod:`core.api`.
 
     semirest train   --data DIR --category C --out model.pt [--preset cpu|paper] [--backbone ...]
-    semirest predict --model model.pt --images DIR --out OUT [--runtime torch|onnxruntime]
+    semirest predict --model model.pt --images DIR --out OUT [--runtime torch|onnxruntime] [--ray [ADDRESS]]
     semirest export  --model model.pt --format onnx --out DIR [--image-size WxH]
     semirest eval    --model model.pt --data DIR --category C [--protocol unsup|sup|semi|tag ...]
     semirest devices
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--maps", choices=["none", "npy"], default="none",
                     help="npy: also write each raw float map at the image's own size as OUT/<stem>.npy "
                          "(for any scorer, e.g. metrics that read .npy maps)")
+    pr.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="run as a Ray Data pipeline (pip install .[cluster]): on a local Ray with no "
+                         "ADDRESS, or on a cluster (auto, HEAD:6379); skips images already done")
     pr.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
                     help="torch: the model file; onnxruntime / openvino: --model is a folder written "
                          "by `semirest export`, run with ONNX Runtime / OpenVINO on the CPU")
@@ -217,8 +220,15 @@ def cmd_train(args, out: _Output) -> int:
 def cmd_predict(args, out: _Output) -> int:
     from . import api
     from .fileio import safe_name
-    res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
-                      maps=args.maps, runtime=args.runtime)
+    if args.ray is not None:
+        from .cluster import predict_ray
+        if args.runtime != "torch":
+            raise SemiRestError(f"--ray runs the torch model file; --runtime {args.runtime} runs in one process only")
+        res = predict_ray(args.model, args.images, args.out, None if args.ray == "local" else args.ray,
+                          args.device, args.maps, progress=out.render)
+    else:
+        res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
+                          maps=args.maps, runtime=args.runtime)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
                 "scores": {safe_name(r.path): r.score for r in res}},
