@@ -9,11 +9,10 @@ from PySide6.QtCore import Qt
 
 from app.importer import import_folder
 from app.main_window import MainWindow
-from app.settings import AppSettings
 from app.store import Store
 
 from gen_images import make_folder
-from qt_drive import key, wait_image
+from qt_drive import key, open_main_window, wait_image
 
 pytestmark = pytest.mark.gui
 SCORES = [0.05, 0.95, 0.5, 0.1, 0.2, 0.9, 0.3]     # image 3 (index 2) sits on the threshold 0.5
@@ -44,16 +43,7 @@ def _shown(w) -> int | None:
 
 
 def _open(qtbot, folder, tmp_path) -> MainWindow:
-    w = MainWindow(folder, AppSettings(tmp_path / "user.ini"))
-    qtbot.addWidget(w)
-    w.resize(1400, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow)
-    wait_image(qtbot, w)
-    w.canvas.setFocus()
-    return w
+    return open_main_window(qtbot, folder, tmp_path, devices=None)
 
 
 def test_next_to_label_order_and_key(qtbot, scored, tmp_path):
