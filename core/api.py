@@ -125,7 +125,7 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     ckpt = checkpoint_path(out)
     if not resume:
         ckpt.unlink(missing_ok=True)
-    if preflight.needed(cfg, normal_paths, labels or []) and not ckpt.exists():
+    if preflight.needed(cfg, normal_paths) and not ckpt.exists():
         preflight.dry_run(normal_paths, labels or [], cfg, device, report)   # a resumed run passed it
     try:
         fcfg = cfg.features
@@ -433,10 +433,7 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
 
     def flush():
         """Score the images read so far in one batch, then write their outputs."""
-        if hasattr(pred, "predict_batch"):
-            preds = pred.predict_batch([img for _, img in pending], [img.shape[:2] for _, img in pending])
-        else:     # an exported graph (core/export.py) takes one image at a time
-            preds = [pred.predict(img, out_hw=img.shape[:2]) for _, img in pending]
+        preds = pred.predict_batch([img for _, img in pending], [img.shape[:2] for _, img in pending])
         for (i, img), pr in zip(pending, preds):
             results.append(write_outputs(out, paths[i], stems[i], img, pr, style))
             report("predict", len(results), len(paths), safe_name(paths[i].name), score=pr.score)

@@ -322,6 +322,11 @@ class ExportPredictor:
         return (f"export {self.meta['_folder']} ({self.meta['method']}, backbone {self.meta['backbone']}, "
                 f"for {w}x{h} images), {engine}")
 
+    def predict_batch(self, imgs: list[np.ndarray], out_hws: list[tuple[int, int]] | None = None):
+        """:meth:`predict` per image: the graph is exported for batch 1 (Predictor's interface)."""
+        return [self.predict(img, None if out_hws is None else hw)
+                for img, hw in zip(imgs, out_hws or [None] * len(imgs))]
+
     def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None):
         """-> :class:`core.inference.Prediction` (block map, map at ``out_hw``, score, timings)."""
         import cv2

@@ -30,7 +30,7 @@ from .progress import ProgressEvent, Reporter
 MAX_NORMALS = 5     # extremes of aspect ratio and area, and one typical image
 
 
-def needed(cfg: Config, normals: list[Path], labels: list[ImageLabel]) -> bool:
+def needed(cfg: Config, normals: list[Path]) -> bool:
     """A dry run pays off when the real run is much bigger than it: ``train.preflight_min_images``
     normals or more (0 never)."""
     n = cfg.train.preflight_min_images
