@@ -22,7 +22,7 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import ConfigError, InputError, SemiRestError
+from .errors import ConfigError, SemiRestError
 from .fileio import atomic_write_text, ensure_writable, safe_name
 
 DONE_DIR = ".semirest-done"

@@ -11,7 +11,7 @@ The graph, for images of one size (``image_size`` W x H; model input W_in x H_in
     -> SemiREST: residual against it, the residual Swin over every sliding window of the map,
        averaged per token (bagging, core/model.predict_map) or one pass; fused with the distance
        (core/fusion.py) when the model has a fusion weight. PatchCore: the distance itself
-    -> post-processing (core/inference.postprocess: upsampling + Gaussian) as two matrix products
+    -> post-processing (core/anomaly_map.postprocess: upsampling + Gaussian) as two matrix products
     -> anomaly_map (1, H_ev, W_ev) at the evaluation size, score (1,) its maximum,
        block_map (1, rows, cols).
 
@@ -98,7 +98,7 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
     import torch
 
     from .exportgraph import InferenceGraph, traceable_channel_pool
-    from .inference import eval_hw
+    from .anomaly_map import eval_hw
     from .modelfile import ModelBundle
     out_dir = Path(out_dir)
     bundle = ModelBundle.load(model)                       # names the file when it is not a model

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 
 from .errors import ExportError
-from .inference import postprocess
+from .anomaly_map import postprocess
 from .model import sliding_windows
 from .modelfile import ModelBundle
 from .residuals import residual
-from .training import model_tokens
+from .model import model_tokens
 
 
 def postprocess_matrices(rows: int, cols: int, out_hw: tuple[int, int], sigma: float,
@@ -28,7 +28,7 @@ def postprocess_matrices(rows: int, cols: int, out_hw: tuple[int, int], sigma: f
 
     Upsampling (nearest or bilinear) and the Gaussian with mirrored borders are linear and act on
     rows and columns separately, so the graph does two small matmuls instead of a resize and a
-    33-tap blur. The matrices are read off :func:`core.inference.postprocess` itself (a block map
+    33-tap blur. The matrices are read off :func:`core.anomaly_map.postprocess` itself (a block map
     of one block row of ones gives that row's column of My, since every row of Mx sums to 1), so
     they follow OpenCV's exact index and border rules; a random map checks the result."""
     h, w = out_hw

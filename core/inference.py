@@ -12,7 +12,6 @@ CUDA so that GPU times are real.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -20,32 +19,10 @@ import cv2
 import numpy as np
 import torch
 
+from .anomaly_map import eval_hw, postprocess
 from .datasets import prepare_image
-from .fusion import fuse
-from .model import predict_maps
+from .methods import detector_class
 from .modelfile import ModelBundle
-from .residuals import residual
-from .training import model_tokens
-
-
-def postprocess(block_map: np.ndarray, out_hw: tuple[int, int], sigma: float,
-                upsample: str = "nearest") -> np.ndarray:
-    """(rows, cols) -> (H, W) float32: upsample (nearest: every block keeps its value, as
-    PatchCore's reference does; or bilinear), then a Gaussian of ``sigma`` pixels with a kernel of
-    2*int(4*sigma+0.5)+1 and mirrored borders (torch's "reflect", OpenCV's REFLECT_101)."""
-    h, w = out_hw
-    interp = cv2.INTER_NEAREST if upsample == "nearest" else cv2.INTER_LINEAR
-    up = cv2.resize(block_map.astype(np.float32), (w, h), interpolation=interp)
-    if sigma > 0:
-        k = 2 * int(4.0 * sigma + 0.5) + 1
-        up = cv2.GaussianBlur(up, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
-    return up
-
-
-def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:
-    """(H, W) of the evaluation map: longest side eval_size, aspect kept."""
-    s = eval_size / max(width, height)
-    return max(1, round(height * s)), max(1, round(width * s))
 
 
 @dataclass
@@ -79,8 +56,9 @@ class _Timer:
 
 
 class Predictor:
-    """Runs a trained model on images of any size, whatever its method (``config.method``):
-    "semirest", or "patchcore" (nearest-neighbour distance in a bank of plain features)."""
+    """Runs a trained model on images of any size, whatever its method (``config.method``, scored by
+    that method's :class:`core.detector.Detector`): resizing, batching by input size, the
+    method's block maps, post-processing, image scores and per-stage timings."""
 
     def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", bagging: bool | None = None):
         self.bundle = bundle
@@ -94,13 +72,8 @@ class Predictor:
             # convolutions then run in oneDNN), with the same features bit for bit.
             self.encoder.batch_size = 1
             self.encoder.extractor.net.to(memory_format=torch.channels_last)
-        self.model = bundle.swin(self.device) if self.method == "semirest" else None
-        self.bank = bundle.bank(self.device)
-        self.bank_t = torch.from_numpy(self.bank.features).to(self.device)
         self.bagging = self.cfg.swin.bagging if bagging is None else bagging
-        fusion = bundle.calibration.get("fusion") or {}     # core/fusion.py; absent: the Swin alone
-        self.fusion_weight = float(fusion.get("weight", 0.0))
-        self.fusion_ref = float(fusion.get("d_ref", 1.0))
+        self.detector = detector_class(self.method)(bundle, self.device, self.encoder, self.bagging)
 
     def block_map(self, img: np.ndarray, timer: _Timer | None = None) -> np.ndarray:
         return self.block_maps([img], timer)[0]
@@ -123,29 +96,8 @@ class Predictor:
         return out  # type: ignore[return-value]
 
     def _group_maps(self, xs: list[np.ndarray], timer: _Timer) -> list[np.ndarray]:
-        """Model-input images of one size -> their block maps."""
-        n = len(xs)
-        if self.method == "patchcore":   # distance to the nearest plain feature (core/patchcore.py)
-            with timer("backbone"):
-                f = torch.stack(self.encoder.encode(xs, with_position=False))
-            with timer("search"):
-                return list(self.bank.nearest(f)[0])
-        with timer("backbone"):
-            f = torch.stack(self.encoder.encode(xs))          # (n, rows, cols, d)
-        with timer("search"):
-            dist, idx = self.bank.nearest(f)                  # one search for the whole group
-        if math.isinf(self.fusion_weight):     # the distance alone was best on validation: no Swin
-            return [fuse(np.zeros_like(d), d, self.fusion_weight, self.fusion_ref) for d in dist]
-        with timer("swin"):
-            fd = f.to(self.device)
-            nb = self.bank_t[torch.from_numpy(idx).to(self.device)]
-            r = residual(fd, nb, self.cfg.bank.residual)
-            m = predict_maps(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
-                             self.cfg.swin.step, self.bagging)
-            maps = m.float().cpu().numpy()
-        if self.fusion_weight:
-            return [fuse(mp, d, self.fusion_weight, self.fusion_ref) for mp, d in zip(maps, dist)]
-        return [maps[i] for i in range(n)]
+        """Model-input images of one size -> their block maps: the method's own scoring."""
+        return self.detector.group_maps(xs, timer)
 
     def predict(self, img: np.ndarray, out_hw: tuple[int, int] | None = None) -> Prediction:
         """``img``: uint8 RGB at its own size. ``out_hw``: map size (default: the evaluation size)."""

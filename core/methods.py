@@ -1,15 +1,48 @@
-"""The detection methods a user can train, one list for the CLI, the API, the app and the bench.
+"""The detection methods a user can train: one list for the CLI, the API, the app and the bench.
 
-A model file records its method in its config (``Config.method``); :class:`core.inference.Predictor`
-runs either from the same model file format.
+Torch-free on purpose (the app's Train panel and ``core.config`` read it at start). Each entry
+names the class that implements it (:class:`core.detector.Detector`), imported only when a model
+of that method is trained or run. A model file records its method in its config
+(``Config.method``); predict, eval, info, the viewer, calibration and thresholds work the same for
+every method.
 """
 from __future__ import annotations
 
-METHODS: dict[str, str] = {
-    "semirest": "SemiREST: residuals to normal features, classified per 8x8 block by a Swin; "
-                "learns from any labels",
-    "patchcore": "PatchCore: distance to the nearest normal feature; no training (the baseline)",
-}
+import importlib
+from dataclasses import dataclass
 
-# What each method can learn from. Labels a method cannot use are refused with this reason.
-USES_LABELS: dict[str, bool] = {"semirest": True, "patchcore": False}
+
+@dataclass(frozen=True)
+class Method:
+    name: str                  # what --method and Config.method take
+    title: str                 # what the app shows
+    summary: str               # one line for the Train panel and --help
+    uses_labels: bool          # learns from labelled defective images (boxes, masks, blocks, tags)
+    labels_note: str           # why labels are refused when it cannot use them
+    detector: str              # "module:Class" implementing core.detector.Detector
+
+
+REGISTRY: tuple[Method, ...] = (
+    Method("semirest", "SemiREST",
+           "SemiREST: residuals to normal features, classified per 8x8 block by a Swin; "
+           "learns from any labels", True, "",
+           "core.semirest:SemiREST"),
+    Method("patchcore", "PatchCore",
+           "PatchCore: distance to the nearest normal feature; no training (the baseline)", False,
+           "PatchCore learns from normal images only (images tagged normal join its bank)",
+           "core.patchcore:PatchCoreDetector"),
+)
+
+BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}
+# Derived views, for callers that need only one field.
+METHODS: dict[str, str] = {m.name: m.summary for m in REGISTRY}
+USES_LABELS: dict[str, bool] = {m.name: m.uses_labels for m in REGISTRY}
+
+
+def detector_class(name: str):
+    """The class implementing method ``name`` (imports torch and the method's modules)."""
+    if name not in BY_NAME:
+        from .errors import ConfigError
+        raise ConfigError(f"method: unknown method {name!r}; choose one of {sorted(BY_NAME)}")
+    module, cls = BY_NAME[name].detector.split(":")
+    return getattr(importlib.import_module(module), cls)

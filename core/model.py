@@ -164,6 +164,17 @@ class ResidualSwin(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Sliding windows and bagging
 # --------------------------------------------------------------------------------------------
+def build_model(in_dim: int, cfg, residual_scale: float) -> ResidualSwin:
+    model = ResidualSwin(in_dim, cfg.swin)
+    model.register_buffer("input_scale", torch.tensor(float(residual_scale)))
+    return model
+
+
+def model_tokens(model: ResidualSwin, r: torch.Tensor) -> torch.Tensor:
+    """Residuals -> model input (divided by the per-model scale)."""
+    return r / model.input_scale
+
+
 def window_starts(length: int, mu: int, step: int) -> list[int]:
     """Start offsets of windows of size ``mu`` at ``step`` covering [0, length); the last one ends flush."""
     if mu < 1:

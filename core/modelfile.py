@@ -147,7 +147,7 @@ class ModelBundle:
         return self.config.method
 
     def swin(self, device):
-        from .training import build_model
+        from .model import build_model
         model = build_model(self.feature_dim, self.config, self.residual_scale)
         model.load_state_dict(self.swin_state)
         return model.to(device).eval()

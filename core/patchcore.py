@@ -20,9 +20,10 @@ import torch
 from .bank import MemoryBank, build_bank
 from .calibration import calibrate
 from .config import Config
-from .datasets import prepare_image
+from .datasets import prepare_image, read_images
+from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
 from .features import Encoder
-from .inference import eval_hw, postprocess
+from .anomaly_map import eval_hw, postprocess
 
 CALIBRATION_IMAGES = 6   # training normals scored leave-one-out for calibration
 
@@ -71,3 +72,43 @@ class PatchCore:
                 maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample))
                 masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
         return calibrate(maps, masks)
+
+
+class PatchCoreDetector(Detector):
+    """PatchCore as a method users train (core/methods.py): fit = a bank of every training normal
+    (plus the images tagged normal), calibrated leave-one-out; score = distance to the bank."""
+
+    name = "patchcore"
+
+    def __init__(self, bundle, device, encoder, bagging=None):
+        super().__init__(bundle, device, encoder, bagging)
+        self.bank = bundle.bank(device)
+
+    def group_maps(self, xs: list[np.ndarray], timer) -> list[np.ndarray]:
+        with timer("backbone"):
+            f = torch.stack(self.encoder.encode(xs, with_position=False))
+        with timer("search"):
+            return list(self.bank.nearest(f)[0])
+
+    @classmethod
+    def fit(cls, job: FitJob):
+        from .methods import BY_NAME
+        from .modelfile import ModelBundle
+        cfg, report = job.cfg, job.report
+        paths = normals_from_labels(job, BY_NAME[cls.name].labels_note)
+        images = read_images(paths)
+        report.log(f"device: {job.dev}; PatchCore bank from {len(images)} normal images")
+        encoder = Encoder(cfg.features, job.dev)
+        pc = PatchCore(cfg, encoder).fit(images, tick=report.tick("coreset", "greedy coreset"))
+        report.log(f"memory bank: {len(pc.bank)} entries")
+        calib = pc.calibration(images, cfg.train.seed)
+        bundle = ModelBundle(
+            config=cfg, backbone=encoder.backbone_name, feature_dim=encoder.dim,
+            bank_state=pc.bank.state(), swin_state={}, residual_scale=1.0,
+            validation={}, calibration=calib,
+            training=training_record(job, train_seconds=0.0, steps=0, normal_images=len(images),
+                                     val_images=0, bank_images=[p.name for p in paths],
+                                     **label_record([])))
+        bundle.save(job.out)
+        report("done", 1, 1, f"saved {job.out}")
+        return bundle

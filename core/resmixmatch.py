@@ -34,7 +34,8 @@ from .config import Config
 from .labels import BLOCK_NORMAL, BLOCK_UNKNOWN
 from .losses import focal_loss, mixmatch_focal, rampup, sharpen
 from .residuals import pcr_dropout
-from .training import Trainer, gather_windows, model_tokens
+from .model import model_tokens
+from .training import Trainer, gather_windows
 
 
 def mixup_tokens(x: torch.Tensor, y: torch.Tensor, alpha: float,

@@ -26,7 +26,7 @@ from .config import SELECTION_METRICS, Config
 from .fileio import atomic_write_with
 from .labels import BLOCK_UNKNOWN
 from .losses import focal_loss
-from .model import ResidualSwin, predict_map, sliding_windows
+from .model import ResidualSwin, build_model, model_tokens, predict_map, sliding_windows
 from .progress import Reporter
 from .realval import validate_real
 from .residuals import knn_residual, pcr_dropout, residual
@@ -64,17 +64,6 @@ class EMA:
                 e.mul_(d).add_(p.detach(), alpha=1 - d)
             else:
                 e.copy_(p)
-
-
-def build_model(in_dim: int, cfg: Config, residual_scale: float) -> ResidualSwin:
-    model = ResidualSwin(in_dim, cfg.swin)
-    model.register_buffer("input_scale", torch.tensor(float(residual_scale)))
-    return model
-
-
-def model_tokens(model: ResidualSwin, r: torch.Tensor) -> torch.Tensor:
-    """Residuals -> model input (divided by the per-model scale)."""
-    return r / model.input_scale
 
 
 class WindowSampler:
@@ -125,7 +114,7 @@ def block_maps(model: ResidualSwin, it: TokenImage, bank_t: torch.Tensor, cfg: C
 def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor, cfg: Config,
              device) -> dict[str, float]:
     """Pixel AP of the (bagged, upsampled, smoothed) maps on the validation split."""
-    from .inference import postprocess
+    from .anomaly_map import postprocess
     from .metrics import pixel_ap
     if not items:
         return {}

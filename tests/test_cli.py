@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from core import api
+from core import api, semirest
 from core.cli import main
 from core.modelfile import ModelBundle
 from core.errors import Cancelled
@@ -276,7 +276,7 @@ def test_train_out_on_a_read_only_place_fails_before_training(demo_data, tiny_ya
     ro = tmp_path / "ro"
     ro.mkdir()
     make_read_only(ro, monkeypatch)
-    monkeypatch.setattr(api, "read_images", lambda *a: pytest.fail("training started"))
+    monkeypatch.setattr(semirest, "read_images", lambda *a: pytest.fail("training started"))
     try:
         rc = main(["train", "--data", str(demo_data), "--out", str(ro / "m.pt"), "--config", str(tiny_yaml),
                    "--device", "cpu"])

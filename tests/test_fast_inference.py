@@ -81,7 +81,7 @@ def real_model(piped):
     from core.images import read_image
     from core.datasets import prepare_image
     from core.modelfile import ModelBundle
-    from core.training import build_model
+    from core.model import build_model
     cfg = preset("cpu")
     enc = Encoder(cfg.features, "cpu")
     category = piped / "PA_BDP01_TL"
@@ -101,9 +101,9 @@ def _reference(bundle, enc, bank, swin, img, bagging, out_hw):
     """The straightforward computation of one image, stage by stage."""
     from core.datasets import prepare_image
     from core.fusion import fuse
-    from core.inference import eval_hw, postprocess
+    from core.anomaly_map import eval_hw, postprocess
     from core.residuals import residual
-    from core.training import model_tokens
+    from core.model import model_tokens
     cfg = bundle.config
     x = prepare_image(img, cfg.features.image_size, cfg.features.size_multiple)
     f = enc.encode([x])[0]

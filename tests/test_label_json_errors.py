@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from core import api
+from core import semirest
 from core.config import preset
 from core.errors import ImageReadError, LabelError
 from core.images import write_mask, write_png
@@ -142,5 +142,5 @@ def test_training_names_the_image_of_a_bad_in_memory_label(tmp_path, blocks, mes
     img = tmp_path / "x.png"
     write_png(img, np.full((H, W, 3), 100, np.uint8))
     with pytest.raises(LabelError) as exc:
-        api._labelled_items([ImageLabel(img, W, H, blocks=blocks)], preset("cpu"))
+        semirest.labelled_items([ImageLabel(img, W, H, blocks=blocks)], preset("cpu"))
     assert exc.value.path == img and message in exc.value.problem

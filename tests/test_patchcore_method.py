@@ -13,7 +13,7 @@ import torch
 
 from core.cli import main
 from core.config import preset
-from core.inference import postprocess
+from core.anomaly_map import postprocess
 from core.modelfile import ModelBundle
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "tools"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import api
+from core import api, semirest
 from core.datasets import load_mvtec, load_sample_mask
 from core.errors import LabelError
 from core.geometry import BlockGrid
@@ -191,7 +191,7 @@ def test_label_for_missing_image_is_refused(tmp_path):
         load_label(p)
     # and through the training API
     with pytest.raises(LabelError, match="ghost.png"):
-        api._labelled_items([ImageLabel(image=tmp_path / "ghost.png", tag="defective")],
+        semirest.labelled_items([ImageLabel(image=tmp_path / "ghost.png", tag="defective")],
                             __import__("core.config", fromlist=["preset"]).preset("cpu"))
 
 
@@ -200,14 +200,14 @@ def test_label_size_must_match_the_image(tmp_path):
     lab = ImageLabel(image=img, width=64, height=64, boxes=[RotatedBox(5, 5, 4, 4, 0)])
     from core.config import preset
     with pytest.raises(LabelError, match="64x64.*40x30"):
-        api._labelled_items([lab], preset("cpu"))
+        semirest.labelled_items([lab], preset("cpu"))
 
 
 def test_box_crossing_the_border_trains_and_unknown_blocks_follow_it(tmp_path):
     from core.config import preset
     img = _image(tmp_path, size=(64, 64))
     lab = ImageLabel(image=img, width=64, height=64, boxes=[RotatedBox(0, 32, 20, 10, 30)])
-    item, = api._labelled_items([lab], preset("cpu"))
+    item, = semirest.labelled_items([lab], preset("cpu"))
     x, targets, kind = item.image, item.targets, item.kind
     assert item.region is not None and item.region.shape == x.shape[:2] and item.region[:, :40].any()
     assert kind == "boxes" and x.shape == (256, 256, 3)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# core.api / core.inference import torch (~2 s): imported on first use, and warmed up in the
-# background when a project with models opens (ReviewController), never at window start.
-COLORMAPS = ("jet", "turbo", "inferno", "viridis", "hot")   # core.api.COLORMAPS
+from core import anomaly_map   # no torch: colouring an array never loads the deep-learning stack
+
+COLORMAPS = tuple(anomaly_map.COLORMAPS)
 VIEWS = ("smoothed", "blocks")
 # upsample: models made before decision 0013 (no "upsample" in their display record) were bilinear
 DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinear"}
@@ -16,27 +16,24 @@ DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinea
 
 def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict | None = None) -> np.ndarray:
     """The core's anomaly map at the evaluation size (what the image score is the maximum of)."""
-    from core.inference import eval_hw, postprocess
     d = {**DEFAULT_DISPLAY, **(display or {})}
-    return postprocess(block_map, eval_hw(width, height, int(d["eval_size"])), float(d["gaussian_sigma"]),
-                       str(d["upsample"]))
+    hw = anomaly_map.eval_hw(width, height, int(d["eval_size"]))
+    return anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]))
 
 
 def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float,
                   floor: float = 0.0) -> np.ndarray:
     """(h, w) map -> (h, w, 4) BGRA uint8 with the fixed range [floor, scale]; alpha = opacity *
     normalised value."""
-    from core.api import colorize, overlay_alpha
     values = np.asarray(values, np.float32)
-    rgb = colorize(values, scale, colormap, floor)
-    alpha = (overlay_alpha(values, scale, float(np.clip(opacity, 0.0, 1.0)), floor) * 255).astype(np.uint8)
+    rgb = anomaly_map.colorize(values, scale, colormap, floor)
+    alpha = (anomaly_map.overlay_alpha(values, scale, float(np.clip(opacity, 0.0, 1.0)), floor) * 255).astype(np.uint8)
     return np.ascontiguousarray(np.dstack([rgb[..., ::-1], alpha]))
 
 
 def overlay_rgb(rgb: np.ndarray, block_map: np.ndarray, map_scale: float, colormap: str = "jet",
                 opacity: float = 0.6, display: dict | None = None, map_floor: float = 0.0) -> np.ndarray:
-    """The overlay as an RGB array at the image's size (for the exported PNGs): core.api.overlay."""
-    from core.api import overlay
+    """The overlay as an RGB array at the image's size (for the exported PNGs): core.anomaly_map.overlay."""
     h, w = rgb.shape[:2]
     amap = cv2.resize(smoothed_map(block_map, w, h, display), (w, h), interpolation=cv2.INTER_LINEAR)
-    return overlay(rgb, amap, map_scale, opacity, colormap, map_floor)
+    return anomaly_map.overlay(rgb, amap, map_scale, opacity, colormap, map_floor)

@@ -2,7 +2,7 @@
 
 The worker opens its own Store (sqlite3 connections belong to one thread), builds the core's
 Predictor once, and for each image stores the image score and the block map (what the viewer
-draws; the smoothed map is recomputed from it by ``core.inference.postprocess``). Results are
+draws; the smoothed map is recomputed from it by ``core.anomaly_map.postprocess``). Results are
 written in small batches, so a cancel or a kill keeps what was scored and the list fills in while
 the job runs. ``progress(done, total)`` returning False cancels between images.
 """

@@ -23,7 +23,7 @@ from core.demo import surface
 from core.device import DeviceInfo
 from core.geometry import BlockGrid
 from core.images import read_image, write_png
-from core.inference import eval_hw
+from core.anomaly_map import eval_hw
 from core.labels import ImageLabel, boxes_from_mask, load_label_dir
 from core.modelfile import ModelBundle
 
