@@ -39,7 +39,9 @@ def _command(args, data: Path, work: Path, out: Path, cat: str, proto: str, seed
            "--device", args.device, "--threads", str(args.threads), "--workdir", str(work),
            "--out", str(out)]
     if proto == "unsup":
-        return cmd + ["--patchcore", "--keep-model", "--speed"]
+        from core.methods import REGISTRY
+        others = [m.name for m in REGISTRY if m.name not in ("semirest", "patchcore")]
+        return cmd + ["--patchcore", "--keep-model", "--speed"] + (["--methods", *others] if others else [])
     # The first labelled protocol of a seed also evaluates the unsupervised model and PatchCore on
     # that seed's test split (10 defective images fewer; the same split for every protocol), so
     # every column of a protocol table sees the same images, computed once per seed.

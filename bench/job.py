@@ -52,18 +52,10 @@ def run(args) -> dict:
         from core.images import read_image
         from .speed import measure
         out["speed"] = measure(bundle, [read_image(s.path) for s in split.test[:24]], args.device)
-    if args.patchcore:
-        # the user-facing PatchCore model (same features, every normal in its bank), evaluated
-        # by the same code as SemiREST
-        pc_cfg = cfg.updated({"method": "patchcore", "features": {"backbone": bundle.backbone}})
-        t1 = time.perf_counter()
-        pc = api.fit(ds.train, Path(args.workdir) / f"{args.category}-patchcore.pt", pc_cfg, args.device,
-                     resume=False)
-        out["patchcore_fit_s"] = time.perf_counter() - t1
-        res_pc = api.evaluate(pc, args.data, samples=split.test, device=args.device)
-        out["patchcore"], out["patchcore_ms"] = res_pc.metrics, res_pc.timings_ms
-        out["patchcore_onnx"] = onnx_timing(Path(args.workdir) / f"{args.category}-patchcore.pt",
-                                            split.test, args.threads, Path(args.workdir))
+    for method in (["patchcore"] if args.patchcore else []) + [m for m in args.methods if m != "patchcore"]:
+        # another registered method (core/methods.py) on the same images, trained as a user would
+        # (same features, every normal) and evaluated by the same code as SemiREST
+        out.update(other_method(method, cfg, bundle.backbone, ds, split.test, args))
     if args.compare:
         # the unsupervised model on this split's test images, so Sup/Semi/Tag are compared with
         # Unsup on the same images (the moved ones are not in this test set)
@@ -74,6 +66,23 @@ def run(args) -> dict:
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if not args.keep_model:
         model_path.unlink(missing_ok=True)
+    return out
+
+
+def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
+    """``<method>``: test metrics, ``<method>_ms``: ms per image per stage, ``<method>_fit_s``,
+    ``<method>_onnx``: the exported model's timing (methods that export)."""
+    from core import api
+    from core.methods import BY_NAME
+    m_cfg = cfg.updated({"method": method, "features": {"backbone": backbone}})
+    path = Path(args.workdir) / f"{args.category}-{method}.pt"
+    t1 = time.perf_counter()
+    fitted = api.fit(ds.train, path, m_cfg, args.device, resume=False)
+    out = {f"{method}_fit_s": time.perf_counter() - t1}
+    res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
+    out[method], out[f"{method}_ms"] = res.metrics, res.timings_ms
+    if BY_NAME[method].exports:
+        out[f"{method}_onnx"] = onnx_timing(path, samples, args.threads, Path(args.workdir))
     return out
 
 
@@ -108,7 +117,9 @@ def main(argv=None) -> int:
     p.add_argument("--config")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--patchcore", action="store_true")
+    p.add_argument("--patchcore", action="store_true", help="also PatchCore on the same test images")
+    p.add_argument("--methods", nargs="*", default=[],
+                   help="other registered methods (core/methods.py) to train and evaluate beside")
     p.add_argument("--init", help="start from this model (its bank and Swin weights)")
     p.add_argument("--compare", help="also evaluate this (unsupervised) model on the same test split")
     p.add_argument("--workdir", default=".")

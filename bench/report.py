@@ -88,6 +88,24 @@ def unsup_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def methods_table(rows: list[dict]) -> list[str]:
+    """Every registered method (core/methods.py) that the unsupervised jobs ran, side by side: mean
+    over classes of each metric, fit seconds and ms per image (all stages), from the same jobs."""
+    from core.methods import REGISTRY
+    present = [m for m in REGISTRY if any(m.name in r for r in rows)]
+    if len(present) < 2:
+        return []
+    out = ["| method | " + " | ".join(m for _, m in METRICS) + " | fit s | ms per image | classes |",
+           "|---|" + "---|" * (len(METRICS) + 3)]
+    for m in present:
+        have = [r for r in rows if m.name in r]
+        vals = [np.nanmean([r[m.name].get(k, np.nan) for r in have]) for k, _ in METRICS]
+        fit = np.mean([r["train_s"] if m.name == "semirest" else r.get(f"{m.name}_fit_s", np.nan) for r in have])
+        ms = np.median([sum(r.get(f"{m.name}_ms", {}).values()) for r in have])
+        out.append(f"| {m.title} | " + " | ".join(_pct(v) for v in vals) + f" | {fit:.0f} | {ms:.1f} | {len(have)} |")
+    return out
+
+
 def speed_table(rows: list[dict]) -> list[str]:
     out = ["| class | SemiREST ms/img: backbone | search | Swin | post | total | PatchCore ms/img total | "
            "SemiREST ONNX Runtime ms/img | PatchCore ONNX Runtime ms/img |",
@@ -237,6 +255,9 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
     if ref:
         lines += ["", "### Pixel AP beside anomalib's PatchCore (same weights; "
                   "`../shared/tools/patchcore_dev_piped.json`, scored by the same rule)", ""] + ref
+    side = methods_table(unsup)
+    if side:
+        lines += ["", "### Every method side by side (means over the classes; the same jobs)", ""] + side
     lines += ["", "Train s: the whole SemiREST training (features, coreset, synthesis, optimisation, "
               "calibration). Peak RSS: the job process's maximum resident memory (SemiREST and "
               "PatchCore together).", "", "## Inference time per image (median over the test images)", "",

@@ -102,6 +102,10 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
     from .modelfile import ModelBundle
     out_dir = Path(out_dir)
     bundle = ModelBundle.load(model)                       # names the file when it is not a model
+    from .methods import BY_NAME
+    if not BY_NAME[bundle.method].exports:
+        raise ExportError(f"{model}: {BY_NAME[bundle.method].title} models cannot be exported yet; "
+                          f"exportable methods: {', '.join(m.title for m in BY_NAME.values() if m.exports)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "is a file; --out must be a folder for the exported model")
     ensure_writable(out_dir, MIN_FREE_EXPORT_BYTES)         # before minutes of tracing

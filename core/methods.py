@@ -20,17 +20,18 @@ class Method:
     uses_labels: bool          # learns from labelled defective images (boxes, masks, blocks, tags)
     labels_note: str           # why labels are refused when it cannot use them
     detector: str              # "module:Class" implementing core.detector.Detector
+    exports: bool = False      # `semirest export` writes its whole inference path (core/export.py)
 
 
 REGISTRY: tuple[Method, ...] = (
     Method("semirest", "SemiREST",
            "SemiREST: residuals to normal features, classified per 8x8 block by a Swin; "
            "learns from any labels", True, "",
-           "core.semirest:SemiREST"),
+           "core.semirest:SemiREST", exports=True),
     Method("patchcore", "PatchCore",
            "PatchCore: distance to the nearest normal feature; no training (the baseline)", False,
            "PatchCore learns from normal images only (images tagged normal join its bank)",
-           "core.patchcore:PatchCoreDetector"),
+           "core.patchcore:PatchCoreDetector", exports=True),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}

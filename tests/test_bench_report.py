@@ -97,3 +97,15 @@ def test_report_has_the_speed_ratios_of_jobs_that_measured_them(tmp_path):
     assert "| A | 1 | 20.0 | 50.0 | 2.50x | 30.0 | 1.50x |" in text
     assert "| A | 8 | 25.0 | 50.0 | 2.00x | 30.0 | 1.20x |" in text
     assert "| B | 1 |" not in text
+
+
+def test_methods_table_puts_every_method_of_the_jobs_side_by_side():
+    from bench.report import methods_table
+    m = lambda v: {"pixel_ap": v, "pro": v, "pixel_auroc": v, "image_auroc": v}
+    rows = [{**_row(c, "unsup", 0, ap), "patchcore": m(pc), "patchcore_fit_s": 2.0,
+             "patchcore_ms": {"backbone": 3.0, "search": 1.0}} for c, ap, pc in (("A", .6, .5), ("B", .8, .4))]
+    out = methods_table(rows)
+    semi, pc = (next(x for x in out if x.startswith(f"| {t} |")) for t in ("SemiREST", "PatchCore"))
+    assert semi.split(" | ")[1] == "70.0" and pc.split(" | ")[1] == "45.0"
+    assert pc.rstrip(" |").endswith("| 2 | 4.0 | 2")           # fit s, ms per image, classes
+    assert methods_table([_row("A", "unsup", 0, .6)]) == []     # one method: nothing to compare
