@@ -131,7 +131,8 @@ def _nearest_centre(x: torch.Tensor, centres: torch.Tensor, chunk: int = 16384) 
 class MemoryBank:
     """Bank features (T, d) float32 with their owner image index (T,), sorted by owner."""
 
-    def __init__(self, features: np.ndarray, owner: np.ndarray, device: torch.device | str = "cpu"):
+    def __init__(self, features: np.ndarray, owner: np.ndarray, device: torch.device | str = "cpu",
+                 image_desc: np.ndarray | None = None):
         order = np.argsort(owner, kind="stable")
         self.features = np.ascontiguousarray(features[order], dtype=np.float32)
         self.owner = np.ascontiguousarray(owner[order], dtype=np.int32)
@@ -142,6 +143,24 @@ class MemoryBank:
         self.device = torch.device(device)
         self._index = None
         self._torch_bank = None
+        # PosFAR (use()): the global descriptor of each owner image (the mean of all its features,
+        # taken before the coreset), row i for owner i; None for banks saved before it existed.
+        self.image_desc = None if image_desc is None else np.ascontiguousarray(image_desc, np.float32)
+        self.posfar_images = 0
+        self._pca = None
+
+    def use(self, cfg: BankConfig) -> "MemoryBank":
+        """Search as ``cfg`` says: ``search = "posfar"`` restricts every query image to the bank
+        entries of its ``posfar_images`` most similar training images (WeakREST's PosFAR, as far as
+        published: docs/decisions/0018), optionally compared in a PCA space keeping ``posfar_pca``
+        of the variance; "exact" (the default) searches every entry."""
+        self.posfar_images = 0
+        self._pca = None
+        if cfg.search == "posfar" and self.image_desc is not None and len(self):
+            self.posfar_images = int(cfg.posfar_images)
+            if cfg.posfar_pca:
+                self._pca = _pca_basis(self.features, cfg.posfar_pca)
+        return self
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -173,6 +192,8 @@ class MemoryBank:
         n_avail = len(self) - (excl[1] - excl[0] if excl else 0)
         if n_avail < k:
             raise ValueError(f"memory bank has {n_avail} usable entries, {k} neighbours requested")
+        if self._posfar_applies(exclude_owner):
+            return self._search_posfar(q, k, exclude_owner)
         if self.device.type == "cuda":
             return self._search_torch(q.to(self.device), k, excl)
         return self._search_faiss(q.cpu().numpy(), k, excl)
@@ -182,6 +203,9 @@ class MemoryBank:
         """``feats`` (..., d) -> (Euclidean distance to the nearest entry (...) float32, its bank
         index (...)): PatchCore's block score, and the neighbour SemiREST's residual is taken from."""
         shape = tuple(feats.shape[:-1])
+        if len(shape) == 3 and self._posfar_applies(exclude_owner):   # a batch: PosFAR per image
+            per = [self.nearest(f, exclude_owner) for f in feats]
+            return np.stack([d for d, _ in per]), np.stack([i for _, i in per])
         d2, idx = self.search(feats, 1, exclude_owner=exclude_owner)
         return np.sqrt(np.maximum(d2[:, 0], 0)).reshape(shape).astype(np.float32), idx[:, 0].reshape(shape)
 
@@ -215,13 +239,61 @@ class MemoryBank:
             is_.append(i)
         return torch.cat(ds).cpu().numpy(), torch.cat(is_).cpu().numpy().astype(np.int64)
 
+    # ---- PosFAR: the query image's most similar training images first ------------------------
+    def _posfar_applies(self, exclude_owner) -> bool:
+        n_owners = len(self._ranges) - (exclude_owner is not None and int(exclude_owner) in self._ranges)
+        return 0 < self.posfar_images < n_owners
+
+    def _search_posfar(self, q: torch.Tensor, k: int, exclude_owner) -> tuple[np.ndarray, np.ndarray]:
+        """``q``: the features of ONE image (N, d). Its descriptor (their mean) picks the
+        ``posfar_images`` nearest training images; only their entries are searched. Distances are
+        exact in the full space (with PCA, the candidates are ranked in the reduced space and the k
+        kept ones re-measured)."""
+        qn = q.cpu().numpy()
+        desc = qn.mean(0)
+        owners = np.array(sorted(self._ranges))
+        if exclude_owner is not None:
+            owners = owners[owners != int(exclude_owner)]
+        dd = ((self.image_desc[owners] - desc) ** 2).sum(1)
+        top = owners[np.argsort(dd, kind="stable")[:self.posfar_images]]
+        cand = np.concatenate([np.arange(*self._ranges[int(o)]) for o in np.sort(top)])
+        if len(cand) < k:
+            return self._search_faiss(qn, k, self.owner_range(exclude_owner) if exclude_owner is not None else None)
+        bank = self.features[cand]
+        if self._pca is not None:
+            mean, basis = self._pca
+            qs, bs = (qn - mean) @ basis, (bank - mean) @ basis
+        else:
+            qs, bs = qn, bank
+        d2 = (qs * qs).sum(1)[:, None] + (bs * bs).sum(1)[None, :] - 2.0 * qs @ bs.T
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(np.arange(k), (len(qs), 1))
+        idx = cand[part]
+        exact = ((self.features[idx] - qn[:, None, :]) ** 2).sum(-1)     # (N, k) in the full space
+        o = np.argsort(exact, axis=1, kind="stable")
+        return np.take_along_axis(exact, o, 1).astype(np.float32), np.take_along_axis(idx, o, 1).astype(np.int64)
+
     # ---- persistence ------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"features": torch.from_numpy(self.features), "owner": torch.from_numpy(self.owner)}
+        out = {"features": torch.from_numpy(self.features), "owner": torch.from_numpy(self.owner)}
+        if self.image_desc is not None:
+            out["image_desc"] = torch.from_numpy(self.image_desc)
+        return out
 
     @classmethod
     def from_state(cls, state: dict, device="cpu") -> "MemoryBank":
-        return cls(state["features"].numpy(), state["owner"].numpy(), device)
+        desc = state.get("image_desc")
+        return cls(state["features"].numpy(), state["owner"].numpy(), device,
+                   None if desc is None else desc.numpy())
+
+
+def _pca_basis(x: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, basis (d, m)): the fewest principal axes of ``x`` holding ``keep`` of its variance."""
+    mean = x.mean(0)
+    cov = np.cov((x - mean).T)
+    vals, vecs = np.linalg.eigh(cov)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    m = int(np.searchsorted(np.cumsum(vals) / max(vals.sum(), 1e-12), keep) + 1)
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, :min(m, x.shape[1])], np.float32)
 
 
 def build_bank(per_image: list[np.ndarray], ratio: float, proj_dim: int, n_starts: int,
@@ -231,6 +303,7 @@ def build_bank(per_image: list[np.ndarray], ratio: float, proj_dim: int, n_start
     """Bank from per-image PCF arrays (each (rows*cols, d)); owner = position in ``per_image``.
     ``cell_size``: see :func:`approximate_greedy_coreset` (``bank.coreset_cell``); up to
     ``plain_max`` patches the plain greedy runs whatever ``cell_size`` says."""
+    desc = np.stack([f.mean(0) for f in per_image]).astype(np.float32)   # PosFAR's image descriptors
     feats = np.concatenate(per_image).astype(np.float32, copy=False)   # no second copy of 400k patches
     owner = np.concatenate([np.full(len(f), i, np.int32) for i, f in enumerate(per_image)])
     rng = np.random.default_rng(seed)
@@ -240,4 +313,4 @@ def build_bank(per_image: list[np.ndarray], ratio: float, proj_dim: int, n_start
     n_select = max(1, int(round(len(feats) * ratio)))
     idx = approximate_greedy_coreset(torch.from_numpy(feats).to(device), n_select, proj_dim,
                                      n_starts, seed, tick, cell_size if len(feats) > plain_max else 0)
-    return MemoryBank(feats[idx], owner[idx], device)
+    return MemoryBank(feats[idx], owner[idx], device, desc)

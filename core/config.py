@@ -62,6 +62,12 @@ class BankConfig:
                                         # every PIPED class keeps PatchCore's exact bank), cells above
     neighbours: int = 3                 # k of the k-NN search (K-NN augmentation uses 1..3)
     residual: str = "square"            # square [Eq. 6] | abs | abs_square (component 5)
+    search: str = "exact"               # exact: every bank entry | posfar: only the entries of the
+                                        # query image's most similar training images (WeakREST's
+                                        # PosFAR, spec component 17; decision 0018)
+    posfar_images: int = 64             # ... how many training images [64]
+    posfar_pca: float = 0.0             # ... rank candidates in a PCA space keeping this share of the
+                                        # variance [0.95 in the spec; 0: the full space]
     include_val: bool = True            # after training, rebuild the bank from every normal, the
                                         # validation hold-outs included (PatchCore's bank sees them all)
 
@@ -234,6 +240,10 @@ class Config:
             raise ConfigError(f"features.aggregation_padding: expected zeros or valid, got {f.aggregation_padding!r}")
         if self.output.upsample not in ("nearest", "bilinear"):
             raise ConfigError(f"output.upsample: expected nearest or bilinear, got {self.output.upsample!r}")
+        if self.bank.search not in ("exact", "posfar"):
+            raise ConfigError(f"bank.search: expected exact or posfar, got {self.bank.search!r}")
+        if self.bank.posfar_images < 1 or not 0 <= self.bank.posfar_pca < 1:
+            raise ConfigError("bank.posfar_images must be at least 1 and bank.posfar_pca in [0, 1)")
         if self.bank.residual not in ("square", "abs", "abs_square"):
             raise ConfigError(f"bank.residual: unknown residual {self.bank.residual!r}")
         if not 0 <= t.knn_a1 <= t.knn_a2 <= 1:

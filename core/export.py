@@ -106,6 +106,9 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
     if not BY_NAME[bundle.method].exports:
         raise ExportError(f"{model}: {BY_NAME[bundle.method].title} models cannot be exported yet; "
                           f"exportable methods: {', '.join(m.title for m in BY_NAME.values() if m.exports)}")
+    if bundle.config.bank.search != "exact":
+        raise ExportError(f"{model}: its bank search is {bundle.config.bank.search!r}; the exported graph "
+                          f"searches the whole bank (exact), which would not give this model's maps")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "is a file; --out must be a folder for the exported model")
     ensure_writable(out_dir, MIN_FREE_EXPORT_BYTES)         # before minutes of tracing

@@ -153,7 +153,7 @@ class ModelBundle:
         return model.to(device).eval()
 
     def bank(self, device) -> MemoryBank:
-        return MemoryBank.from_state(self.bank_state, device)
+        return MemoryBank.from_state(self.bank_state, device).use(self.config.bank)
 
     # ---- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -45,7 +45,7 @@ class PatchCore:
         b = self.cfg.bank
         self.bank = build_bank([q.reshape(-1, q.shape[-1]).numpy() for q in feats], b.coreset_ratio,
                                b.coreset_dim, b.coreset_starts, b.max_patches, self.cfg.train.seed,
-                               self.encoder.device, tick, b.coreset_cell, b.coreset_plain_max)
+                               self.encoder.device, tick, b.coreset_cell, b.coreset_plain_max).use(b)
         return self
 
     def block_map(self, feats: torch.Tensor, exclude_owner: int | None = None) -> np.ndarray:

@@ -126,7 +126,7 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
                           cfg.bank.coreset_dim, cfg.bank.coreset_starts, cfg.bank.max_patches, seed,
                           device, tick=report.tick("coreset", "approximate greedy coreset"),
                           cell_size=cfg.bank.coreset_cell, plain_max=cfg.bank.coreset_plain_max)
-    bank.to(device)
+    bank.to(device).use(cfg.bank)
     report.log(f"memory bank: {len(bank)} entries of {sum(f.shape[0] * f.shape[1] for f in pcf)} "
                f"patches ({cfg.bank.coreset_ratio:.1%})")
 

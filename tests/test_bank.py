@@ -351,3 +351,71 @@ def test_config_rejects_negative_coreset_cell():
     cfg.bank.coreset_cell = -1
     with pytest.raises(ConfigError, match="bank.coreset_cell must be 0 .* got -1"):
         cfg.validate()
+
+
+# ---- PosFAR (bank.search = posfar) ------------------------------------------------------------
+def _clustered_bank(n_images=6, per=40, d=16, seed=0):
+    """Images drawn around their own centre: image i's patches are near centre i."""
+    from core.bank import build_bank
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (n_images, d)).astype(np.float32)
+    per_image = [(c + rng.normal(0, 1, (per, d))).astype(np.float32) for c in centres]
+    return build_bank(per_image, 0.5, 0, 1, 10**6, 0), centres, rng
+
+
+def _posfar(bank, images, pca=0.0):
+    from core.config import BankConfig
+    return bank.use(BankConfig(search="posfar", posfar_images=images, posfar_pca=pca))
+
+
+def test_posfar_searches_only_the_most_similar_images_and_measures_exactly():
+    bank, centres, rng = _clustered_bank()
+    q = (centres[2] + rng.normal(0, 1, (30, centres.shape[1]))).astype(np.float32)
+    exact_d, exact_i = bank.search(q, 2)
+    _posfar(bank, 1)
+    d, i = bank.search(q, 2)
+    assert set(bank.owner[i].ravel()) == {2}             # one image searched: the query's own kind
+    ref = ((bank.features[i] - q[:, None, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(d, ref, rtol=1e-5, atol=1e-4)   # true squared distances, best first
+    assert (np.diff(d, axis=1) >= 0).all()
+    # here the nearest entries all lie in that image: the same neighbours as the exact search
+    assert (i[:, 0] == exact_i[:, 0]).mean() > 0.9
+    np.testing.assert_allclose(d[:, 0], exact_d[:, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_posfar_with_every_image_is_the_exact_search_and_leaves_one_out():
+    bank, centres, rng = _clustered_bank()
+    q = (centres[4] + rng.normal(0, 1, (20, centres.shape[1]))).astype(np.float32)
+    e_d, e_i = bank.search(q, 3, exclude_owner=4)
+    _posfar(bank, 64)
+    d, i = bank.search(q, 3, exclude_owner=4)
+    np.testing.assert_array_equal(i, e_i)
+    _posfar(bank, 2)
+    d, i = bank.search(q, 1, exclude_owner=4)
+    assert 4 not in set(bank.owner[i].ravel()) and len(set(bank.owner[i].ravel())) <= 2
+
+
+def test_posfar_pca_ranks_in_fewer_dimensions_but_reports_full_distances():
+    bank, centres, rng = _clustered_bank(d=32)
+    _posfar(bank, 2, pca=0.95)
+    assert bank._pca[1].shape[1] < 32
+    q = (centres[1] + rng.normal(0, 1, (25, 32))).astype(np.float32)
+    d, i = bank.search(q, 1)
+    np.testing.assert_allclose(d[:, 0], ((bank.features[i[:, 0]] - q) ** 2).sum(-1), rtol=1e-5, atol=1e-4)
+
+
+def test_posfar_batched_nearest_matches_per_image_and_old_banks_stay_exact():
+    import torch
+    from core.bank import MemoryBank
+    bank, centres, rng = _clustered_bank()
+    q = torch.from_numpy((centres[[0, 3]][:, None, None, :] + rng.normal(0, 1, (2, 4, 5, 16))).astype(np.float32))
+    _posfar(bank, 1)
+    d, i = bank.nearest(q)
+    for b in range(2):
+        d1, i1 = bank.nearest(q[b])
+        np.testing.assert_array_equal(i[b], i1)
+        assert set(bank.owner[i1].ravel()) == {[0, 3][b]}
+    state = bank.state()
+    assert "image_desc" in state and MemoryBank.from_state(state).image_desc.shape == (6, 16)
+    old = {k: v for k, v in state.items() if k != "image_desc"}     # a bank saved before PosFAR
+    assert _posfar(MemoryBank.from_state(old), 1).posfar_images == 0
