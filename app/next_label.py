@@ -40,7 +40,7 @@ class NextLabelRanker:
             thumb = None if png is None else cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
             if thumb is None:            # no thumbnail (or a broken one): a flat one, ranked by score alone
                 thumb = np.zeros((8, 8), np.uint8)
-            pred = None if model is None else self.store.prediction(model.id, image_id)
+            pred = None if model is None else self.store.runs.prediction(model.id, image_id)
             probs = None if pred is None else block_probabilities(pred[1], model)
             hit = self._cache[key] = (embedding(thumb, None if pred is None else pred[1]), probs)
         return hit

@@ -62,7 +62,7 @@ class ProjectDocks:
             window.controller.imageShown.connect(lambda _: self.review.redraw())
             window.controller.labelsSaved.connect(lambda _: self._labels_changed())
         self._review_model_changed(None if self.review.model is None else self.review.model.id)
-        (self.dock["review"] if store.models() else self.dock["train"]).raise_()
+        (self.dock["review"] if store.runs.models() else self.dock["train"]).raise_()
 
     def _model_ready(self, model_id: int) -> None:
         self.review.set_model(model_id)
@@ -78,7 +78,7 @@ class ProjectDocks:
         self.review.labels_changed()
 
     def show_budget(self) -> BudgetDialog:
-        self.budget_dialog = BudgetDialog(self.training.store.models(), self.window)
+        self.budget_dialog = BudgetDialog(self.training.store.runs.models(), self.window)
         self.budget_dialog.show()
         return self.budget_dialog
 

@@ -35,7 +35,7 @@ from core.labels import BlockCells, ImageLabel, RotatedBox, save_label
 
 from .settings import SPLITS, ProjectSettings
 from .store_errors import db_problem, os_problem, read_only_part
-from .store_runs import RunsMixin
+from .store_runs import Runs
 from .store_schema import SchemaTooNew, migrate
 
 PROJECT_DB = "project.sqlite"
@@ -107,7 +107,7 @@ def file_sha1(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class Store(RunsMixin):
+class Store:
     """One connection to one project. Use :meth:`create` or :meth:`open`."""
 
     def __init__(self, folder: str | Path, _create: bool = False):
@@ -118,6 +118,7 @@ class Store(RunsMixin):
         self.writer_id = uuid.uuid4().hex[:12]
         self._depth = 0
         self.db = None
+        self.runs = Runs(self)           # runs, models and predictions (app/store_runs.py)
         doing = f"cannot create the project at {self.folder}" if _create else str(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -180,8 +180,23 @@ def decode_block_map(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float32)
 
 
-class RunsMixin:
-    """Runs, models and predictions; mixed into Store (needs ``db``, ``folder``, ``transaction``)."""
+class Runs:
+    """Training runs, the models they made and the models' predictions: ``store.runs`` of a
+    :class:`app.store.Store` (its database connection and transactions)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    @property
+    def folder(self) -> Path:
+        return self._store.folder
+
+    @property
+    def db(self):
+        return self._store.db
+
+    def transaction(self):
+        return self._store.transaction()
 
     # ---- paths --------------------------------------------------------------------------------
     def _rel(self, path: Path | str) -> str:
@@ -244,14 +259,14 @@ class RunsMixin:
             raise KeyError(f"run {run_id} is not in the project")
         return self._run_row(r)
 
-    def runs(self) -> list[RunRow]:
+    def all(self) -> list[RunRow]:
         return [self._run_row(r) for r in self.db.execute(f"SELECT {self._RUN_COLS} FROM runs ORDER BY id")]
 
     def mark_orphaned_runs(self) -> list[int]:
         """Runs left 'running' or 'queued' by an app that is gone (its worker is not alive):
         failed, resumable. Returns their ids."""
         ids = []
-        for run in self.runs():
+        for run in self.all():
             if run.status in ("running", "queued") and not _alive(run.pid):
                 self.update_run(run.id, status="failed", ended=time.time(),
                                 error="the app closed or crashed while this run was training; "

@@ -69,7 +69,7 @@ class TrainingController(QObject):
         models_panel.retrainRequested.connect(self.retrain)
         models_panel.resumeRequested.connect(self.resume)
         self.recover_models()
-        orphans = store.mark_orphaned_runs()
+        orphans = store.runs.mark_orphaned_runs()
         if orphans:
             # after the event loop turns: whoever built this controller connects to ``message`` next
             text = f"run(s) {', '.join(map(str, orphans))} stopped when the app closed; Resume continues them"
@@ -79,7 +79,7 @@ class TrainingController(QObject):
     def show_last_run(self) -> None:
         """The project's last run in the panel, as it ended (status, why, how far it got), so that
         after a restart the panel never says "No run yet" beside a Resume for a stopped run."""
-        runs = self.store.runs()
+        runs = self.store.runs.all()
         if not runs or self.busy():
             self.refresh()
             return
@@ -101,9 +101,9 @@ class TrainingController(QObject):
 
         from ..store_runs import _alive
         out = []
-        for run in self.store.runs():
+        for run in self.store.runs.all():
             if run.status == "finished" or _alive(run.pid) or not run.model_path.is_file() \
-                    or self.store.model_of_run(run.id) is not None:
+                    or self.store.runs.model_of_run(run.id) is not None:
                 continue
             from core.modelfile import ModelBundle     # torch: only when there is a model to recover
             try:
@@ -117,7 +117,7 @@ class TrainingController(QObject):
         return self._preparing or (self.process is not None and self.process.is_running())
 
     def last_resumable(self) -> int | None:
-        for run in reversed(self.store.runs()):
+        for run in reversed(self.store.runs.all()):
             if run.resumable and run.checkpoint_path.exists():
                 return run.id
             if run.status == "finished":
@@ -125,9 +125,9 @@ class TrainingController(QObject):
         return None
 
     def refresh(self) -> None:
-        runs = self.store.runs()
-        parents = {m.id: (self.store.run(m.run_id).parent_model if m.run_id else None) for m in self.store.models()}
-        self.models_panel.set_models(self.store.models(), parents, self.active_model)
+        runs = self.store.runs.all()
+        parents = {m.id: (self.store.runs.run(m.run_id).parent_model if m.run_id else None) for m in self.store.runs.models()}
+        self.models_panel.set_models(self.store.runs.models(), parents, self.active_model)
         self.models_panel.set_runs(runs)
         resumable = self.last_resumable()
         self.panel.set_running(self.busy(), resumable is not None)
@@ -160,10 +160,10 @@ class TrainingController(QObject):
         def work(progress):
             with Store.open(project) as s:
                 ts = select_training_set(s, spec.supervision)
-                run_id = s.next_run_id()
+                run_id = s.runs.next_run_id()
                 run_dir = run_dir_for(project, run_id)
                 cmd = prepare_run(run_dir, spec, ts)
-                run_id = s.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds, parent_model,
+                run_id = s.runs.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds, parent_model,
                                    label_seconds_estimated=ts.label_seconds_estimated)
                 return run_id, ts.summary()
 
@@ -191,14 +191,14 @@ class TrainingController(QObject):
         self._launch(run_id)
 
     def _launch(self, run_id: int) -> None:
-        run = self.store.run(run_id)
+        run = self.store.runs.run(run_id)
         log = run.run_dir / "train.log"
         proc = TrainingProcess(run.command, run.run_dir, log, python=self.python, parent=self)
         self.process, self.last_process = proc, proc
         proc.started.connect(lambda pid: self._started(run_id, pid))
         proc.event.connect(lambda ev: self.panel.show_state(proc.state))
         proc.ended.connect(lambda status, code, msg: self._ended(proc, run_id, status, code, msg))
-        self.store.update_run(run_id, status="running", started=time.time(), ended=None, exit_code=None,
+        self.store.runs.update_run(run_id, status="running", started=time.time(), ended=None, exit_code=None,
                               error=None, log_path=log)
         self.panel.show_run(run_id, "running", run.settings.get("supervision", ""))
         self.panel.show_state(proc.state)
@@ -206,7 +206,7 @@ class TrainingController(QObject):
         self.refresh()
 
     def _started(self, run_id: int, pid: int) -> None:
-        self.store.update_run(run_id, pid=pid)
+        self.store.runs.update_run(run_id, pid=pid)
         self.runStarted.emit(run_id)
 
     # ---- control ----------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class TrainingController(QObject):
     def resume(self, run_id: int | None) -> bool:
         if run_id is None or self.busy():
             return False
-        run = self.store.run(run_id)
+        run = self.store.runs.run(run_id)
         if not run.resumable or not run.run_dir.is_dir():
             self.panel.show_message(f"Run {run_id} cannot be resumed ({run.status})", True)
             return False
@@ -229,8 +229,8 @@ class TrainingController(QObject):
 
     def retrain(self, model_id: int) -> Job | None:
         """Same settings as the model's run, today's labels, starting from the model."""
-        model = self.store.model(model_id)
-        run = self.store.run(model.run_id) if model.run_id else None
+        model = self.store.runs.model(model_id)
+        run = self.store.runs.run(model.run_id) if model.run_id else None
         spec = RunSpec.from_dict(run.settings) if run else RunSpec(supervision=model.supervision)
         spec.device = self.panel.device.current()
         spec.init_model = str(model.path)
@@ -258,13 +258,13 @@ class TrainingController(QObject):
             return
         if self.closed and status == "cancelled":    # stopped by closing the window, not by the user
             message = STOPPED_AT_CLOSE_ERROR
-        self.store.update_run(run_id, status="running" if status == "finished" else status,
+        self.store.runs.update_run(run_id, status="running" if status == "finished" else status,
                               ended=time.time(), exit_code=code, error=message or None)
         if status != "finished":
-            remove_partial_files(self.store.run(run_id).run_dir)
+            remove_partial_files(self.store.runs.run(run_id).run_dir)
             self._finish_run(run_id, status, message)
             return
-        path = self.store.run(run_id).model_path
+        path = self.store.runs.run(run_id).model_path
         if self.closed:                  # finished while the project closes: record it now
             self.recover_models()
             return
@@ -277,7 +277,7 @@ class TrainingController(QObject):
         job = Job(load, "load-model", self)
         self.jobs.append(job)
         job.finished.connect(lambda bundle: self._register(job, run_id, bundle))
-        job.failed.connect(lambda msg: (self._forget(job), self.store.update_run(run_id, status="failed", error=msg),
+        job.failed.connect(lambda msg: (self._forget(job), self.store.runs.update_run(run_id, status="failed", error=msg),
                                         self._finish_run(run_id, "failed", msg)))
         job.start()
 
@@ -286,7 +286,7 @@ class TrainingController(QObject):
         if self.store.db is None:        # closed meanwhile: the next open finds the run orphaned
             return
         model_id = register_model(self.store, run_id, bundle)
-        m = self.store.model(model_id)
+        m = self.store.runs.model(model_id)
         vm = m.validation_metric
         self._finish_run(run_id, "finished", f"model {model_id}: validation {vm[0]:.3f} ({m.validation_basis})"
                          if vm is not None else f"model {model_id}")

@@ -224,13 +224,13 @@ def register_model(store, run_id: int, bundle) -> int:
     """Add the model a finished run wrote (a loaded ``core.modelfile.ModelBundle``) to the project:
     labels used and their seconds as the app selected them, the core's validation metrics and
     calibration, and what the viewer needs to recompute a smoothed map from a block map."""
-    run = store.run(run_id)
+    run = store.runs.run(run_id)
     out = bundle.config.output
     calibration = {**bundle.calibration,
                    "display": {"eval_size": out.eval_size, "gaussian_sigma": out.gaussian_sigma,
                                 "upsample": out.upsample}}
-    model_id = store.add_model(run_id, run.model_path, run.settings.get("supervision", "?"), bundle.training,
+    model_id = store.runs.add_model(run_id, run.model_path, run.settings.get("supervision", "?"), bundle.training,
                                bundle.backbone, bundle.config.preset, bundle.validation, calibration,
                                run.labels_used, run.label_seconds, run.label_seconds_estimated)
-    store.update_run(run_id, status="finished")
+    store.runs.update_run(run_id, status="finished")
     return model_id

@@ -57,7 +57,7 @@ class ReviewController(QObject):
         panel.inspectRequested.connect(lambda: self.inspect_folder())
         panel.exportRequested.connect(lambda: self.export())
         panel.cancelRequested.connect(self.cancel)
-        models = store.models()
+        models = store.runs.models()
         if models:
             threading.Thread(target=_prewarm, name="prewarm-core", daemon=True).start()
             self.set_model(models[-1].id)
@@ -65,7 +65,7 @@ class ReviewController(QObject):
     # ---- the model ------------------------------------------------------------------------------
     def set_model(self, model_id: int | None) -> None:
         self.save_thresholds()
-        self.model = None if model_id is None else self.store.model(model_id)
+        self.model = None if model_id is None else self.store.runs.model(model_id)
         m = self.model
         self.panel.set_model_loaded(m is not None)
         if m is not None:
@@ -73,7 +73,7 @@ class ReviewController(QObject):
             val = "no validation metric" if vm is None else f"validation {vm[0]:.3f} ({m.validation_basis})"
             self.panel.model_label.setText(
                 f"<b>Model {m.id}</b> ({m.supervision}, {m.backbone}), {val}; map scale {m.map_scale:.3f}")
-            self.scores = self.store.scores(m.id)
+            self.scores = self.store.runs.scores(m.id)
             self._set_top()
             self.panel.set_thresholds(m.image_threshold, m.pixel_threshold)
         self.refresh_scores()
@@ -99,7 +99,7 @@ class ReviewController(QObject):
         self._save.stop()
         m = self.model
         if m is not None and self.store.db is not None:
-            self.store.set_thresholds(m.id, m.user_image_threshold, m.user_pixel_threshold)
+            self.store.runs.set_thresholds(m.id, m.user_image_threshold, m.user_pixel_threshold)
 
     # ---- scores, counts, histogram ----------------------------------------------------------------
     def refresh_scores(self, reload_scores: bool = True) -> None:
@@ -107,7 +107,7 @@ class ReviewController(QObject):
             return
         m = self.model
         if reload_scores:
-            self.scores = {} if m is None else self.store.scores(m.id)
+            self.scores = {} if m is None else self.store.runs.scores(m.id)
             self._set_top()
         thr = None if m is None else m.image_threshold
         lst = self.window.image_list
@@ -170,7 +170,7 @@ class ReviewController(QObject):
             self.canvas.set_heat(None)
             self.panel.image_info.setText("" if m is None or doc is None else "heatmap hidden (H)")
             return
-        pred = self.store.prediction(m.id, doc.image_id)
+        pred = self.store.runs.prediction(m.id, doc.image_id)
         if pred is None:
             self.canvas.set_heat(None)
             self.panel.image_info.setText("This image is not scored yet: Score images")

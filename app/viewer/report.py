@@ -28,8 +28,8 @@ def export_report(project: Path, model_id: int, image_ids: list[int] | None, out
                   progress: Callable[[int, int], bool] | None = None) -> dict:
     out_dir = Path(out_dir)
     with Store.open(project) as store:
-        model = store.model(model_id)
-        scores = store.scores(model_id)
+        model = store.runs.model(model_id)
+        scores = store.runs.scores(model_id)
         ids = [i for i in (image_ids if image_ids is not None else scores) if i in scores]
         display = model.calibration.get("display")
         buf = io.StringIO()
@@ -41,7 +41,7 @@ def export_report(project: Path, model_id: int, image_ids: list[int] | None, out
             if progress is not None and progress(k, len(ids)) is False:
                 raise Cancelled("report cancelled")
             row = store.image(image_id)
-            score, block = store.prediction(model_id, image_id)
+            score, block = store.runs.prediction(model_id, image_id)
             amap = smoothed_map(block, row.width, row.height, display)
             over = float((amap >= model.pixel_threshold).mean())
             is_flagged = score >= model.image_threshold

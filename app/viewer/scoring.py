@@ -32,13 +32,13 @@ def score_images(project: Path, model_id: int, image_ids: list[int], device: str
                  progress: Callable[[int, int], bool] | None = None) -> dict:
     """Score ``image_ids`` with the model; returns {"scored": n, "skipped": [(name, why)]}."""
     with Store.open(project) as store:
-        model = store.model(model_id)
+        model = store.runs.model(model_id)
         _, pred = load_predictor(model.path, device)
         total, pending, skipped, done = len(image_ids), [], [], 0
         last = time.monotonic()
         for i, image_id in enumerate(image_ids):
             if progress is not None and progress(i, total) is False:
-                store.save_predictions(model_id, pending)
+                store.runs.save_predictions(model_id, pending)
                 raise Cancelled("scoring cancelled")
             row = store.image(image_id)
             try:
@@ -50,14 +50,14 @@ def score_images(project: Path, model_id: int, image_ids: list[int], device: str
             pending.append((image_id, p.score, p.block_map))
             done += 1
             if time.monotonic() - last > BATCH_S:
-                store.save_predictions(model_id, pending)
+                store.runs.save_predictions(model_id, pending)
                 pending, last = [], time.monotonic()
-        store.save_predictions(model_id, pending)
+        store.runs.save_predictions(model_id, pending)
         if progress is not None:
             progress(total, total)
         return {"scored": done, "skipped": skipped}
 
 
 def unscored(store: Store, model_id: int, split: str | None = None) -> list[int]:
-    have = set(store.scores(model_id))
+    have = set(store.runs.scores(model_id))
     return [r.id for r in store.images(split) if r.id not in have]

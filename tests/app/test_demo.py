@@ -50,7 +50,7 @@ def test_demo_first_start_starts_the_demo_training_run(qtbot, tmp_path):
     with qtbot.waitSignal(w.docks.training.runStarted, timeout=60_000) as started:
         demo.start_first_training(w)
     with Store.open(folder) as s:
-        run = s.run(started.args[0])
+        run = s.runs.run(started.args[0])
     assert run.settings["supervision"] == "all" and run.settings["preset"] == "cpu"
     assert run.labels_used == {"boxes": 3, "tag": 1, "mask": 1}
     assert (run.run_dir / "config.yaml").read_text() == demo.resources.path("demo", "demo.yaml").read_text()
@@ -68,7 +68,7 @@ def test_python_m_app_demo_builds_and_opens(tmp_path):
             "app = QApplication(sys.argv[:1])\n"
             "def check():\n"
             "    w = [x for x in app.topLevelWidgets() if x.objectName() == 'main'][0]\n"
-            "    print('images', w.store.image_count(), 'runs', len(w.store.runs()), 'title', w.windowTitle())\n"
+            "    print('images', w.store.image_count(), 'runs', len(w.store.runs.all()), 'title', w.windowTitle())\n"
             "    w.close()\n"
             "    app.quit()\n"
             "QTimer.singleShot(2000, check)\n"

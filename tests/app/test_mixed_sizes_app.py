@@ -100,7 +100,7 @@ def window(qtbot, mixed, tmp_path):
 
 
 def model_config(window, model_id):
-    return ModelBundle.load(window.store.model(model_id).path).config
+    return ModelBundle.load(window.store.runs.model(model_id).path).config
 
 
 def check_heat_fits(qtbot, window, image_id: int, w: int, h: int, cfg) -> float:
@@ -128,7 +128,7 @@ def check_heat_fits(qtbot, window, image_id: int, w: int, h: int, cfg) -> float:
     assert math.isfinite(score) and score >= 0.0     # fused scores (core/fusion.py) may pass 1
     key(qtbot, window, Qt.Key.Key_V)                      # block view: one cell per model block
     grid = BlockGrid.for_image(w, h, cfg.features.image_size, 8, cfg.features.size_multiple)
-    block = window.store.prediction(window.docks.review.model.id, image_id)[1]
+    block = window.store.runs.prediction(window.docks.review.model.id, image_id)[1]
     assert not c.heat.smooth
     assert block.shape == (grid.rows, grid.cols) == (c.heat.image.height(), c.heat.image.width())
     assert np.isfinite(block).all()

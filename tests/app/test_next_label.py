@@ -25,7 +25,7 @@ def scored(tmp_path):
     with Store.create(tmp_path / "proj") as s:
         ids = import_folder(s, src[0].parent, copy=False, split="train").added
         s.save_tag(ids[0], "normal")
-        mid = s.add_model(None, tmp_path / "model.pt", "all", {}, "tiny", "cpu", {},
+        mid = s.runs.add_model(None, tmp_path / "model.pt", "all", {}, "tiny", "cpu", {},
                           {"image_threshold": 0.5, "pixel_threshold": 0.5, "map_scale": 1.0},
                           {}, {})
         maps = []
@@ -33,7 +33,7 @@ def scored(tmp_path):
             m = np.zeros((6, 8), np.float32)
             m[2, 3] = sc
             maps.append(m)
-        s.save_predictions(mid, zip(ids, SCORES, maps))
+        s.runs.save_predictions(mid, zip(ids, SCORES, maps))
     return tmp_path / "proj", ids
 
 

@@ -72,7 +72,7 @@ def test_threshold_slider_changes_counts_and_histogram_and_persists(qtbot, windo
     assert lst.model.rowCount() == 14 - flagged                   # the filter follows the threshold
     window.close()                                                # thresholds are saved with the model
     with Store.open(window.store.folder if window.store else tmp_path / "proj") as s:
-        m = s.model(reviewed[1])
+        m = s.runs.model(reviewed[1])
     assert (m.image_threshold, m.pixel_threshold) == (pytest.approx(mid), pytest.approx(0.123))
     again = open_window(qtbot, tmp_path / "proj", tmp_path)
     assert again.docks.review_panel.image_thr.value() == pytest.approx(mid)
@@ -122,8 +122,8 @@ def test_review_key_box_on_a_miss_inspection_report_and_retrain(qtbot, window, r
     with qtbot.waitSignal(window.docks.training.modelReady, timeout=240_000) as ready:
         window.actions["retrain"].trigger()
     with Store.open(folder) as s:
-        new = s.model(ready.args[0])
-        run = s.run(new.run_id)
+        new = s.runs.model(ready.args[0])
+        run = s.runs.run(new.run_id)
         first_path, second_path = s.image(first).abs_path, s.image(second).abs_path
     assert run.parent_model == reviewed[1] and "--init" in run.command
     assert (run.run_dir / run.command[run.command.index("--init") + 1]).resolve() == \
@@ -168,7 +168,7 @@ def test_viewer_screenshot_with_heatmap(qtbot, window, reviewed, tmp_path):
         shutil.copyfile(path, keep / "viewer.png")
     with_heat = c.grab().toImage()
     key(qtbot, window, Qt.Key.Key_V)                              # block grid view
-    block = window.store.prediction(reviewed[1], target)[1]
+    block = window.store.runs.prediction(reviewed[1], target)[1]
     assert not c.heat.smooth and (c.heat.image.height(), c.heat.image.width()) == block.shape   # one cell per block
     key(qtbot, window, Qt.Key.Key_H)                              # heatmap off
     assert c.heat is None
@@ -183,13 +183,13 @@ def test_a_model_written_after_the_window_closed_is_recovered(qtbot, reviewed, t
     """The worker finished while the project was closing: the next open records its model."""
     folder = copy_project(reviewed[0], tmp_path / "proj")
     with Store.open(folder) as s:
-        run_id = s.model(reviewed[1]).run_id
+        run_id = s.runs.model(reviewed[1]).run_id
         s.db.execute("DELETE FROM models")
-        s.update_run(run_id, status="running", pid=None)
+        s.runs.update_run(run_id, status="running", pid=None)
     w = open_window(qtbot, folder, tmp_path)
     with Store.open(folder) as s:
-        (m,) = s.models()
-        assert m.run_id == run_id and s.run(run_id).status == "finished"
+        (m,) = s.runs.models()
+        assert m.run_id == run_id and s.runs.run(run_id).status == "finished"
     assert w.docks.models_panel.model_row_texts(m.id)["Supervision"] == "all"
     w.close()
 

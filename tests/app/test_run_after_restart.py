@@ -63,10 +63,10 @@ def test_a_run_stopped_by_closing_the_app_shows_as_stopped_with_its_progress_aft
     qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.docks.training.process is not None
                     and w.docks.training.process.state.done >= 20, timeout=30_000)
-    run_id = w.docks.training.process and w.store.runs()[-1].id
+    run_id = w.docks.training.process and w.store.runs.all()[-1].id
     w.close()                                         # the app closes mid-run
     with Store.open(project_dir) as s:
-        run = s.run(run_id)
+        run = s.runs.run(run_id)
     assert run.status == "cancelled" and "the app closed" in run.error and run.checkpoint_path.exists()
     reached = max(int(line.split('"done": ')[1].split(",")[0]) for line in
                   (run.run_dir / "train.log").read_text().splitlines() if '"stage": "train"' in line)
@@ -97,8 +97,8 @@ def test_a_run_orphaned_by_a_crash_shows_as_failed_after_a_restart(qtbot, projec
             ' "metrics": {"loss": 0.5, "rate": 2.0, "eta_s": 80}}\n'
             "Loading faiss with AVX2 support.\n"
             '{"event": "progress", "stage": "tr')          # a line cut by the crash
-        run_id = s.add_run({"supervision": "unsupervised"}, ["-m", "core.cli"], run_dir, {}, {})
-        s.update_run(run_id, status="running", pid=None, started=time.time() - 60, log_path=run_dir / "train.log")
+        run_id = s.runs.add_run({"supervision": "unsupervised"}, ["-m", "core.cli"], run_dir, {}, {})
+        s.runs.update_run(run_id, status="running", pid=None, started=time.time() - 60, log_path=run_dir / "train.log")
     w = open_window(qtbot, project_dir, tmp_path)
     panel = w.docks.train_panel
     assert f"Run {run_id}" in panel.run_label.text() and "failed" in panel.run_label.text()

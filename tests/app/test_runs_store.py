@@ -51,28 +51,28 @@ def test_runs_models_thresholds_predictions(tmp_path):
     with Store.create(tmp_path / "p") as s:
         image_id = s.add_image(img, copied=False, width=64, height=48, split="inspect", sha1="x")
         run_dir = s.folder / "runs" / "0001"
-        run_id = s.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 2}, {"boxes": 9.5})
-        s.update_run(run_id, status="running", pid=None, started=1.0)
-        run = s.run(run_id)
+        run_id = s.runs.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 2}, {"boxes": 9.5})
+        s.runs.update_run(run_id, status="running", pid=None, started=1.0)
+        run = s.runs.run(run_id)
         assert run.status == "running" and run.run_dir == run_dir and run.labels_used == {"boxes": 2}
         with pytest.raises(ValueError):
-            s.update_run(run_id, status="exploded")
-        assert s.mark_orphaned_runs() == [run_id]              # no live worker: failed, resumable
-        assert s.run(run_id).status == "failed" and "Resume" in s.run(run_id).error
-        model_id = s.add_model(run_id, run_dir / "model.pt", "boxes", {"device": "cpu", "seconds": 12.0},
+            s.runs.update_run(run_id, status="exploded")
+        assert s.runs.mark_orphaned_runs() == [run_id]              # no live worker: failed, resumable
+        assert s.runs.run(run_id).status == "failed" and "Resume" in s.runs.run(run_id).error
+        model_id = s.runs.add_model(run_id, run_dir / "model.pt", "boxes", {"device": "cpu", "seconds": 12.0},
                                "tf_efficientnet_lite0", "cpu", {"val_pixel_ap": 0.4, "history": []},
                                {"map_scale": 0.8, "image_threshold": 0.3, "pixel_threshold": 0.2},
                                {"boxes": 2}, {"boxes": 9.5})
-        m = s.model(model_id)
+        m = s.runs.model(model_id)
         assert (m.image_threshold, m.pixel_threshold, m.map_scale, m.val_pixel_ap) == (0.3, 0.2, 0.8, 0.4)
-        s.set_thresholds(model_id, image=0.55)
-        assert s.model(model_id).image_threshold == 0.55 and s.model(model_id).pixel_threshold == 0.2
+        s.runs.set_thresholds(model_id, image=0.55)
+        assert s.runs.model(model_id).image_threshold == 0.55 and s.runs.model(model_id).pixel_threshold == 0.2
         block = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
-        s.save_predictions(model_id, [(image_id, 0.7, block)])
-        score, back = s.prediction(model_id, image_id)
+        s.runs.save_predictions(model_id, [(image_id, 0.7, block)])
+        score, back = s.runs.prediction(model_id, image_id)
         assert score == 0.7 and back.shape == (3, 4) and np.allclose(back, block, atol=1e-3)
-        assert s.scores(model_id) == {image_id: 0.7}
-        assert s.model_of_run(run_id).id == model_id
+        assert s.runs.scores(model_id) == {image_id: 0.7}
+        assert s.runs.model_of_run(run_id).id == model_id
 
 
 def test_version_3_runs_and_models_migrate_and_read_as_all_measured(tmp_path):
@@ -87,16 +87,16 @@ def test_version_3_runs_and_models_migrate_and_read_as_all_measured(tmp_path):
     db.close()
     with Store.open(folder) as s:
         assert current_version(s.db) == SCHEMA_VERSION == 4 and s.integrity_check() == "ok"
-        run, m = s.run(1), s.model(1)
+        run, m = s.runs.run(1), s.runs.model(1)
         assert run.label_seconds == {"boxes": 9.5} and run.label_seconds_estimated == {}
         assert m.label_seconds == {"boxes": 9.5} and m.label_seconds_estimated == {}
         assert m.label_seconds_estimated_total == 0.0 and m.label_seconds_estimated_fraction == 0.0
         # new rows keep the estimated part apart
         run_dir = s.folder / "runs" / "0002"
-        run_id = s.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 2}, {"boxes": 40.0},
+        run_id = s.runs.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 2}, {"boxes": 40.0},
                            label_seconds_estimated={"boxes": 30.0})
-        assert s.run(run_id).label_seconds_estimated_total == 30.0
-        model_id = s.add_model(run_id, run_dir / "model.pt", "boxes", {}, "tf_efficientnet_lite0", "cpu",
+        assert s.runs.run(run_id).label_seconds_estimated_total == 30.0
+        model_id = s.runs.add_model(run_id, run_dir / "model.pt", "boxes", {}, "tf_efficientnet_lite0", "cpu",
                                {"val_pixel_ap": 0.5}, {}, {"boxes": 2}, {"boxes": 40.0}, {"boxes": 30.0})
-        m = s.model(model_id)
+        m = s.runs.model(model_id)
         assert m.label_seconds_estimated == {"boxes": 30.0} and m.label_seconds_estimated_fraction == 0.75

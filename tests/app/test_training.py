@@ -70,8 +70,8 @@ def test_train_a_tiny_model_from_the_window(qtbot, project, tmp_path):
     ap = float(row["Validation"])
     assert row["Validated on"] == "synthetic pixel AP"    # 2 labelled images: none held out
     with Store.open(project) as s:
-        m = s.model(model_id)
-        run = s.run(m.run_id)
+        m = s.runs.model(model_id)
+        run = s.runs.run(m.run_id)
     assert 0.0 <= ap <= 1.0 and ap == pytest.approx(m.val_pixel_ap, abs=1e-3)
     assert run.status == "finished" and run.exit_code == 0 and m.path == run.run_dir / "model.pt"
     assert not run.checkpoint_path.exists()
@@ -88,7 +88,7 @@ def test_train_a_tiny_model_from_the_window(qtbot, project, tmp_path):
         pass
     assert done.args == ["score", "finished"]
     with Store.open(project) as s:
-        assert len(s.scores(model_id)) == s.image_count()
+        assert len(s.runs.scores(model_id)) == s.image_count()
     qtbot.waitUntil(lambda: w.canvas.heat is not None, timeout=10_000)     # heatmaps appear
     assert "Score" in w.docks.review_panel.image_info.text()
     w.close()
@@ -103,7 +103,7 @@ def test_cancel_mid_training_then_resume(qtbot, project, tmp_path):
     run_id, status, _ = wait_run_end(qtbot, w, timeout=15_000)          # stops within seconds
     assert status == "cancelled"
     with Store.open(project) as s:
-        run = s.run(run_id)
+        run = s.runs.run(run_id)
     assert run.status == "cancelled" and run.checkpoint_path.exists() and not run.model_path.exists()
     assert not list(run.run_dir.glob(".*.tmp"))
     assert "cancelled" in w.docks.models_panel.run_row_texts(run_id)["Status"]
@@ -116,8 +116,8 @@ def test_cancel_mid_training_then_resume(qtbot, project, tmp_path):
     assert at >= 10 and at % 10 == 0                       # the last checkpoint before the cancel
     assert st.curves["loss"][0][0] == at + 1               # continued after it, not from scratch
     with Store.open(project) as s:
-        m = s.model(ready.args[0])
-        assert m.run_id == run_id and s.run(run_id).status == "finished"
+        m = s.runs.model(ready.args[0])
+        assert m.run_id == run_id and s.runs.run(run_id).status == "finished"
     assert [h["step"] for h in m.validation["history"]] == [10, 20, 30]
     assert not run.checkpoint_path.exists()
     w.close()
@@ -133,7 +133,7 @@ def test_killed_worker_is_reported_and_the_app_survives(qtbot, project, tmp_path
     run_id, status, message = wait_run_end(qtbot, w, timeout=15_000)
     assert status == "failed" and "killed or crashed" in message
     with Store.open(project) as s:
-        run = s.run(run_id)
+        run = s.runs.run(run_id)
     assert run.status == "failed" and "killed or crashed" in run.error and run.exit_code is None
     assert "killed or crashed" in w.docks.train_panel.message.text()
     assert w.docks.models_panel.run_row_texts(run_id)["Status"] == "failed"
@@ -189,7 +189,7 @@ def test_device_picker_lists_faked_gpus_and_passes_the_choice(qtbot, project, tm
     qtbot.mouseClick(w.docks.train_panel.train_button, Qt.MouseButton.LeftButton)
     run_id, status, message = wait_run_end(qtbot, w, timeout=60_000)
     with Store.open(project) as s:
-        cmd = s.run(run_id).command
+        cmd = s.runs.run(run_id).command
     assert cmd[cmd.index("--device") + 1] == "cuda:1"
     # This machine has no such GPU: the worker refuses with a message naming it, not a traceback.
     assert status == "failed" and "cuda:1" in message and "Traceback" not in message
@@ -231,8 +231,8 @@ def test_a_run_orphaned_by_a_closed_app_is_reported_on_open(qtbot, project, tmp_
     """A run left 'running' by a window that died says so in the status bar when the project opens
     (the message was emitted before anyone listened to it)."""
     with Store.open(project) as s:
-        run_id = s.add_run({"supervision": "all"}, ["-m", "core.cli"], s.folder / "runs" / "0099", {}, {})
-        s.update_run(run_id, status="running", pid=None, started=1.0)
+        run_id = s.runs.add_run({"supervision": "all"}, ["-m", "core.cli"], s.folder / "runs" / "0099", {}, {})
+        s.runs.update_run(run_id, status="running", pid=None, started=1.0)
     w = open_window(qtbot, project, tmp_path)
     qtbot.waitUntil(lambda: "stopped when the app closed" in w.statusBar().currentMessage(), timeout=5000)
     assert str(run_id) in w.statusBar().currentMessage()

@@ -118,13 +118,13 @@ def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(
         assert ts_all.label_seconds == {"boxes": 23.0, "normal": 3.0}
         assert ts_all.label_seconds_estimated == {"boxes": 12.0, "normal": 3.0}
         run_dir = tmp_path / "p" / "runs" / "0001"
-        run_id = s.add_run({"supervision": "boxes"}, [], run_dir, ts.labels_used, ts.label_seconds,
+        run_id = s.runs.add_run({"supervision": "boxes"}, [], run_dir, ts.labels_used, ts.label_seconds,
                            label_seconds_estimated=ts.label_seconds_estimated)
         out = SimpleNamespace(eval_size=64, gaussian_sigma=4.0, upsample="bilinear")
         bundle = SimpleNamespace(calibration={}, config=SimpleNamespace(output=out, preset="cpu"),
                                  training={"device": "cpu"}, backbone="tf_efficientnet_lite0",
                                  validation={"val_pixel_ap": 0.5})
-        m = s.model(register_model(s, run_id, bundle))
+        m = s.runs.model(register_model(s, run_id, bundle))
         assert m.label_seconds_estimated == {"boxes": 10.0, "normal": 3.0}
         assert m.label_seconds_estimated_total == 13.0 and m.label_seconds_total == 23.0
 

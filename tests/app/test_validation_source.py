@@ -46,10 +46,10 @@ def test_validation_metric_prefers_real_defects():
 def test_the_stored_real_metric_comes_back_from_the_project(tmp_path):
     with Store.create(tmp_path / "p") as s:
         run_dir = s.folder / "runs" / "0001"
-        run_id = s.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 6}, {"boxes": 30.0})
-        model_id = s.add_model(run_id, run_dir / "model.pt", "boxes", {"device": "cpu"}, "tf_efficientnet_lite0",
+        run_id = s.runs.add_run({"supervision": "boxes"}, ["-m", "core.cli"], run_dir, {"boxes": 6}, {"boxes": 30.0})
+        model_id = s.runs.add_model(run_id, run_dir / "model.pt", "boxes", {"device": "cpu"}, "tf_efficientnet_lite0",
                                "cpu", REAL, {"map_scale": 1.0}, {"boxes": 6}, {"boxes": 30.0})
-        m = s.model(model_id)
+        m = s.runs.model(model_id)
     assert m.validation_metric == (0.85, REAL_AP) and m.real_defect_images == ["a.png", "b.png", "c.png"]
     assert m.val_pixel_ap == 0.30                                         # the synthetic one is kept too
 

@@ -65,15 +65,15 @@ def train_in_project(folder: Path, config: Path, supervision: str = "all") -> in
     with Store.open(folder) as s:
         spec = RunSpec(supervision=supervision, config=str(config))
         ts = select_training_set(s, supervision)
-        run_dir = run_dir_for(s.folder, s.next_run_id())
+        run_dir = run_dir_for(s.folder, s.runs.next_run_id())
         cmd = prepare_run(run_dir, spec, ts)
-        run_id = s.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds,
+        run_id = s.runs.add_run(spec.as_dict(), cmd, run_dir, ts.labels_used, ts.label_seconds,
                            label_seconds_estimated=ts.label_seconds_estimated)
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
         r = subprocess.run([sys.executable, *cmd], cwd=run_dir, capture_output=True, text=True, timeout=600,
                            env=env)
         assert r.returncode == 0, r.stderr[-3000:]
-        s.update_run(run_id, started=time.time(), ended=time.time(), exit_code=0)
+        s.runs.update_run(run_id, started=time.time(), ended=time.time(), exit_code=0)
         return register_model(s, run_id, ModelBundle.load(run_dir / "model.pt"))
 
 
