@@ -159,7 +159,8 @@ class MemoryBank:
         if cfg.search == "posfar" and self.image_desc is not None and len(self):
             self.posfar_images = int(cfg.posfar_images)
             if cfg.posfar_pca:
-                self._pca = _pca_basis(self.features, cfg.posfar_pca)
+                mean, basis = _pca_basis(self.features, cfg.posfar_pca)
+                self._pca = (mean, basis, np.ascontiguousarray((self.features - mean) @ basis, np.float32))
         return self
 
     def __len__(self) -> int:
@@ -259,14 +260,11 @@ class MemoryBank:
         cand = np.concatenate([np.arange(*self._ranges[int(o)]) for o in np.sort(top)])
         if len(cand) < k:
             return self._search_faiss(qn, k, self.owner_range(exclude_owner) if exclude_owner is not None else None)
-        bank = self.features[cand]
-        if self._pca is not None:
-            mean, basis = self._pca
-            qs, bs = (qn - mean) @ basis, (bank - mean) @ basis
-        else:
-            qs, bs = qn, bank
-        d2 = (qs * qs).sum(1)[:, None] + (bs * bs).sum(1)[None, :] - 2.0 * qs @ bs.T
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(np.arange(k), (len(qs), 1))
+        space = self.features if self._pca is None else self._pca[2]   # the bank, PCA-projected once
+        index = faiss.IndexFlatL2(space.shape[1])        # BLAS-backed, as the exact search
+        index.add(np.ascontiguousarray(space[cand]))
+        qs = qn if self._pca is None else (qn - self._pca[0]) @ self._pca[1]
+        _, part = index.search(np.ascontiguousarray(qs, dtype=np.float32), k)
         idx = cand[part]
         exact = ((self.features[idx] - qn[:, None, :]) ** 2).sum(-1)     # (N, k) in the full space
         o = np.argsort(exact, axis=1, kind="stable")
