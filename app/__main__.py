@@ -51,8 +51,8 @@ def run_headless(a: argparse.Namespace) -> int:
 
     from core.errors import SemiRestError
 
-    from . import importer
-    from .store import Store, StoreError
+    from .project import importer
+    from .project.store import Store, StoreError
 
     folder = a.new or a.project
     try:
@@ -103,7 +103,7 @@ def open_demo(folder: Path | None, train: bool):
     """Build the demo project on first start (and train), or reopen it; returns the window."""
     from . import demo
     from .main_window import MainWindow
-    from .store import Store
+    from .project.store import Store
 
     folder = folder or demo.default_dir()
     first = not Store.is_project(folder)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import resources
     from .main_window import MainWindow
-    from .store import Store
+    from .project.store import Store
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("SemiREST Studio")

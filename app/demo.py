@@ -50,8 +50,8 @@ def default_dir() -> Path:
 
 def build_demo_project(folder: str | Path, data: Path | None = None) -> Path:
     """Create the demo project in ``folder`` (images copied in, so it is self-contained)."""
-    from .importer import import_files
-    from .store import Store
+    from .project.importer import import_files
+    from .project.store import Store
     data = Path(data or demo_data())
     if not (data / "train" / "good").is_dir():
         raise FileNotFoundError(f"the demo images are missing: {data} (a broken installation?)")
@@ -91,7 +91,7 @@ def build_demo_project(folder: str | Path, data: Path | None = None) -> Path:
 def start_first_training(window, config: str | None = None):
     """The first start's run: whatever labels exist, cpu preset with the demo's step counts
     (``resources/demo/demo.yaml``), the picker's device."""
-    from .training.trainset import RunSpec
+    from .training.selection import RunSpec
     docks = window.docks
     if config is None and resources.path("demo", "demo.yaml").is_file():
         config = str(resources.path("demo", "demo.yaml"))

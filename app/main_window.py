@@ -1,6 +1,6 @@
 """The main window: wires the canvas, the image list, the labelling controller and the actions.
 
-Holds no logic of its own beyond wiring: labelling lives in app.labeling, storage in app.store,
+Holds no logic of its own beyond wiring: labelling lives in app.labeling.controller, storage in app.project.store,
 long jobs (import, export) in app.project_flows, shortcuts in app.shortcuts.
 """
 from __future__ import annotations
@@ -11,19 +11,19 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QStackedWidget)
 
-from . import import_copies
+from .project import import_copies
 from . import project_flows as flows
 from .actions import build_actions, build_menus, build_toolbar
 from .canvas.canvas import Canvas
 from .canvas.tools import TOOL_NAMES
 from .dialogs.help import ShortcutsDialog
 from .dialogs.project import ProjectSettingsDialog, StartPage
-from .image_list import ImageListPanel
-from .labeling import LabelingController
+from .labeling.image_list import ImageListPanel
+from .labeling.controller import LabelingController
 from .project_docks import ProjectDocks
 from .settings import AppSettings
-from .store import Store, StoreError
-from .thumbnails import ThumbnailLoader
+from .project.store import Store, StoreError
+from .labeling.thumbnails import ThumbnailLoader
 
 ZOOM_STEP = 1.25
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from . import importer
+from .project import importer
 from .dialogs.export import ExportDialog
 from .dialogs.progress import SkippedFilesDialog, attach_progress
 from .dialogs.project import ImportOptionsDialog
-from .exporting import available_formats, export_project
-from .store import Store
-from .timing_report import export_timing as write_timing
+from .project.exporting import available_formats, export_project
+from .project.store import Store
+from .labeling.timing_report import export_timing as write_timing
 from .workers import Job
 
 

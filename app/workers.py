@@ -11,7 +11,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from core.errors import Cancelled, SemiRestError
 
-from .store import StoreError
+from .project.store import StoreError
 
 
 class Job(QObject):

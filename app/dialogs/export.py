@@ -6,7 +6,7 @@ from pathlib import Path
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout)
 
-from ..exporting import FORMAT_TITLES
+from ..project.exporting import FORMAT_TITLES
 from ..settings import SPLITS
 
 

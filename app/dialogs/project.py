@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBo
                                QPushButton, QRadioButton, QVBoxLayout, QWidget)
 
 from ..settings import BLOCK_SIZES, IMAGE_SIZES, SPLITS, ProjectSettings
-from ..store import Store
+from ..project.store import Store
 
 
 class StartPage(QWidget):

@@ -1,7 +1,7 @@
 """Training from the window: prepares a run, starts and watches its worker, records the model.
 
 1. **Prepare** (background thread, its own Store): apply the selection rule
-   (app.training.trainset), make ``runs/<id>/`` with its inputs, insert the run row (queued).
+   (app.training.selection), make ``runs/<id>/`` with its inputs, insert the run row (queued).
 2. **Run**: a :class:`TrainingProcess` in the run folder; the panel follows its events. The row
    becomes ``running`` with the worker's pid (a later window can tell a live run from an orphan).
 3. **End**: ``finished`` -> the model file is read (background) and a model row is added with the
@@ -17,12 +17,12 @@ import time
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from ..store import Store
+from ..project.store import Store
 from ..workers import Job
 from .panel import RESUME_TIP
 from .process import KILL_AFTER_MS, TrainingProcess
-from .protocol import state_from_log
-from .trainset import (RunSpec, TrainSetError, prepare_run, register_model,
+from .worker_protocol import state_from_log
+from .selection import (RunSpec, TrainSetError, prepare_run, register_model,
                        remove_partial_files, run_dir_for, select_training_set)
 
 
@@ -99,7 +99,7 @@ class TrainingController(QObject):
         """Register models whose run wrote its file but whose window closed before recording it."""
         from core.errors import SemiRestError
 
-        from ..store_runs import _alive
+        from ..project.runs import _alive
         out = []
         for run in self.store.runs.all():
             if run.status == "finished" or _alive(run.pid) or not run.model_path.is_file() \

@@ -18,8 +18,8 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..store_runs import ModelRow, RunRow
-from .protocol import format_seconds
+from ..project.runs import ModelRow, RunRow
+from .worker_protocol import format_seconds
 
 MODEL_COLUMNS = ("Model", "Created", "Supervision", "Labels used", "Label time", "Backbone", "Preset",
                  "Device", "Train time", "Validation", "Validated on", "vs. parent", "Image thr.")

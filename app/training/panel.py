@@ -11,10 +11,10 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 
 from .device_picker import DevicePicker
 from .loss_curve import LossCurve
-from .protocol import RunState
+from .worker_protocol import RunState
 from core.methods import METHODS, USES_LABELS
 
-from .trainset import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
+from .selection import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
 
 # Which benchmark column measures each supervision (bench/report.py, resources/label_costs.json).
 BENCH_COLUMN = {"unsupervised": "Unsup", "masks": "Sup", "blocks": "Sup", "boxes": "Semi", "tags": "Tag"}

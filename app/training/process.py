@@ -4,7 +4,7 @@ A separate process, not a thread, so that nothing training does (a CUDA out-of-m
 in a native library, a kill) can take the window down, and so that Cancel can stop it at once.
 Qt's QProcess delivers its output on the GUI thread's event loop: the window never blocks.
 
-- stdout is read as the JSON-lines protocol (app.training.protocol); stderr is log text; both
+- stdout is read as the JSON-lines protocol (app.training.worker_protocol); stderr is log text; both
   are appended to the run's log file, and the last stderr lines are kept for the error message.
 - Cancel sends SIGTERM (the CLI stops like Ctrl-C: temporary files removed, checkpoint kept,
   exit 130) and kills the process if it has not exited after ``KILL_AFTER_MS``.
@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 import core
 
-from .protocol import LineSplitter, RunState, parse_event
+from .worker_protocol import LineSplitter, RunState, parse_event
 
 KILL_AFTER_MS = 10_000
 EXIT_ERROR, EXIT_CANCELLED = 2, 130

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog, QLabel, QV
 
 from core.fileio import atomic_write_bytes
 
-from ..store_runs import SYNTHETIC_SOURCE, ModelRow
+from ..project.runs import SYNTHETIC_SOURCE, ModelRow
 
 MARKERS = {"unsupervised": "o", "all": "*", "boxes": "s", "blocks": "D", "masks": "P", "tags": "^"}
 Y_LABEL = "validation AP (real defects where held out, else synthetic)"

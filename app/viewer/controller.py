@@ -8,7 +8,7 @@ and counts, background scoring / inspection / export, and the review loop.
   the list in as it goes.
 - Review loop: ``N`` tags the image normal (the canvas' undoable tag command, written at once)
   and moves to the next flagged image; a miss gets a box with the box tool on the same canvas.
-  Both are training labels for "Retrain with corrections" (app.training.trainset).
+  Both are training labels for "Retrain with corrections" (app.training.selection).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog
 
-from .. import importer
-from ..store import Store
+from ..project import importer
+from ..project.store import Store
 from ..workers import Job
 from .heat import build_layer
 from .histogram import axis_top

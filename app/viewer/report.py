@@ -16,7 +16,7 @@ from core.errors import Cancelled
 from core.fileio import atomic_write_text
 from core.images import read_image, write_png
 
-from ..store import Store
+from ..project.store import Store
 from .maps import overlay_rgb, smoothed_map
 
 COLUMNS = ("image", "path", "split", "label", "score", "flagged", "image_threshold", "pixel_threshold",

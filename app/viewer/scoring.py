@@ -15,7 +15,7 @@ from typing import Callable
 from core.errors import Cancelled, SemiRestError
 from core.images import read_image
 
-from ..store import Store
+from ..project.store import Store
 
 BATCH_S = 0.5
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.importer import import_folder
+from app.project.importer import import_folder
 from app.main_window import MainWindow
 from app.settings import AppSettings
-from app.store import Store
+from app.project.store import Store
 
 from qt_drive import wait_image
 from gen_images import make_folder

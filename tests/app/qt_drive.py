@@ -94,7 +94,7 @@ def settle(qtbot, ms: int = 50) -> None:
 
 def db(window):
     """A second connection, like another process reading what the window committed."""
-    from app.store import Store
+    from app.project.store import Store
     return Store.open(window.store.folder)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from app.store_schema import MIGRATIONS
+from app.project.schema import MIGRATIONS
 
 
 def old_project_db(folder: Path, version: int, wal: bool = False) -> sqlite3.Connection:

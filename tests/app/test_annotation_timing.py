@@ -7,9 +7,9 @@ import stat
 import numpy as np
 import pytest
 
-from app.store import Store, file_sha1
-from app.timing import AnnotationTimer
-from app.timing_report import export_timing, summarize, summary_png, timing_rows
+from app.project.store import Store, file_sha1
+from app.labeling.timing import AnnotationTimer
+from app.labeling.timing_report import export_timing, summarize, summary_png, timing_rows
 from core.labels import RotatedBox
 
 from gen_images import make_image
@@ -201,7 +201,7 @@ def test_estimated_seconds_are_kept_apart_in_rows_summary_and_csv(tmp_path):
 
 
 def test_the_plot_draws_estimated_bars_apart_with_a_legend(tmp_path):
-    from app.timing_report import KindSummary, summary_figure
+    from app.labeling.timing_report import KindSummary, summary_figure
     summary = [KindSummary("boxes", 3, 2.0, 2.0, 0.5, 6.0, "measured"),
                KindSummary("boxes", 3, 5.0, 5.0, 0.0, 15.0, "estimated"),
                KindSummary("mask", 1, 30.0, 30.0, 0.0, 30.0, "estimated")]
@@ -229,7 +229,7 @@ def test_demo_seeded_seconds_are_estimated(tmp_path):
 
 def test_a_version_2_project_keeps_its_timing_and_marks_the_demo_seeds_estimated(tmp_path):
     import sqlite3
-    from app.store_schema import SCHEMA_VERSION, current_version
+    from app.project.schema import SCHEMA_VERSION, current_version
     from store_helpers import old_project_db
     img = make_image(tmp_path / "a.png")
     folder = tmp_path / "old"
@@ -268,7 +268,7 @@ def test_exported_files_get_the_umask_mode_not_0600(tmp_path, umask, mode):
 
 def test_tag_supervision_counts_the_verdict_time():
     """A defective tag is a verdict, timed as "checked": the tags-only label budget includes it."""
-    from app.training.trainset import restrict
+    from app.training.selection import restrict
     from core.labels import ImageLabel
     lab = ImageLabel("x.png", tag="defective", boxes=[RotatedBox(10, 10, 4, 4)],
                      seconds={"checked": 2.0, "boxes": 3.0})

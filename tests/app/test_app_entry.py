@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.__main__ import main, parse_args
-from app.store import Store
+from app.project.store import Store
 
 from gen_images import make_folder
 

@@ -8,7 +8,7 @@ from PySide6.QtCore import QPoint, Qt
 
 from app.canvas import box_geometry as bg
 from app.canvas.tools.box import ROTATE_HANDLE_PX
-from app.store import decode_mask
+from app.project.store import decode_mask
 
 from qt_drive import (db, click, drag, fraction_point, hover, image_point, key, line, wait_image, wheel,
                       widget_point)

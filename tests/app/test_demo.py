@@ -13,8 +13,8 @@ import pytest
 from app import demo
 from app.main_window import MainWindow
 from app.settings import AppSettings
-from app.store import Store
-from app.training.trainset import select_training_set
+from app.project.store import Store
+from app.training.selection import select_training_set
 from core.device import DeviceInfo
 from core.labelcost import PRIOR
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QElapsedTimer, QTimer
 
-from app.importer import import_files, import_folder, import_mvtec, scan_folder
-from app.store import Store, decode_mask
+from app.project.importer import import_files, import_folder, import_mvtec, scan_folder
+from app.project.store import Store, decode_mask
 from core.images import write_png
 
 from gen_images import make_folder, make_image, synthetic_mvtec

@@ -7,8 +7,8 @@ import time
 import pytest
 from PySide6.QtCore import Qt
 
-from app.store import Store, file_sha1
-from app.thumbnails import ThumbnailLoader
+from app.project.store import Store, file_sha1
+from app.labeling.thumbnails import ThumbnailLoader
 
 from gen_images import make_image
 from qt_drive import db, key, wait_image

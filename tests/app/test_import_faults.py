@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import import_copies
+from app.project import import_copies
 from app.__main__ import main
-from app.importer import import_files, import_folder
-from app.store import Store, StoreError, file_sha1
+from app.project.importer import import_files, import_folder
+from app.project.store import Store, StoreError, file_sha1
 from core.images import write_mask
 
 from gen_images import make_folder
@@ -206,7 +206,7 @@ def test_a_full_database_stops_the_import_with_a_message_and_keeps_what_was_comm
         self.db.execute(f"PRAGMA max_page_count = {pages + 80}")
 
     monkeypatch.setattr(Store, "__init__", small_disk)
-    monkeypatch.setattr("app.importer.BATCH", 4)
+    monkeypatch.setattr("app.project.importer.BATCH", 4)
     assert main([str(tmp_path / "p"), "--import", str(tmp_path / "src"), "--copy", "--headless"]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'p' / 'project.sqlite'}: no space left on the disk" in err
@@ -227,9 +227,9 @@ def test_a_locked_database_is_named_at_open_and_mid_import(tmp_path, monkeypatch
     Store.create(tmp_path / "p").close()
     db_file = tmp_path / "p" / "project.sqlite"
     other = sqlite3.connect(str(db_file), isolation_level=None)
-    monkeypatch.setattr("app.store.BUSY_TIMEOUT_S", 0.2)
-    monkeypatch.setattr("app.importer.BUSY_TIMEOUT_S", 0.2)
-    monkeypatch.setattr("app.importer.BATCH", 4)
+    monkeypatch.setattr("app.project.store.BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("app.project.importer.BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("app.project.importer.BATCH", 4)
     other.execute("BEGIN IMMEDIATE")
     try:
         assert main([str(tmp_path / "p"), "--import", str(tmp_path / "src"), "--headless"]) == 2
@@ -301,7 +301,7 @@ def test_a_read_only_project_says_it_is_read_only(tmp_path):
 CHECK = """
 import json, sys
 from pathlib import Path
-from app.store import Store
+from app.project.store import Store
 p = Path(sys.argv[1])
 with Store.open(p) as s:
     rows = sorted(str(r.abs_path) for r in s.images())
@@ -352,14 +352,14 @@ def test_a_copy_that_cannot_be_written_stops_the_import_a_source_that_cannot_be_
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_copy(src, dst)
 
-    monkeypatch.setattr("app.import_copies.shutil.copyfile", copyfile)
-    monkeypatch.setattr("app.importer.BATCH", 3)
+    monkeypatch.setattr("app.project.import_copies.shutil.copyfile", copyfile)
+    monkeypatch.setattr("app.project.importer.BATCH", 3)
     with Store.create(tmp_path / "p") as s:
         with pytest.raises(StoreError) as exc:
             import_files(s, files, copy=True, split="train", root=tmp_path / "src")
         assert str(exc.value) == f"{s.folder / 'images' / 'src'}: no space left on the disk"
         assert s.image_count() == 3                    # img_000, 001, 003: the first batch
         assert project_files(s.folder) == sorted(r.abs_path for r in s.images())   # 004, 005: gone
-        monkeypatch.setattr("app.import_copies.shutil.copyfile", real_copy)
+        monkeypatch.setattr("app.project.import_copies.shutil.copyfile", real_copy)
         report = import_files(s, [files[2]], copy=True, split="train", root=tmp_path / "src")
         assert len(report.added) == 1                  # the skipped file was never half in

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.exporting import export_project
-from app.importer import import_folder
+from app.project.exporting import export_project
+from app.project.importer import import_folder
 from app.main_window import MainWindow
 from app.settings import AppSettings
-from app.store import Store
+from app.project.store import Store
 from core.errors import Cancelled
 from core.formats import FORMATS, import_labels
 from core.labels import BlockCells, RotatedBox

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from app.importer import import_folder
+from app.project.importer import import_folder
 from app.main_window import MainWindow
 from app.settings import AppSettings
-from app.store import Store, decode_mask
+from app.project.store import Store, decode_mask
 from core.images import write_png
 
 from qt_drive import _move, db, image_point, wait_image, wheel, widget_point

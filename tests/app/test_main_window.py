@@ -10,11 +10,11 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QKeySequence
 
-from app.importer import import_folder
+from app.project.importer import import_folder
 from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.shortcuts import MOUSE, SHORTCUTS
-from app.store import Store
+from app.project.store import Store
 
 from qt_drive import db, FakeClock, click, drag, hover, key, line, wait_image, widget_point
 from gen_images import make_image

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from app.importer import import_files
+from app.project.importer import import_files
 from app.main_window import MainWindow
-from app.store import Store
-from app.training.trainset import RunSpec, prepare_run, select_training_set
+from app.project.store import Store
+from app.training.selection import RunSpec, prepare_run, select_training_set
 from app.viewer.scoring import score_images
 from core.demo import surface
 from core.device import DeviceInfo

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from app.importer import import_folder
+from app.project.importer import import_folder
 from app.main_window import MainWindow
-from app.store import Store
+from app.project.store import Store
 
 from gen_images import make_folder
 from qt_drive import key, open_main_window, wait_image

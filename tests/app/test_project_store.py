@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from app.settings import ProjectSettings
-from app.store import PROJECT_DB, Store, StoreError, decode_mask, encode_mask, file_sha1
-from app.store_schema import SCHEMA_VERSION
+from app.project.store import PROJECT_DB, Store, StoreError, decode_mask, encode_mask, file_sha1
+from app.project.schema import SCHEMA_VERSION
 from core.labels import BlockCells, RotatedBox, load_label
 
 from gen_images import make_image

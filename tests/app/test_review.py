@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from app.main_window import MainWindow
-from app.store import Store
+from app.project.store import Store
 from app.viewer.scoring import score_images
 from core.device import DeviceInfo
 

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 
 from app.main_window import MainWindow
 from app.settings import AppSettings
-from app.store import Store
+from app.project.store import Store
 
 pytestmark = pytest.mark.gui
 

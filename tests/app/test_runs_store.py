@@ -7,8 +7,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from app.store import Store
-from app.store_schema import SCHEMA_VERSION, current_version
+from app.project.store import Store
+from app.project.schema import SCHEMA_VERSION, current_version
 
 from gen_images import make_image
 from store_helpers import old_project_db

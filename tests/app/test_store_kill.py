@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.store import PROJECT_DB, Store, decode_mask
+from app.project.store import PROJECT_DB, Store, decode_mask
 from bench.drill import KEYS, check, drill, make_project, run_and_kill
 
 WRITER = Path(__file__).with_name("kill_writer.py")
@@ -67,7 +67,7 @@ def test_window_strokes_survive_sigkill(tmp_path):
 
 
 def make_project_of_height(tmp_path: Path, h: int) -> Path:
-    from app.importer import import_folder
+    from app.project.importer import import_folder
     from gen_images import make_folder
     make_folder(tmp_path / "src", 3, 64, h)
     with Store.create(tmp_path / "proj") as s:

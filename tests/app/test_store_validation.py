@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from app.labeling import LabelingController
-from app.store import Store, StoreError, file_sha1
+from app.labeling.controller import LabelingController
+from app.project.store import Store, StoreError, file_sha1
 from core.errors import LabelError
 from core.labels import BlockCells, RotatedBox
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 
 from app.main_window import MainWindow
 from app.settings import AppSettings
-from app.store import Store
+from app.project.store import Store
 from app.training.device_picker import DevicePicker
 from app.training.devices import NO_GPU
 from core.device import DeviceInfo

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from app.training.protocol import LineSplitter, RunState, format_seconds, parse_event
-from app.training.trainset import RunSpec, TrainSetError, prepare_run, restrict, select_training_set
+from app.training.worker_protocol import LineSplitter, RunState, format_seconds, parse_event
+from app.training.selection import RunSpec, TrainSetError, prepare_run, restrict, select_training_set
 from core.labels import BlockCells, ImageLabel, RotatedBox
 
 
@@ -66,7 +66,7 @@ def test_restrict_keeps_only_the_chosen_kind_and_its_seconds():
 
 
 def test_selection_rule_and_its_refusals(tmp_path):
-    from app.store import Store
+    from app.project.store import Store
     from gen_images import make_folder
     paths = make_folder(tmp_path / "src", 6, 32, 32)
     with Store.create(tmp_path / "p") as s:
@@ -95,8 +95,8 @@ def test_selection_rule_and_its_refusals(tmp_path):
 def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(tmp_path):
     from types import SimpleNamespace
 
-    from app.store import Store
-    from app.training.trainset import register_model
+    from app.project.store import Store
+    from app.training.selection import register_model
     from gen_images import make_folder
     paths = make_folder(tmp_path / "src", 5, 32, 32)
     with Store.create(tmp_path / "p") as s:
@@ -134,7 +134,7 @@ def test_patchcore_run_spec_is_normal_images_only(tmp_path):
         RunSpec(supervision="boxes", method="patchcore").validate()
     with pytest.raises(TrainSetError, match="unknown method"):
         RunSpec(method="nope").validate()
-    from app.training.trainset import TrainingSet
+    from app.training.selection import TrainingSet
     ts = TrainingSet(normals=[tmp_path / "a.png", tmp_path / "b.png"])
     cmd = prepare_run(tmp_path / "run", RunSpec(supervision="unsupervised", method="patchcore"), ts)
     assert cmd[cmd.index("--method") + 1] == "patchcore"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.store import Store
-from app.store_runs import SYNTHETIC_SOURCE, ModelRow
+from app.project.store import Store
+from app.project.runs import SYNTHETIC_SOURCE, ModelRow
 from app.training.models_panel import ModelsPanel, label_time_text, parent_delta
 from app.viewer.budget import ESTIMATED_LABEL, Y_LABEL, budget_figure, budget_points, render_budget
 

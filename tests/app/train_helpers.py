@@ -32,8 +32,8 @@ def piped_project(folder: Path, category: Path, n_train: int = 8, boxes: int = 2
                   test_good: int = 2) -> Path:
     """A referenced-in-place project: ``n_train`` normals (train), ``boxes`` defective images with
     boxes from their masks (train), ``test_bad`` with masks and ``test_good`` normals (test)."""
-    from app.importer import import_files
-    from app.store import Store
+    from app.project.importer import import_files
+    from app.project.store import Store
     good = sorted((category / "train" / "good").glob("*.png"))[:n_train]
     bad = sorted((category / "test" / "impurity").glob("*.png"))[:boxes + test_bad]
     tgood = sorted((category / "test" / "good").glob("*.png"))[:test_good]
@@ -59,8 +59,8 @@ def piped_project(folder: Path, category: Path, n_train: int = 8, boxes: int = 2
 
 def train_in_project(folder: Path, config: Path, supervision: str = "all") -> int:
     """What the Train panel does, without a window: select, prepare, run the worker, register."""
-    from app.store import Store
-    from app.training.trainset import RunSpec, prepare_run, register_model, run_dir_for, select_training_set
+    from app.project.store import Store
+    from app.training.selection import RunSpec, prepare_run, register_model, run_dir_for, select_training_set
     from core.modelfile import ModelBundle
     with Store.open(folder) as s:
         spec = RunSpec(supervision=supervision, config=str(config))

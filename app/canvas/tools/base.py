@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPainter
 
-from ...timing import TOOL_KINDS
+from ...labeling.timing import TOOL_KINDS
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from PySide6.QtGui import QImage
 
 from core.images import read_image
 
-from .importer import make_thumbnail
-from .store import Store
+from ..project.importer import make_thumbnail
+from ..project.store import Store
 
 MEMORY_CACHE = 1000   # decoded thumbnails (the list keeps its own scaled icons)
 

@@ -33,10 +33,10 @@ import numpy as np
 
 from core.labels import BlockCells, ImageLabel, RotatedBox, save_label
 
-from .settings import SPLITS, ProjectSettings
+from ..settings import SPLITS, ProjectSettings
 from .store_errors import db_problem, os_problem, read_only_part
-from .store_runs import Runs
-from .store_schema import SchemaTooNew, migrate
+from .runs import Runs
+from .schema import SchemaTooNew, migrate
 
 PROJECT_DB = "project.sqlite"
 IMAGES_DIR = "images"

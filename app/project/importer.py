@@ -33,7 +33,7 @@ from core.labels import ImageLabel
 
 from . import import_copies as copies
 from . import label_estimates
-from .settings import SPLITS, THUMB_SIZE
+from ..settings import SPLITS, THUMB_SIZE
 from .store import BUSY_TIMEOUT_S, IMAGES_DIR, PROJECT_DB, Store, StoreError, file_sha1
 from .store_errors import db_problem, os_problem
 

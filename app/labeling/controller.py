@@ -22,12 +22,12 @@ from PySide6.QtGui import QUndoGroup, QUndoStack
 from core.errors import LabelError, SemiRestError
 from core.labels import TAGS
 
-from .canvas.canvas import Canvas
-from .canvas.commands import tag_command
-from .canvas.document import LabelDocument
-from .canvas.layers import load_image
-from .settings import EXTERNAL_POLL_MS, SAVE_TIMING_EVERY_MS
-from .store import Store, StoreError, decode_mask
+from ..canvas.canvas import Canvas
+from ..canvas.commands import tag_command
+from ..canvas.document import LabelDocument
+from ..canvas.layers import load_image
+from ..settings import EXTERNAL_POLL_MS, SAVE_TIMING_EVERY_MS
+from ..project.store import Store, StoreError, decode_mask
 from .timing import AnnotationTimer
 
 DOC_CACHE = 12            # images whose documents and undo history stay in memory

@@ -12,8 +12,8 @@ import numpy as np
 
 from core.nextlabel import Candidate, embedding, rank_next
 
-from .store import Store
-from .store_runs import ModelRow
+from ..project.store import Store
+from ..project.runs import ModelRow
 
 
 def block_probabilities(block_map: np.ndarray, model: ModelRow) -> np.ndarray:

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel
                                QListView, QStyle, QStyledItemDelegate, QVBoxLayout, QWidget)
 
 from .next_label import NextLabelRanker
-from .settings import SPLITS, THUMB_SIZE
-from .store import STATUSES, ImageRow, Store
+from ..settings import SPLITS, THUMB_SIZE
+from ..project.store import STATUSES, ImageRow, Store
 from .thumbnails import ThumbnailLoader
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -45,7 +45,7 @@ class ImageListModel(QAbstractListModel):
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self.scores: dict[int, float] = {}
         self.threshold: float | None = None
-        self.review_model = None          # app.store_runs.ModelRow of the scores (None: no model)
+        self.review_model = None          # app.project.runs.ModelRow of the scores (None: no model)
         thumbs.ready.connect(self._thumb_ready)
 
     def set_rows(self, rows: list[ImageRow]) -> None:

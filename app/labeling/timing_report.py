@@ -19,7 +19,7 @@ from typing import Callable
 import cv2
 
 from core.fileio import atomic_write_bytes, atomic_write_text
-from .store import Store, decode_mask
+from ..project.store import Store, decode_mask
 from .timing import CHECKED, TIMING_KINDS
 
 KIND_TITLES = {"mask": "Pixel mask", "blocks": "Blocks", "boxes": "Rotated boxes", "tag": "Image tag",

@@ -1,6 +1,6 @@
 """Training runs, trained models and cached predictions in the project database (schema 2).
 
-A mixin of :class:`app.store.Store` (same connection, same one-transaction-per-write rule):
+A mixin of :class:`app.project.store.Store` (same connection, same one-transaction-per-write rule):
 
 - ``runs``: one row per training run: its settings, the exact command, its folder
   (``runs/<id>/``: inputs, log, model, checkpoint), status ``queued | running | cancelled | failed |
@@ -182,7 +182,7 @@ def decode_block_map(blob: bytes) -> np.ndarray:
 
 class Runs:
     """Training runs, the models they made and the models' predictions: ``store.runs`` of a
-    :class:`app.store.Store` (its database connection and transactions)."""
+    :class:`app.project.store.Store` (its database connection and transactions)."""
 
     def __init__(self, store):
         self._store = store

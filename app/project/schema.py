@@ -154,7 +154,7 @@ def _m2_runs_models_predictions(db: sqlite3.Connection) -> None:
     """)
 
 
-TIMING_KINDS_SQL = LABEL_KINDS_SQL + ",'checked'"        # app.timing.TIMING_KINDS
+TIMING_KINDS_SQL = LABEL_KINDS_SQL + ",'checked'"        # app.labeling.timing.TIMING_KINDS
 
 
 def _m3_timing_estimated_checked(db: sqlite3.Connection) -> None:

@@ -15,7 +15,7 @@ from core.labelcost import LabelCostModel, LabelGeometry, calibrate, label_geome
 from core.labels import ImageLabel
 
 from .store import Store
-from .timing import CHECKED
+from ..labeling.timing import CHECKED
 
 
 def measured_samples(store: Store) -> list[tuple[LabelGeometry, float]]:
