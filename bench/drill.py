@@ -57,8 +57,8 @@ class DrillResult:
 
 def make_project(folder: Path) -> Path:
     """A project of N_IMAGES small generated images (referenced, not copied)."""
-    from app.importer import import_folder
-    from app.store import Store
+    from app.project.importer import import_folder
+    from app.project.store import Store
     from core.images import write_png
     src = folder / "src"
     src.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def make_project(folder: Path) -> Path:
 
 def writer_loop(project: Path) -> None:
     """Run by the drill in its own process until killed (see the module doc for the edits)."""
-    from app.store import Store
+    from app.project.store import Store
     from core.labels import RotatedBox
     store = Store.open(project)
     ids = [r.id for r in store.images()]
@@ -123,7 +123,7 @@ def run_and_kill(project: Path, delay: float, min_lines: int = 5,
 
 def check(project: Path, done: list[int]) -> tuple[bool, list[str]]:
     """(database sound, the reported edits missing from it) after a kill."""
-    from app.store import Store, decode_mask
+    from app.project.store import Store, decode_mask
     try:
         s = Store.open(project)
     except Exception as exc:       # any failure to open is the corruption the drill looks for

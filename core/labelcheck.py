@@ -19,7 +19,7 @@ Where = str | Path | None
 TAGS = ("normal", "defective")
 LABEL_KINDS = ("mask", "blocks", "boxes", "tag")
 #: Keys of ``ImageLabel.seconds``: the label kinds, and "checked" (time spent judging an image and
-#: giving it a verdict; app.timing.TIMING_KINDS, the store's timing table refuses other kinds).
+#: giving it a verdict; app.labeling.timing.TIMING_KINDS, the store's timing table refuses other kinds).
 SECONDS_KINDS = (*LABEL_KINDS, "checked")
 #: BlockCells grids are laid on a model input whose sides are multiples of 64 px
 #: (geometry.model_input_size's default), so a block of at most 64 px always gives >= 1 row.
