@@ -294,7 +294,7 @@ class MainWindow(QMainWindow):
             self.actions[name].setChecked(tag == value)
 
     def next_to_label(self) -> bool:
-        """J: the listed unlabelled image a label would help most (app/next_label.py)."""
+        """J: the listed unlabelled image a label would help most (app/labeling/next_label.py)."""
         if self.image_list is None:
             return False
         if self.image_list.next_to_label():

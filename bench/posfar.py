@@ -1,4 +1,4 @@
-"""PosFAR residuals (bank.search = posfar; WeakREST, spec component 17): speed and accuracy
+"""PosFAR residuals (bank.search = posfar; WeakREST, method.md component 17): speed and accuracy
 against the exact search.
 
     python -m bench.posfar --threads 1

@@ -1,4 +1,4 @@
-"""The memory bank of normal position-constrained features (spec component 4, Eq. 4).
+"""The memory bank of normal position-constrained features (method.md component 4, Eq. 4).
 
 - :func:`approximate_greedy_coreset`: PatchCore's approximate greedy k-centre selection (random
   projection to ``coreset_dim`` dimensions, distances to ``coreset_starts`` random points as the

@@ -1,7 +1,7 @@
 """Typed configuration with the paper's defaults, two presets, and YAML load/save.
 
 Every number of the method is a field here, never a literal in the pipeline. Field comments give
-the paper's value in brackets and the spec component (``docs`` in ``../shared/docs/semirest-spec.md``).
+the paper's value in brackets and the component of ``docs/method.md`` it belongs to.
 
 Presets:
 - ``paper``: the paper's sizes (Wide-ResNet-50-2, 512 px, d_f 1024, Swin embed 1024 / 32 heads).
@@ -64,7 +64,7 @@ class BankConfig:
     residual: str = "square"            # square [Eq. 6] | abs | abs_square (component 5)
     search: str = "exact"               # exact: every bank entry | posfar: only the entries of the
                                         # query image's most similar training images (WeakREST's
-                                        # PosFAR, spec component 17; decision 0018)
+                                        # PosFAR, method.md component 17; decision 0018)
     posfar_images: int = 64             # ... how many training images [64]
     posfar_pca: float = 0.0             # ... rank candidates in a PCA space keeping this share of the
                                         # variance [0.95 in the spec; 0: the full space]

@@ -1,4 +1,4 @@
-"""Inference: image -> block map -> heatmap -> image score (spec components 1-8, 18).
+"""Inference: image -> block map -> heatmap -> image score (method.md components 1-8, 18).
 
 Per image: resize to the model input, backbone features + position code, exact nearest neighbour
 in the bank, squared residual, bagged sliding-window Swin -> (rows, cols) block probabilities.

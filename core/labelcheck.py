@@ -20,7 +20,8 @@ TAGS = ("normal", "defective")
 LABEL_KINDS = ("mask", "blocks", "boxes", "tag")
 #: Keys of ``ImageLabel.seconds``: the label kinds, and "checked" (time spent judging an image and
 #: giving it a verdict; app.labeling.timing.TIMING_KINDS, the store's timing table refuses other kinds).
-SECONDS_KINDS = (*LABEL_KINDS, "checked")
+CHECKED = "checked"
+SECONDS_KINDS = (*LABEL_KINDS, CHECKED)
 #: BlockCells grids are laid on a model input whose sides are multiples of 64 px
 #: (geometry.model_input_size's default), so a block of at most 64 px always gives >= 1 row.
 BLOCK_MULTIPLE = 64

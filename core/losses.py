@@ -1,4 +1,4 @@
-"""Losses (spec component 11, Eq. 11) and the ResMixMatch pieces (component 15, Algorithm 1).
+"""Losses (method.md component 11, Eq. 11) and the ResMixMatch pieces (component 15, Algorithm 1).
 
 Focal loss as the paper writes it: each class's sum is divided by that class's own token count
 (the research code takes a plain mean over all tokens, which lets the many normal tokens drown the

@@ -197,7 +197,7 @@ def evaluate(maps: np.ndarray, masks: np.ndarray,
     """All four protocol metrics: ``pixel_ap``, ``pro``, ``pixel_auroc``, ``image_auroc``.
 
     Image labels: an image is defective when its mask has any defect pixel. Image scores default
-    to the maximum of each map (pass the pipeline's own rule, spec component 18, to override).
+    to the maximum of each map (pass the pipeline's own rule, method.md component 18, to override).
     Raises ``ValueError`` when a metric is undefined (see the module docstring), e.g. for a test
     set without good images.
     """

@@ -1,4 +1,4 @@
-"""The residual Swin Transformer and its sliding windows (spec components 7-8, Eq. 7-10).
+"""The residual Swin Transformer and its sliding windows (method.md components 7-8, Eq. 7-10).
 
 Tokens are residual vectors (patch size rho = 1, so one token = one 8x8-pixel block); a linear
 embedding, ``depth`` Swin blocks alternating regular and shifted ``window`` x ``window`` attention

@@ -1,4 +1,4 @@
-"""Position-constrained residuals and their two augmentations (spec components 5, 13, 14).
+"""Position-constrained residuals and their two augmentations (method.md components 5, 13, 14).
 
 - :func:`residual`: r = S(f - m) with S the element-wise square (Eq. 5-6), or abs, or abs and
   square concatenated and pooled back to d_f.

@@ -1,4 +1,4 @@
-"""ResMixMatch (paper Algorithm 1, spec components 15-16): learning from boxes and image tags.
+"""ResMixMatch (paper Algorithm 1, method.md components 15-16): learning from boxes and image tags.
 
 Blocks inside the union of boxes (more than v of their area) and every block of an image tagged
 "defective" are *unknown*; the rest of a labelled image is normal. Per step:

@@ -1,4 +1,4 @@
-"""Synthetic anomalies for the unsupervised setting, MemSeg style (spec component 10).
+"""Synthetic anomalies for the unsupervised setting, MemSeg style (method.md component 10).
 
 SemiREST trains its Swin Transformer on normal images plus *synthetic* defects when no real defect
 is labelled. The paper defers to MemSeg (Yang et al., 2023) for how they are made; the spec fixes
@@ -406,7 +406,7 @@ def _validate_cfg(cfg: SynthesisConfig) -> None:
 
 
 class AnomalySynthesizer:
-    """MemSeg-style synthetic defects (spec component 10). See the module docstring.
+    """MemSeg-style synthetic defects (method.md component 10). See the module docstring.
 
     ``textures``: uint8 RGB texture images (e.g. from :func:`load_textures`). When ``None`` and
     ``cfg.texture_dir`` is set, that folder is loaded; when neither, procedural textures are used.

@@ -1,4 +1,4 @@
-"""The optimisation loop (spec components 11-14, 19): batches, augmentation, focal loss, AdamW,
+"""The optimisation loop (method.md components 11-14, 19): batches, augmentation, focal loss, AdamW,
 gradient clipping, EMA, validation-based checkpoint choice, resumable checkpoints.
 
 Per step: b1 normal, b2 synthetic and (when labelled defects exist) b3 defective images; from each,

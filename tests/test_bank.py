@@ -1,4 +1,4 @@
-"""Memory bank (spec components 4 and 6): greedy coreset picks, exact search with squared
+"""Memory bank (method.md components 4 and 6): greedy coreset picks, exact search with squared
 distances, leave-one-out exclusion by owner, persistence, and leave-one-out end to end."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MVTec-layout loading and the train / validation split (spec component 19)."""
+"""MVTec-layout loading and the train / validation split (method.md component 19)."""
 from __future__ import annotations
 
 from pathlib import Path

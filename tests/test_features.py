@@ -1,4 +1,4 @@
-"""Features (spec components 1-3): the position code (Eq. 3), channel pooling, the offline
+"""Features (method.md components 1-3): the position code (Eq. 3), channel pooling, the offline
 EfficientNet-Lite0 backbone with real ImageNet weights, the extractor's shapes and weight errors."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model input size and the block grid (spec component 1)."""
+"""Model input size and the block grid (method.md component 1)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Focal loss (Eq. 11, per-class normalisation), the ResMixMatch focal terms, sharpening and the
-lambda_u ramp-up (spec components 11 and 15)."""
+lambda_u ramp-up (method.md components 11 and 15)."""
 from __future__ import annotations
 
 import math

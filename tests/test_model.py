@@ -1,4 +1,4 @@
-"""The residual Swin Transformer and bagging over sliding windows (spec components 7-8, Eq. 8-10)."""
+"""The residual Swin Transformer and bagging over sliding windows (method.md components 7-8, Eq. 8-10)."""
 from __future__ import annotations
 
 import math

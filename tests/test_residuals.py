@@ -1,4 +1,4 @@
-"""Residuals (spec components 5, 13, 14): Eq. 5-6, the K-NN augmentation (Eq. 12) and PCR dropout
+"""Residuals (method.md components 5, 13, 14): Eq. 5-6, the K-NN augmentation (Eq. 12) and PCR dropout
 (Eq. 13)."""
 from __future__ import annotations
 

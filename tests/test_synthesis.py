@@ -1,4 +1,4 @@
-"""MemSeg-style synthetic anomalies (spec component 10)."""
+"""MemSeg-style synthetic anomalies (method.md component 10)."""
 from __future__ import annotations
 
 import dataclasses

@@ -6,7 +6,7 @@ background; until one arrives the row shows a grey square, so thousands of rows 
 An image whose labels change while a filter is on stays in the list until the filter changes:
 rows do not jump away under the user. With a model in review, each row shows the image score
 (red when at or above the image threshold) and the list sorts and filters by score. "Next to
-label" sorts the unlabelled images by how much a label would help (app/next_label.py,
+label" sorts the unlabelled images by how much a label would help (app/labeling/next_label.py,
 core/nextlabel.py: uncertainty, novelty, diversity; with no model, diversity alone), labelled ones
 after them in import order.
 """

@@ -27,13 +27,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.labels import LABEL_KINDS, TAGS
+from core.labelcheck import CHECKED, LABEL_KINDS, SECONDS_KINDS, TAGS
 
-# Canvas tools -> the label kind they produce (the kinds of core.labels). Not used for timing.
-TOOL_KINDS = {"brush": "mask", "eraser": "mask", "polygon": "mask", "block": "blocks",
-              "box": "boxes", "tag": "tag"}
-CHECKED = "checked"                          # time spent judging an image, booked with a verdict
-TIMING_KINDS = (*LABEL_KINDS, CHECKED)       # app/store_schema.py TIMING_KINDS_SQL
+# CHECKED: time spent judging an image, booked with a verdict. TIMING_KINDS: what the store's
+# timing table accepts (app/project/schema.py TIMING_KINDS_SQL): the label kinds and "checked".
+TIMING_KINDS = SECONDS_KINDS
 
 
 @dataclass

@@ -6,7 +6,7 @@ reaches the project. The thumbnail is made from the same decode, so the image li
 open a large image again. Decoding happens outside any transaction; rows are then written in
 short batches, so a window labelling meanwhile never waits, and a kill or a cancel keeps what was
 already imported (the re-run skips it: "already in the project"). Copies reach their final name
-only once their row is committed (app/import_copies.py), so a kill leaves no orphan copy either.
+only once their row is committed (app/project/import_copies.py), so a kill leaves no orphan copy either.
 
 A problem of the project itself (a full disk, a read-only folder, a locked database) stops the
 import with a StoreError naming the place; what was committed before stays. A source that is not
@@ -264,7 +264,7 @@ def _write(store: Store, items: list[_Prepared], report: ImportReport, taken: se
 
 def _store_label(store: Store, image_id: int, label: ImageLabel, report: ImportReport) -> bool:
     """Store one imported label and its seconds, flagged estimated: the file's own seconds (never
-    dropped) and, for kinds it has none for, the label cost model's (app/label_estimates.py)."""
+    dropped) and, for kinds it has none for, the label cost model's (app/project/label_estimates.py)."""
     wrote = False
     if label.mask is not None and label.mask.any():
         store.save_mask(image_id, label.mask)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 
+from core.labelcheck import CHECKED
 from core.labelcost import LabelCostModel, LabelGeometry, calibrate, label_geometry
 from core.labels import ImageLabel
 
 from .store import Store
-from ..labeling.timing import CHECKED
 
 
 def measured_samples(store: Store) -> list[tuple[LabelGeometry, float]]:

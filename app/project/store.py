@@ -9,7 +9,7 @@ Concurrency: several windows or processes may open one project. WAL lets readers
 proceed together; ``busy_timeout`` makes a second writer wait instead of failing. Conflicts are
 "last writer wins per image and label kind": each (image, kind) is one row, replaced whole. Every
 write bumps the image's ``rev``; a window polls :meth:`Store.data_version` and reloads an image
-another writer changed (see ``app/labeling.py``).
+another writer changed (see ``app/labeling/controller.py``).
 
 A Store object belongs to one thread (sqlite3's rule); background workers open their own.
 Empty labels are not stored: no tag, no boxes, no cells, or an all-clear mask deletes the row, so
@@ -118,7 +118,7 @@ class Store:
         self.writer_id = uuid.uuid4().hex[:12]
         self._depth = 0
         self.db = None
-        self.runs = Runs(self)           # runs, models and predictions (app/store_runs.py)
+        self.runs = Runs(self)           # runs, models and predictions (app/project/runs.py)
         doing = f"cannot create the project at {self.folder}" if _create else str(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -261,7 +261,7 @@ class Store:
                   stat_path: Path | None = None) -> int:
         """Add an image; ``source`` is the file it was copied from (default: ``path`` itself);
         ``stat_path`` the file to take size and mtime from, when a copy still has its pending name
-        (it gets ``path`` only after this row commits: app/import_copies.py)."""
+        (it gets ``path`` only after this row commits: app/project/import_copies.py)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         st = Path(stat_path or path).stat()

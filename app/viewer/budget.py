@@ -35,7 +35,7 @@ class BudgetPoint:
     supervision: str
     seconds: float          # annotation seconds of the labels the model used
     value: float            # its validation metric (ModelRow.validation_metric)
-    source: str             # what that metric is (store_runs.VALIDATION_SOURCES)
+    source: str             # what that metric is (app.project.runs.VALIDATION_SOURCES)
     real_images: int        # held-out real defective images (0: synthetic validation)
     estimated_fraction: float = 0.0   # share of ``seconds`` seeded or imported, not measured
 

@@ -1,13 +1,13 @@
 """One module per canvas tool. ``make_tools(canvas)`` builds them all, keyed by tool name."""
 from __future__ import annotations
 
-from .base import PanOnlyTool, Tool, ToolEvent
+from .base import TOOL_KINDS, PanOnlyTool, Tool, ToolEvent
 from .block import BlockTool
 from .box import BoxTool
 from .brush import BrushTool
 from .polygon import PolygonTool
 
-TOOL_NAMES = ("brush", "eraser", "polygon", "block", "box", "tag")
+TOOL_NAMES = tuple(TOOL_KINDS)
 
 
 def make_tools(canvas) -> dict[str, Tool]:
@@ -16,4 +16,4 @@ def make_tools(canvas) -> dict[str, Tool]:
             "tag": PanOnlyTool(canvas, "tag")}
 
 
-__all__ = ["TOOL_NAMES", "Tool", "ToolEvent", "make_tools"]
+__all__ = ["TOOL_KINDS", "TOOL_NAMES", "Tool", "ToolEvent", "make_tools"]
