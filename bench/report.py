@@ -278,8 +278,8 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                 lines += bar_lines(means)
         if costs_out is not None:
             atomic_write_text(costs_out, json.dumps(label_costs(rows, ap_means, seeds), indent=1) + "\n")
-    from .economy import section
-    lines += section(results, out)
+    from .economy import LADDER, section
+    lines += section(results, out, getattr(args, "ladder", None) or LADDER)
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():
         lines += ["", notes.read_text()]

@@ -94,6 +94,9 @@ def test_ladder_is_clipped_to_leave_half_the_defective_images_for_testing():
     assert economy.ladder_for(30) == [2, 5, 10]
     assert economy.ladder_for(8, (1, 2, 4, 5)) == [1, 2, 4]
     assert economy.ladder_for(3) == []
+    rows = [_result("A", "sup", 2, 0, 0.5, 1.0, pool=5), _result("B", "sup", 2, 0, 0.5, 1.0, pool=20)]
+    assert economy.summarise(rows)["clipped"] == {"A": (5, 48)}
+    assert economy.summarise(rows, ladder=(2, 5))["clipped"] == {}      # a shorter ladder asked for
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -136,9 +139,13 @@ def test_verdict_missed_on_either_condition(gain, seconds):
 
 
 def test_verdict_cannot_be_judged_when_masks_gain_nothing():
-    rows = [_result("A", "sup", 2, 0, 0.49, 200.0, unsup=0.5, pc=0.4), _result("A", "semi", 2, 0, 0.55, 10.0)]
-    ((n, state, why),) = economy.verdicts(economy.summarise(rows))
+    rows = [_result("A", "sup", 2, 0, 0.49, 200.0, unsup=0.5, pc=0.4), _result("A", "semi", 2, 0, 0.55, 10.0),
+            _result("A", "sup", 5, 0, 0.60, 500.0), _result("A", "semi", 5, 0, 0.60, 50.0),
+            _result("A", "sup", 10, 0, 0.60, 900.0), _result("A", "semi", 10, 0, 0.51, 50.0)]
+    v = economy.verdicts(economy.summarise(rows))
+    n, state, why = v[0]
     assert n == 2 and state == "cannot be judged" and "masks gain nothing" in why
+    assert economy.headline(v) == "met at n = 5; missed at n = 10; cannot be judged at n = 2"
 
 
 def test_report_section_table_plot_and_warnings(tmp_path):
@@ -159,7 +166,7 @@ def test_report_section_table_plot_and_warnings(tmp_path):
     assert "| masks | 2 | 3 | 53.3 | +6.7 | 160 | 80.0 |" in text
     assert "| boxes | 10 | 2 | 60.0 | +5.0 | 100 | 10.0 |" in text
     assert "| Unsup | 0 | 3 | 46.7 | - | 0 | 0 |" in text          # (0.5 + 0.6 + 0.3) / 3
-    assert "**not met at any n** (3 classes x 1 seeds)" in text
+    assert "**missed at n = 2, 10** (3 classes x 1 seeds)" in text
     assert "- n = 2: MISSED: boxes 50% of the mask gain at 0.10x its seconds (2 runs;" in text
     assert "C: 10 defective test images, pool 5" in text
     assert "**Warning:**" in text and "B seed 0" in text
