@@ -80,7 +80,8 @@ def _command(args, data: Path, work: Path, out: Path, cat: str, proto: str, seed
 def economy_jobs(args, data: Path, classes: list[str]) -> list[tuple]:
     """The economy protocol's jobs: every kind at every count of the class's ladder (clipped to
     leave half its defective test images for testing, said here and in the report), per seed;
-    the first job of each class and seed also scores Unsup and PatchCore on the common test set."""
+    the first job of each class and seed also scores Unsup and PatchCore on the common test set
+    (unless a finished job did, so that a rerun with other kinds does not score them twice)."""
     from core.datasets import load_mvtec
     jobs = []
     for c in classes:
@@ -92,7 +93,10 @@ def economy_jobs(args, data: Path, classes: list[str]) -> list[tuple]:
         if not ladder:
             continue
         for seed in args.seeds:
-            first = True
+            # baselines once per class and seed: on its first job, unless a finished job has them
+            first = args.fresh or not any(
+                "unsup_on_split" in r for r in economy.load(Path(args.results))
+                if (r["category"], r["seed"]) == (c, seed))
             for proto in args.economy_kinds:
                 for k in ladder:
                     jobs.append((data, c, proto, seed, (k, max(ladder), first)))

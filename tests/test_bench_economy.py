@@ -217,3 +217,21 @@ def test_tiny_economy_run_end_to_end(eco_data, tmp_path, capsys):
     # a rerun skips every finished job
     assert main(argv) == 0
     assert "started" not in capsys.readouterr().out
+
+
+def test_economy_jobs_score_the_baselines_once_per_class_and_seed(eco_data, tmp_path):
+    from argparse import Namespace
+    from bench.__main__ import economy_jobs
+    args = Namespace(ladder=[1, 2, 20], economy_kinds=["sup", "semi"], seeds=[0, 1], fresh=False,
+                     results=str(tmp_path))
+    jobs = economy_jobs(args, eco_data.parent, [eco_data.name])
+    # 8 defective test images: 20 is clipped away, the pool is 2 for every job
+    assert [(j[2], j[3], j[4]) for j in jobs] == [
+        ("sup", 0, (1, 2, True)), ("sup", 0, (2, 2, False)), ("semi", 0, (1, 2, False)), ("semi", 0, (2, 2, False)),
+        ("sup", 1, (1, 2, True)), ("sup", 1, (2, 2, False)), ("semi", 1, (1, 2, False)), ("semi", 1, (2, 2, False))]
+    # a finished job of seed 0 scored them: a rerun with other kinds does not score them again
+    _write(tmp_path, [_result(eco_data.name, "sup", 1, 0, 0.5, 1.0, unsup=0.4, pc=0.3, pool=2)])
+    args.economy_kinds = ["tag"]
+    assert [j[4][2] for j in economy_jobs(args, eco_data.parent, [eco_data.name])] == [False, False, True, False]
+    args.fresh = True
+    assert [j[4][2] for j in economy_jobs(args, eco_data.parent, [eco_data.name])] == [True, False, True, False]
