@@ -139,13 +139,13 @@ def plot(s: dict, path: Path) -> None:
     fig = Figure(figsize=(7, 4.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for proto, kind in KINDS.items():
+    for i, (proto, kind) in enumerate(KINDS.items()):
         ns = sorted(n for (p, n) in s["points"] if p == proto)
         if not ns:
             continue
         xs = [max(s["points"][(proto, n)]["seconds"], 1e-3) for n in ns]
         ys = [100 * s["points"][(proto, n)]["ap"] for n in ns]
-        line, = ax.plot(xs, ys, marker="o", label=kind)
+        line, = ax.plot(xs, ys, marker="o", label=kind, color=f"C{i}")   # one colour per kind, always
         for x, y, n in zip(xs, ys, ns):
             ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                         color=line.get_color())
@@ -190,8 +190,8 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
     expected = len(s["classes"]) * len(kinds_seen) * len(ns_seen) * len(s["seeds"])
     lines = ["", "## Label economy: pixel AP per labelling second (bench/economy.py)", "",
              f"Over {len(s['classes'])} classes ({', '.join(s['classes'])}) and seeds "
-             f"{', '.join(map(str, s['seeds']))}: {len(rows)} trainings of the "
-             f"{expected} these classes, kinds ({', '.join(KINDS[k] for k in kinds_seen)}), counts "
+             f"{', '.join(map(str, s['seeds']))}: {len(rows)} of the {expected} trainings that these "
+             f"classes, kinds ({', '.join(KINDS[k] for k in kinds_seen)}), counts "
              f"({', '.join(map(str, ns_seen))}) and seeds make"
              + (" (the full protocol: 8 classes x 4 kinds x 4 counts x 3 seeds = 384)." if expected < 384 else "."),
              "",

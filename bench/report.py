@@ -233,7 +233,11 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
         "",
     ]
     lines += unsup_table(unsup)
-    ref = reference_table(unsup, reference_patchcore())
+    # the shared tools sit beside the shared data (../shared/{data/piped,tools}), wherever the
+    # checkout is (a git worktree is not beside them)
+    data = getattr(args, "data", None)
+    ref_file = Path(data).parent.parent / "tools" / REFERENCE.name if data else REFERENCE
+    ref = reference_table(unsup, reference_patchcore(ref_file if ref_file.exists() else REFERENCE))
     if ref:
         lines += ["", "### Pixel AP beside anomalib's PatchCore (same weights; "
                   "`../shared/tools/patchcore_dev_piped.json`, scored by the same rule)", ""] + ref
