@@ -214,6 +214,10 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
     if s["mismatch"]:
         lines += ["**Warning:** these class/seed pairs have jobs scored on different test images "
                   "(stale result files?): " + ", ".join(f"{c} seed {sd}" for c, sd in s["mismatch"]) + ".", ""]
+    if len({frozenset(pt["pairs"]) for pt in s["points"].values()} | {frozenset(s["baselines"])}) > 1:
+        lines += ["**Uneven:** the rows are means over different runs (the runs column; an unfinished "
+                  "run), so their AP values, and the curves and lines of the plot, mix classes; the gain "
+                  "column and the verdicts compare each row with Unsup on its own runs only.", ""]
     lines += table(s) + ["", f"![Pixel AP against labelling seconds]({png.name})", ""]
     v = verdicts(s)
     if v:

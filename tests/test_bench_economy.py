@@ -170,6 +170,7 @@ def test_report_section_table_plot_and_warnings(tmp_path):
     assert "- n = 2: MISSED: boxes 50% of the mask gain at 0.10x its seconds (2 runs;" in text
     assert "C: 10 defective test images, pool 5" in text
     assert "**Warning:**" in text and "B seed 0" in text
+    assert "**Uneven:**" in text        # boxes have 2 runs, masks 3
     png = out.with_name("economy.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![Pixel AP against labelling seconds](economy.png)" in text
 
@@ -214,6 +215,7 @@ def test_tiny_economy_run_end_to_end(eco_data, tmp_path, capsys):
     assert by[("sup", 2)]["label_seconds_total"] > by[("semi", 2)]["label_seconds_total"]
     text = out.read_text()
     assert "## Label economy" in text and "| masks | 2 | 1 |" in text and out.with_name("economy.png").exists()
+    assert "**Uneven:**" not in text and "**Warning:**" not in text
     # a rerun skips every finished job
     assert main(argv) == 0
     assert "started" not in capsys.readouterr().out
