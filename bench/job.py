@@ -6,6 +6,7 @@ memory is its own. Writes one JSON result file. Run by ``python -m bench``; runn
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import sys
@@ -25,11 +26,19 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, preset_name=args.preset)
     ds = load_mvtec(args.data, args.category)
-    split = make_protocol(ds, args.protocol, args.n_anomalous, args.seed)
+    # block labels are painted on the model's grid (the app's default grid is the cpu preset's)
+    split = make_protocol(ds, args.protocol, args.n_anomalous, args.seed, pool=args.pool,
+                          block_grid=(cfg.features.image_size, 8), eps_pos=cfg.train.eps_pos_real)
     out = {"category": args.category, "protocol": args.protocol, "seed": args.seed,
            "preset": cfg.preset, "device": args.device, "moved": [str(p) for p in split.moved],
-           "n_test": len(split.test)}
-    model_path = Path(args.workdir) / f"{args.category}-{args.protocol}-{args.seed}.pt"
+           "n_test": len(split.test), "test_set": split_fingerprint(split.test, ds.root)}
+    if args.pool is not None:
+        out.update(n_labelled=len(split.labels), pool=args.pool, withheld=[str(p) for p in split.withheld],
+                   n_defective_test=sum(s.is_anomalous for s in ds.test))
+    # estimated seconds a person would have spent drawing these labels (core/labelcost.py)
+    out["label_seconds_total"] = round(sum(sum(lab.seconds.values()) for lab in split.labels), 3)
+    suffix = f"-n{args.n_anomalous}" if args.pool is not None else ""
+    model_path = Path(args.workdir) / f"{args.category}-{args.protocol}{suffix}-{args.seed}.pt"
     t0 = time.perf_counter()
     init = Path(args.init) if args.init else None
     bundle = api.fit(ds.train, model_path, cfg, args.device, labels=split.labels, resume=False,
@@ -46,7 +55,8 @@ def run(args) -> dict:
     res = api.evaluate(bundle, args.data, samples=split.test, device=args.device)
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms
-    out["semirest_onnx"] = onnx_timing(model_path, split.test, args.threads, Path(args.workdir))
+    if not args.skip_onnx:
+        out["semirest_onnx"] = onnx_timing(model_path, split.test, args.threads, Path(args.workdir))
     if args.speed and len(split.test) >= 8:
         # ms per image at batch 1 and 8, with and without bagging, beside the backbone alone
         from core.images import read_image
@@ -71,7 +81,7 @@ def run(args) -> dict:
 
 def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
     """``<method>``: test metrics, ``<method>_ms``: ms per image per stage, ``<method>_fit_s``,
-    ``<method>_onnx``: the exported model's timing (methods that export)."""
+    ``<method>_onnx``: the exported model's timing (methods that export, unless --skip-onnx)."""
     from core import api
     from core.methods import BY_NAME
     m_cfg = cfg.updated({"method": method, "features": {"backbone": backbone}})
@@ -81,9 +91,16 @@ def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
     out = {f"{method}_fit_s": time.perf_counter() - t1}
     res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
     out[method], out[f"{method}_ms"] = res.metrics, res.timings_ms
-    if BY_NAME[method].exports:
+    if BY_NAME[method].exports and not args.skip_onnx:
         out[f"{method}_onnx"] = onnx_timing(path, samples, args.threads, Path(args.workdir))
     return out
+
+
+def split_fingerprint(samples, root: Path) -> str:
+    """A short fingerprint of which images a job was tested on, so the report can check that
+    results it puts side by side saw the same images."""
+    names = sorted(str(Path(s.path).relative_to(root)) for s in samples)
+    return hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:12]
 
 
 def onnx_timing(model_path: Path, samples, threads: int, workdir: Path) -> dict | None:
@@ -107,12 +124,16 @@ def onnx_timing(model_path: Path, samples, threads: int, workdir: Path) -> dict 
 
 
 def main(argv=None) -> int:
+    from core.protocols import PROTOCOLS
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", required=True)
     p.add_argument("--category", required=True)
-    p.add_argument("--protocol", default="unsup", choices=["unsup", "sup", "semi", "tag"])
+    p.add_argument("--protocol", default="unsup", choices=PROTOCOLS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-anomalous", type=int, default=10)
+    p.add_argument("--pool", type=int, help="draw this many defective images, label the first "
+                   "--n-anomalous, test without all of them (nested draws, the economy protocol)")
+    p.add_argument("--skip-onnx", action="store_true", help="no ONNX Runtime timing")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--config")
     p.add_argument("--device", default="cpu")

@@ -251,7 +251,11 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
         "",
     ]
     lines += unsup_table(unsup)
-    ref = reference_table(unsup, reference_patchcore())
+    # the shared tools sit beside the shared data (../shared/{data/piped,tools}), wherever the
+    # checkout is (a git worktree is not beside them)
+    data = getattr(args, "data", None)
+    ref_file = Path(data).parent.parent / "tools" / REFERENCE.name if data else REFERENCE
+    ref = reference_table(unsup, reference_patchcore(ref_file if ref_file.exists() else REFERENCE))
     if ref:
         lines += ["", "### Pixel AP beside anomalib's PatchCore (same weights; "
                   "`../shared/tools/patchcore_dev_piped.json`, scored by the same rule)", ""] + ref
@@ -299,6 +303,8 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                 lines += bar_lines(means)
         if costs_out is not None:
             atomic_write_text(costs_out, json.dumps(label_costs(rows, ap_means, seeds), indent=1) + "\n")
+    from .economy import LADDER, section
+    lines += section(results, out, getattr(args, "ladder", None) or LADDER)
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():
         lines += ["", notes.read_text()]

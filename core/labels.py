@@ -149,6 +149,20 @@ def boxes_from_mask(mask: np.ndarray) -> list[RotatedBox]:
     return boxes
 
 
+def block_cells_from_mask(mask: np.ndarray, image_size: int, block: int, eps_pos: float) -> "BlockCells":
+    """The block label a person would paint for ``mask`` on the block tool's grid (``image_size``,
+    ``block``): the cells Eq. 14 calls anomalous (coverage above ``eps_pos``). A defect too small
+    to fill any cell that far still gets its most covered cell(s): a person marks where the defect
+    is, and an empty block label would say the image is normal."""
+    h, w = np.asarray(mask).shape[:2]
+    grid = BlockGrid.for_image(w, h, image_size, block)
+    cov = mask_coverage(mask, grid)
+    marked = cov > eps_pos
+    if not marked.any() and cov.max() > 0:
+        marked = cov >= cov.max()
+    return BlockCells(image_size, block, [(int(r), int(c)) for r, c in zip(*np.nonzero(marked))])
+
+
 def rasterize_boxes(boxes: Iterable[RotatedBox], width: int, height: int) -> np.ndarray:
     """(height, width) bool mask of pixels whose centre lies inside the union of boxes.
 
