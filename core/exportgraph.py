@@ -2,7 +2,7 @@
 
 Predictor's computation (core/inference.py) for one input size: the model's own pieces (backbone,
 bank, Swin, residual, position code) are reused; only the bagging loop, the fusion formula and the
-post-processing are written here in graph form, and tests/test_export.py checks them against
+post-processing are written here in graph form, and tests/core/test_export.py checks them against
 :class:`core.inference.Predictor`.
 """
 from __future__ import annotations

@@ -20,9 +20,9 @@ import torch
 import yaml
 
 from core.modelfile import ModelBundle
-from tests.test_cli import TINY
+from tests.core.test_cli import TINY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
 # The tiny config of tests/conftest.py, cut to 6 steps with a checkpoint every 3: the drill runs

@@ -16,7 +16,7 @@ from core.labels import BlockCells, ImageLabel, RotatedBox
 from formats_helpers import (H, W, assert_boxes_equal, by_image, make_image, multi_component_mask,
                              sample_labels)
 
-REAL_CATEGORY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "piped" / "PA_BDP01_TL"
+REAL_CATEGORY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "piped" / "PA_BDP01_TL"
 
 
 def painted(label: ImageLabel) -> np.ndarray:

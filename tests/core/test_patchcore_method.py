@@ -16,7 +16,7 @@ from core.config import preset
 from core.anomaly_map import postprocess
 from core.modelfile import ModelBundle
 
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "tools"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "tools"
 
 
 def _anomalib_map(block: np.ndarray, hw: tuple[int, int], sigma: float = 4.0) -> np.ndarray:

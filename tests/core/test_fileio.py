@@ -41,7 +41,7 @@ from core.errors import WriteError
 from core.fileio import atomic_write_with, ensure_writable, remove_stale_temps, safe_name
 from write_helpers import make_read_only
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV_FULL = Path("/dev/full")          # every write to it fails with ENOSPC (Linux)
 
 

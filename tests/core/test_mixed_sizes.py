@@ -18,7 +18,7 @@ from core.config import Config
 from core.demo import surface
 from core.errors import Cancelled, PreflightError
 from core.images import read_image, write_mask, write_png
-from tests.test_cli import TINY_FULL
+from tests.core.test_cli import TINY_FULL
 
 # (width, height): the extremes of the public set that crashed (113x288 .. 599x244) scaled to
 # the tiny preset, plus squares and near-squares; every image its own size
