@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,6 +125,9 @@ def run_jobs(args) -> None:
              [(data, c, p, s, None) for c in classes for p in labelled for s in args.seeds]
              + (economy_jobs(args, data, classes) if "economy" in args.protocols else [])]
     total = sum(len(w) for w in waves)
+    from .ray_jobs import LocalLauncher, RayLauncher
+    launcher = (RayLauncher(None if args.ray == "local" else args.ray, args.threads,
+                            args.device.startswith("cuda")) if args.ray else LocalLauncher())
     t_start, n = time.perf_counter(), 0
     for wave in waves:
         running: list[tuple] = []
@@ -148,8 +150,7 @@ def run_jobs(args) -> None:
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 log = open(work / (out.stem + ".log"), "w")
-                running.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
-                                time.perf_counter(), name, out, log))
+                running.append((launcher.start(cmd, ROOT, out, log), time.perf_counter(), name, out, log))
                 print(f"[{n}/{total}] {name} started", flush=True)
             for job in list(running):
                 proc, t0, name, out, log = job
@@ -197,6 +198,9 @@ def main(argv=None) -> int:
                    help="where to write the per-label-kind mean pixel AP the app's Train panel shows "
                         "('' for nowhere)")
     p.add_argument("--fresh", action="store_true", help="rerun jobs that have a result file")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the jobs as Ray tasks (bench/ray_jobs.py): on a local Ray, or on the "
+                        "cluster at ADDRESS (--jobs of them at once)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the tables from result files")
     args = p.parse_args(argv)
     if not Path(args.data).is_dir():

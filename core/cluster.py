@@ -103,6 +103,14 @@ class _Scorer:
         return {"path": [str(p) for p in paths], "stem": stems, "score": scores, "error": errors}
 
 
+def connect(address: str | None = None):
+    """Ray, connected: to the cluster at ``address``, else to a local Ray on this machine's cores
+    (or the one already running in this process). ConfigError with the install hint without Ray."""
+    ray = _ray()
+    _init(ray, address)
+    return ray
+
+
 def _init(ray, address: str | None) -> None:
     if ray.is_initialized():
         return
