@@ -62,6 +62,14 @@ def pixel_ap(maps: np.ndarray, masks: np.ndarray) -> float:
     return float(average_precision_score(masks.ravel(), maps.ravel()))
 
 
+def pooled_pixel_ap(maps: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """Pixel AP over maps of any sizes (the pixels of every map pooled, as the evaluation does);
+    NaN when no mask has a defective pixel."""
+    maps_a = np.concatenate([np.asarray(m, np.float32).ravel() for m in maps])[None, None]
+    masks_a = np.concatenate([np.asarray(m, bool).ravel() for m in masks])[None, None]
+    return pixel_ap(maps_a, masks_a) if masks_a.any() else float("nan")
+
+
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
     """Area under the ROC curve over all pixels (ties count one half)."""
     maps, masks = _check(maps, masks, "pixel AUROC")

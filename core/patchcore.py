@@ -23,6 +23,7 @@ from .config import Config
 from .datasets import prepare_image, read_images
 from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
 from .features import Encoder
+from .metrics import pooled_pixel_ap
 from .anomaly_map import eval_hw, postprocess
 
 CALIBRATION_IMAGES = 6   # training normals scored leave-one-out for calibration
@@ -71,6 +72,8 @@ class PatchCore:
                 ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
                 maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample))
                 masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+        # the same maps are the method's validation: synthetic defects, never a test image
+        self.val_pixel_ap = pooled_pixel_ap(maps, masks)
         return calibrate(maps, masks)
 
 
@@ -105,7 +108,7 @@ class PatchCoreDetector(Detector):
         bundle = ModelBundle(
             config=cfg, backbone=encoder.backbone_name, feature_dim=encoder.dim,
             bank_state=pc.bank.state(), swin_state={}, residual_scale=1.0,
-            validation={}, calibration=calib,
+            validation={"val_pixel_ap": pc.val_pixel_ap}, calibration=calib,
             training=training_record(job, train_seconds=0.0, steps=0, normal_images=len(images),
                                      val_images=0, bank_images=[p.name for p in paths],
                                      **label_record([])))

@@ -115,7 +115,7 @@ def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor,
              device) -> dict[str, float]:
     """Pixel AP of the (bagged, upsampled, smoothed) maps on the validation split."""
     from .anomaly_map import postprocess
-    from .metrics import pixel_ap
+    from .metrics import pooled_pixel_ap
     if not items:
         return {}
     maps, masks = [], []
@@ -127,10 +127,7 @@ def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor,
                                 cfg.output.upsample))
         masks.append(it.mask)
     # images of different sizes (real sets mix them): pool the pixels, as the evaluation does
-    maps_a = np.concatenate([m.ravel() for m in maps])[None, None]
-    masks_a = np.concatenate([m.ravel() for m in masks])[None, None]
-    out = {"val_pixel_ap": pixel_ap(maps_a, masks_a) if masks_a.any() else float("nan")}
-    return out
+    return {"val_pixel_ap": pooled_pixel_ap(maps, masks)}
 
 
 class Trainer:

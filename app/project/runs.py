@@ -112,6 +112,25 @@ class ModelRow:
         return None
 
     @property
+    def method(self) -> str:
+        """The model's method (core/methods.py), recorded with its calibration when registered;
+        models registered before that were SemiREST."""
+        return str(self.calibration.get("method") or "semirest")
+
+    @property
+    def start_validation(self) -> float | None:
+        """The validation metric of the model this one started from, measured on the same held-out
+        real defects (the first history entry, step 0, of a run that began from a trained model:
+        Semi and Tag start from the unsupervised one). None without real-defect validation."""
+        vm = self.validation_metric
+        hist = self.validation.get("history") or []
+        if vm is None or vm[1] == SYNTHETIC_SOURCE or not hist or hist[0].get("step") != 0:
+            return None
+        key = next(k for k, src in VALIDATION_SOURCES if src == vm[1])
+        v = hist[0].get(key)
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+
+    @property
     def real_defect_images(self) -> list[str]:
         """Names of the labelled defective images held out for validation (empty: none)."""
         return list(self.validation.get("real_defect_images") or [])

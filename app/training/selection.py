@@ -226,7 +226,7 @@ def register_model(store, run_id: int, bundle) -> int:
     calibration, and what the viewer needs to recompute a smoothed map from a block map."""
     run = store.runs.run(run_id)
     out = bundle.config.output
-    calibration = {**bundle.calibration,
+    calibration = {**bundle.calibration, "method": bundle.config.method,
                    "display": {"eval_size": out.eval_size, "gaussian_sigma": out.gaussian_sigma,
                                 "upsample": out.upsample}}
     model_id = store.runs.add_model(run_id, run.model_path, run.settings.get("supervision", "?"), bundle.training,

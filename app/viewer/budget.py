@@ -27,6 +27,7 @@ from ..project.runs import SYNTHETIC_SOURCE, ModelRow
 MARKERS = {"unsupervised": "o", "all": "*", "boxes": "s", "blocks": "D", "masks": "P", "tags": "^"}
 Y_LABEL = "validation AP (real defects where held out, else synthetic)"
 ESTIMATED_LABEL = "estimated seconds"
+START_LABEL = "start model"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,13 @@ class BudgetPoint:
     source: str             # what that metric is (app.project.runs.VALIDATION_SOURCES)
     real_images: int        # held-out real defective images (0: synthetic validation)
     estimated_fraction: float = 0.0   # share of ``seconds`` seeded or imported, not measured
+    start_value: float | None = None  # the model it started from, on the same held-out real defects
+    method: str = "semirest"
+
+    @property
+    def baseline(self) -> bool:
+        """Trained on normal images only: a horizontal line (what labels must beat), not a point."""
+        return self.supervision == "unsupervised"
 
     @property
     def real(self) -> bool:
@@ -75,14 +83,25 @@ def budget_points(models: list[ModelRow]) -> list[BudgetPoint]:
             real = vm[1] != SYNTHETIC_SOURCE
             out.append(BudgetPoint(m.id, m.supervision, m.label_seconds_total, vm[0], vm[1],
                                    len(m.real_defect_images) if real else 0,
-                                   m.label_seconds_estimated_fraction))
+                                   m.label_seconds_estimated_fraction, m.start_validation, m.method))
     return out
+
+
+def baseline_label(p: BudgetPoint) -> str:
+    """The note on a baseline's line: "model 1: SemiREST, no labels (synthetic)"."""
+    from core.methods import BY_NAME
+    title = BY_NAME[p.method].title if p.method in BY_NAME else p.method
+    return f"model {p.model_id}: {title}, no labels ({'real' if p.real else 'synthetic'})"
 
 
 def budget_figure(models: list[ModelRow]):
     """The plot as a matplotlib Figure on an Agg canvas: colour and marker by supervision,
     filled for real-defect validation, hollow for synthetic; a dashed ring (the collection
-    labelled ``ESTIMATED_LABEL``) around models whose label seconds were partly estimated."""
+    labelled ``ESTIMATED_LABEL``) around models whose label seconds were partly estimated.
+    Models trained without labels (unsupervised SemiREST, PatchCore and the other normal-only
+    methods) are horizontal dashed lines: the level labels have to beat. A model validated on
+    held-out real defects that started from another model gets a dotted line from that start's
+    value on the same defects (at 0 s, an x) to its own point: what its labels bought."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -90,7 +109,9 @@ def budget_figure(models: list[ModelRow]):
     fig = Figure(figsize=(6.0, 4.0), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    pts = budget_points(models)
+    every = budget_points(models)
+    pts = [p for p in every if not p.baseline]
+    lines = [p for p in every if p.baseline]
     handles = []
     for i, sup in enumerate(sorted({p.supervision for p in pts})):
         color, marker = f"C{i % 10}", MARKERS.get(sup, "o")
@@ -107,13 +128,29 @@ def budget_figure(models: list[ModelRow]):
                    facecolors="none", edgecolors="0.35", linewidths=1.0, linestyles="--", label=ESTIMATED_LABEL)
     for p in pts:
         ax.annotate(p.label, (p.seconds, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for i, p in enumerate(lines):
+        ax.axhline(p.value, color=f"C{(i + 5) % 10}", linestyle="--", linewidth=1.2, zorder=1,
+                   label=baseline_label(p))
+        ax.annotate(baseline_label(p), (0, p.value), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                    color=f"C{(i + 5) % 10}")
+    starts = [p for p in pts if p.start_value is not None]
+    for p in starts:
+        ax.plot([0, p.seconds], [p.start_value, p.value], linestyle=":", color="0.45", linewidth=1.0, zorder=2)
+    if starts:
+        ax.scatter([0] * len(starts), [p.start_value for p in starts], marker="x", color="0.35", zorder=3,
+                   label=START_LABEL)
     ax.set_xlabel("annotation seconds of the labels used")
     ax.set_ylabel(Y_LABEL, fontsize=8)
     ax.set_ylim(0, 1.02)
     # room on the right for the notes beside the rightmost points
-    ax.set_xlim(-1, max(p.seconds for p in pts) * 1.35 + 10 if pts else None)
+    ax.set_xlim(-1, max(p.seconds for p in pts) * 1.35 + 10 if pts else 100)
     ax.grid(True, alpha=0.3)
-    if pts:
+    if lines:
+        handles.append(Line2D([], [], linestyle="--", color="0.3", label="dashed: a model without labels"))
+    if starts:
+        handles.append(Line2D([], [], linestyle=":", marker="x", color="0.35", markersize=7,
+                              label="x: the start model on the same held-out defects"))
+    if pts or lines:
         handles += [Line2D([], [], linestyle="", marker="o", color="0.3", markersize=7,
                            label="filled: real defects held out"),
                     Line2D([], [], linestyle="", marker="o", color="0.3", markerfacecolor="none", markersize=7,
@@ -124,6 +161,9 @@ def budget_figure(models: list[ModelRow]):
         ax.legend(handles=handles, title="supervision", fontsize=7, title_fontsize=8, loc="lower right")
     else:
         ax.text(0.5, 0.5, "no trained models yet", ha="center", va="center", transform=ax.transAxes)
+    if lines and not pts:
+        ax.text(0.5, 0.35, "no labelled models yet: the lines are the models without labels",
+                ha="center", va="center", transform=ax.transAxes, fontsize=8)
     ax.set_title("Label budget: accuracy against labelling time")
     fig.tight_layout()
     return fig

@@ -126,3 +126,27 @@ def test_models_panel_label_time_says_how_much_was_estimated(qtbot):
     panel.set_models([part, measured], {}, active=None)
     assert panel.model_row_texts(1)["Label time"] == "37 s (30 s est.)"
     assert panel.model_row_texts(2)["Label time"] == "37 s"
+
+
+def test_models_without_labels_are_lines_and_labelled_ones_start_from_their_start_model():
+    """Issue 13: the unsupervised model and PatchCore are horizontal lines; a labelled model that
+    started from one shows that start's value on the same held-out defects at 0 s."""
+    unsup = model(1, SYNTH, "unsupervised", 0.0)
+    pc = model(2, {"val_pixel_ap": 0.33}, "unsupervised", 0.0)
+    pc.calibration["method"] = "patchcore"
+    semi = model(3, {**REAL, "history": [{"step": 0, "seconds": 0.0, "val_real_ap": 0.70, "val_pixel_ap": 0.3},
+                                         {"step": 50, "val_real_ap": 0.85}]}, "boxes", 42.0)
+    sup = model(4, REAL, "masks", 90.0)                  # trained from scratch: no start
+    assert (unsup.method, pc.method) == ("semirest", "patchcore")
+    assert semi.start_validation == 0.70 and sup.start_validation is None and unsup.start_validation is None
+    ax = budget_figure([unsup, pc, semi, sup]).axes[0]
+    hlines = {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--"}
+    assert hlines == {"model 1: SemiREST, no labels (synthetic)": 0.40,
+                      "model 2: PatchCore, no labels (synthetic)": 0.33}
+    scattered = sorted(xy for c in ax.collections for xy in map(tuple, c.get_offsets().tolist()))
+    assert (0.0, 0.40) not in scattered and (0.0, 0.33) not in scattered     # lines, not points
+    assert (0.0, 0.70) in scattered and (42.0, 0.85) in scattered            # the start's x, the model
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert [list(zip(ln.get_xdata(), ln.get_ydata())) for ln in dotted] == [[(0, 0.70), (42.0, 0.85)]]
+    only = budget_figure([unsup]).axes[0]
+    assert any("no labelled models yet" in t.get_text() for t in only.texts)
