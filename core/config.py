@@ -198,6 +198,10 @@ class RebConfig:
     finetune_batch: int = 32            # images per step, each a normal or one DefectMaker defect kind
                                         # (7 classes) [1024 per accumulated step: a GPU's worth]
     finetune_lr: float = 0.03           # SGD learning rate [0.03], cosine decay to 1e-5 [as the code]
+    finetune_grad_clip: float = 1.0     # gradient norm clip; 0: none [REB clips nothing]. Ours: with
+                                        # batch norms frozen and 8 images a step, lr 0.03 diverged once
+                                        # the backbone joined (loss 1e12 by step 75 of 300, PA_BDP01_TL);
+                                        # clipped, the self-supervised loss fell steadily (2.06 -> 0.84)
     finetune_momentum: float = 0.9      # SGD momentum (not stated by REB; the usual value)
     finetune_weight_decay: float = 3e-5  # [3e-5]
 
@@ -281,6 +285,8 @@ class Config:
                               f"({r.finetune_lr}) must be positive and reb.finetune_batch "
                               f"({r.finetune_batch}) at least 2 (the head's batch norm) when "
                               f"reb.finetune is on")
+        if r.finetune_grad_clip < 0:
+            raise ConfigError(f"reb.finetune_grad_clip: expected 0 (no clipping) or more, got {r.finetune_grad_clip}")
         if not 0 <= r.finetune_head_steps <= r.finetune_steps:
             raise ConfigError(f"reb.finetune_head_steps {r.finetune_head_steps} must lie in "
                               f"[0, reb.finetune_steps {r.finetune_steps}]")
@@ -353,8 +359,9 @@ PRESETS: dict[str, dict] = {
         "train": {"steps": 500, "val_every": 50, "checkpoint_every": 50},
         "semi": {"steps": 300, "rampup_steps": 150},
         # REB: the plain-features variant (LDKNN alone). Its DefectMaker fine-tuning, when turned
-        # on, runs 300 steps of 8 images at 256 px, about 1.1 s per step on one busy core with
-        # EfficientNet-Lite0 (measured), the head-only warm-up in REB's proportion (40 of 300).
+        # on, runs 300 steps of 8 images at 256 px, the head-only warm-up in REB's proportion (40
+        # of 300): 0.8-1.3 s per step with EfficientNet-Lite0 on one thread of a busy 2-core
+        # machine (measured, PA_BDP01_TL: 249 s for the 300), i.e. 4-7 minutes.
         "reb": {"finetune": False, "finetune_steps": 300, "finetune_head_steps": 40,
                 "finetune_batch": 8},
     },

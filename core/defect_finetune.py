@@ -4,14 +4,18 @@ The backbone learns to tell a normal image from the six DefectMaker defect kinds
 (3 shapes x 2 fills, :mod:`core.defectmaker`), through a linear head on its stride-8 and
 stride-16 maps, each globally average-pooled. Its features move towards the inspected domain and
 towards local defects before REB builds its memory bank from them (core/reb.py). As REB's code:
-7-way cross-entropy on a batch-normalised linear head, SGD (lr 0.03, weight decay 3e-5) with a cosine decay to 1e-5, and the first
+7-way cross-entropy, SGD (lr 0.03, weight decay 3e-5) with a cosine decay to 1e-5, and the first
 steps train the head alone with the backbone frozen (40 of 300 epochs there), so that a random
 head does not push noise into the pretrained weights.
 
 Ours, where REB differs:
 - the backbone stays in eval mode: its batch norms keep their ImageNet statistics, since a CPU
-  batch of 16 is too small to re-estimate them (REB's batches are about 150 images) and the bank is
+  batch of 8 is too small to re-estimate them (REB's batches are about 150 images) and the bank is
   built in eval mode anyway; the gradient still adapts every convolution and affine weight;
+- the gradient norm is clipped (``reb.finetune_grad_clip``): without normalising batch statistics
+  lr 0.03 diverged once the backbone joined; the head's input is batch-normalised (REB's MLP head
+  carries BatchNorm1d) since the pooled maps' scale differs by stage and backbone;
+- the head is one linear layer (REB: an MLP);
 - each image of a batch is one training normal (drawn with replacement) either left normal (with
   probability 1/7) or given one DefectMaker defect, whose class is the kind DefectMaker drew
   (shapes 1/3 each, fills 1/2 each: the 7 classes come out uniform). REB shows every image in all
@@ -111,6 +115,8 @@ def finetune_backbone(extractor: FeatureExtractor, xs: list[np.ndarray], rcfg: R
             y = torch.from_numpy(labels[order]).to(device)
             loss = F.cross_entropy(logits, y)
             loss.backward()
+            if rcfg.finetune_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([*head.parameters(), *backbone], rcfg.finetune_grad_clip)
             loss_sum = float(loss.detach())
             correct = int((logits.argmax(1) == y).sum())
             opt.step()

@@ -81,7 +81,7 @@ def test_reb_settings_presets_and_old_configs():
     del old["reb"]                                       # a config saved before REB existed
     assert Config.from_dict(old).reb == Config().reb
     for bad in ({"ldknn_k": 0}, {"ldknn_lambda": -1.0}, {"finetune": True, "finetune_batch": 1},
-                {"finetune_head_steps": 400}):
+                {"finetune_head_steps": 400}, {"finetune_grad_clip": -1.0}):
         with pytest.raises(ConfigError, match="reb\\."):
             preset("cpu").updated({"reb": bad}).validate()
 
