@@ -36,7 +36,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     from .config import DEFAULT_PRESET, PRESETS
     from .methods import METHODS
     p.add_argument("--method", choices=sorted(METHODS),
-                   help="semirest (default) or patchcore (the baseline; normal images only)")
+                   help="the detection method (default semirest). " + "; ".join(METHODS.values()))
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help=f"size preset (default: the config file's preset:, else {DEFAULT_PRESET})")
     p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")

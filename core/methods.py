@@ -32,6 +32,11 @@ REGISTRY: tuple[Method, ...] = (
            "PatchCore: distance to the nearest normal feature; no training (the baseline)", False,
            "PatchCore learns from normal images only (images tagged normal join its bank)",
            "core.patchcore:PatchCoreDetector", exports=True),
+    Method("reb", "REB",
+           "REB: distance to the nearest normal feature minus its local density (LDKNN), "
+           "optionally on a backbone fine-tuned on DefectMaker defects", False,
+           "REB learns from normal images only (images tagged normal join its bank)",
+           "core.reb:RebDetector"),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}

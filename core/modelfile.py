@@ -39,6 +39,9 @@ _FIELDS = (
      lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)),
 )
 _OPTIONAL = ("validation", "calibration", "training")   # dictionaries, may be absent
+# Weight tensors of a method's adapted backbone (REB's DefectMaker fine-tuning); absent (files
+# written before it existed, and every method that keeps the ImageNet weights): empty.
+_OPTIONAL_TENSORS = ("backbone_state",)
 
 
 def _not_a_model(path: Path, why: str) -> InputError:
@@ -105,6 +108,17 @@ def read_model_dict(path: Path) -> dict:
         if d.get(key) is not None and not isinstance(d[key], dict):
             raise InputError(path, f"SemiREST model file is invalid: '{key}' must be a dictionary, "
                                    f"got {_describe(d[key])}")
+    for key in _OPTIONAL_TENSORS:
+        v = d.get(key)
+        if v is not None and not (isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())):
+            raise InputError(path, f"SemiREST model file is invalid: '{key}' must be a dictionary of "
+                                   f"weight tensors, got {_describe(v)}")
+    density = d["bank"].get("density")
+    if density is not None and not (isinstance(density, torch.Tensor)
+                                    and density.shape == d["bank"]["features"].shape[:1]):
+        raise InputError(path, f"SemiREST model file is invalid: the bank's 'density' must be a tensor "
+                               f"of one value per bank entry ({d['bank']['features'].shape[0]}), got "
+                               f"{_describe(density)}")
     return d
 
 
@@ -136,11 +150,24 @@ class ModelBundle:
     validation: dict = field(default_factory=dict)      # best val metrics, step, history
     calibration: dict = field(default_factory=dict)     # fixed map scale, default thresholds, score stats
     training: dict = field(default_factory=dict)        # images, labels used, seconds, device, date...
+    backbone_state: dict = field(default_factory=dict)  # adapted backbone weights (REB); empty: ImageNet's
 
     # ---- builders used by the predictor -------------------------------------------------------
     def encoder(self, device):
+        """The feature encoder this model was built with: the backbone's ImageNet weights, or the
+        adapted weights the model file carries (``backbone_state``)."""
         from .features import Encoder
-        return Encoder(self.config.features, device, backbone=self.backbone)
+        enc = Encoder(self.config.features, device, backbone=self.backbone)
+        if self.backbone_state:
+            net = enc.extractor.net
+            try:
+                net.load_state_dict(self.backbone_state)
+            except RuntimeError as exc:   # names the first mismatching tensors
+                first = str(exc).strip().splitlines()
+                raise InputError(None, f"the model's adapted {self.backbone} weights do not fit "
+                                       f"the backbone ({' '.join(first[:2])[:200]})") from None
+            net.eval()
+        return enc
 
     @property
     def method(self) -> str:
@@ -160,7 +187,8 @@ class ModelBundle:
         return {"format": FORMAT, "config": self.config.to_dict(), "backbone": self.backbone,
                 "feature_dim": self.feature_dim, "bank": self.bank_state, "swin": self.swin_state,
                 "residual_scale": self.residual_scale, "validation": self.validation,
-                "calibration": self.calibration, "training": self.training}
+                "calibration": self.calibration, "training": self.training,
+                "backbone_state": self.backbone_state}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -178,7 +206,7 @@ class ModelBundle:
         d = read_model_dict(path)
         return cls(Config.from_dict(_with_legacy_defaults(d["config"]), where=f"{path} config"), d["backbone"], int(d["feature_dim"]),
                    d["bank"], d["swin"], float(d["residual_scale"]), d.get("validation") or {},
-                   d.get("calibration") or {}, d.get("training") or {})
+                   d.get("calibration") or {}, d.get("training") or {}, d.get("backbone_state") or {})
 
     def summary(self) -> str:
         tr, val = self.training, self.validation

@@ -53,6 +53,10 @@ class PatchCore:
         """(rows, cols, d) features -> (rows, cols) distance to the nearest bank entry."""
         return self.bank.nearest(feats, exclude_owner)[0]
 
+    def state(self) -> dict:
+        """What the model file keeps of this scorer (its ``bank`` field)."""
+        return self.bank.state()
+
     def calibration(self, images: list[np.ndarray], seed: int = 0) -> dict:
         """Calibration from training normals scored leave-one-out, and defects made from them."""
         from .defectmaker import DefectMaker
@@ -96,7 +100,6 @@ class PatchCoreDetector(Detector):
     @classmethod
     def fit(cls, job: FitJob):
         from .methods import BY_NAME
-        from .modelfile import ModelBundle
         cfg, report = job.cfg, job.report
         paths = normals_from_labels(job, BY_NAME[cls.name].labels_note)
         images = read_images(paths)
@@ -104,14 +107,26 @@ class PatchCoreDetector(Detector):
         encoder = Encoder(cfg.features, job.dev)
         pc = PatchCore(cfg, encoder).fit(images, tick=report.tick("coreset", "greedy coreset"))
         report.log(f"memory bank: {len(pc.bank)} entries")
-        calib = pc.calibration(images, cfg.train.seed)
-        bundle = ModelBundle(
-            config=cfg, backbone=encoder.backbone_name, feature_dim=encoder.dim,
-            bank_state=pc.bank.state(), swin_state={}, residual_scale=1.0,
-            validation={"val_pixel_ap": pc.val_pixel_ap}, calibration=calib,
-            training=training_record(job, train_seconds=0.0, steps=0, normal_images=len(images),
-                                     val_images=0, bank_images=[p.name for p in paths],
-                                     **label_record([])))
-        bundle.save(job.out)
-        report("done", 1, 1, f"saved {job.out}")
-        return bundle
+        return save_bank_model(job, encoder, pc, images, paths)
+
+
+def save_bank_model(job: FitJob, encoder: Encoder, model: PatchCore, images: list[np.ndarray],
+                    paths: list, backbone_state: dict | None = None, train_seconds: float = 0.0,
+                    steps: int = 0, **record):
+    """The model file of a bank method (PatchCore, REB): its bank state (``model.state()``), the
+    calibration from training normals scored leave-one-out, the training record (plus the
+    method's ``record`` entries) and, when the method adapted it, the backbone's weights."""
+    from .modelfile import ModelBundle
+    cfg = job.cfg
+    calib = model.calibration(images, cfg.train.seed)
+    bundle = ModelBundle(
+        config=cfg, backbone=encoder.backbone_name, feature_dim=encoder.dim,
+        bank_state=model.state(), swin_state={}, residual_scale=1.0,
+        validation={"val_pixel_ap": model.val_pixel_ap}, calibration=calib,
+        training=training_record(job, train_seconds=train_seconds, steps=steps,
+                                 normal_images=len(images), val_images=0,
+                                 bank_images=[p.name for p in paths], **label_record([]), **record),
+        backbone_state=backbone_state or {})
+    bundle.save(job.out)
+    job.report("done", 1, 1, f"saved {job.out}")
+    return bundle
