@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 from .device_picker import DevicePicker
 from .loss_curve import LossCurve
 from .worker_protocol import RunState
-from core.methods import METHODS, USES_LABELS
+from core.methods import BY_NAME, METHODS, USES_LABELS
 
 from .selection import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
 
@@ -119,8 +119,8 @@ class TrainPanel(QWidget):
         self.supervision.setEnabled(uses)
         self.steps.setEnabled(key == "semirest")
         text = METHODS[key]
-        if not uses:
-            text += ". Normal images only: it cannot learn from labels."
+        if not uses:   # the registry's own reason (core/methods.py)
+            text += f". {BY_NAME[key].labels_note}: it cannot learn from labelled defects."
         self.method_hint.setText(text)
 
     def spec(self) -> RunSpec:

@@ -121,10 +121,11 @@ def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(
         run_id = s.runs.add_run({"supervision": "boxes"}, [], run_dir, ts.labels_used, ts.label_seconds,
                            label_seconds_estimated=ts.label_seconds_estimated)
         out = SimpleNamespace(eval_size=64, gaussian_sigma=4.0, upsample="bilinear")
-        bundle = SimpleNamespace(calibration={}, config=SimpleNamespace(output=out, preset="cpu"),
+        bundle = SimpleNamespace(calibration={}, config=SimpleNamespace(output=out, preset="cpu", method="patchcore"),
                                  training={"device": "cpu"}, backbone="tf_efficientnet_lite0",
                                  validation={"val_pixel_ap": 0.5})
         m = s.runs.model(register_model(s, run_id, bundle))
+        assert m.method == "patchcore"                   # recorded for the label budget
         assert m.label_seconds_estimated == {"boxes": 10.0, "normal": 3.0}
         assert m.label_seconds_estimated_total == 13.0 and m.label_seconds_total == 23.0
 
@@ -153,7 +154,8 @@ def test_train_panel_offers_each_method_and_greys_out_labels_for_patchcore(qtbot
     panel.method.setCurrentIndex(panel.method.findData("patchcore"))
     assert not panel.supervision.isEnabled() and not panel.steps.isEnabled()
     assert panel.supervision.currentData() == "unsupervised"          # shows what will be used
-    assert "cannot learn from labels" in panel.method_hint.text()
+    assert "cannot learn from labelled defects" in panel.method_hint.text()
+    assert "normal images only" in panel.method_hint.text()      # the registry's reason
     spec = panel.spec()
     assert (spec.method, spec.supervision) == ("patchcore", "unsupervised")
     spec.validate()
