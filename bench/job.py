@@ -20,39 +20,34 @@ import torch
 def run(args) -> dict:
     from core import api
     from core.config import load_config
-    from core.datasets import load_mvtec
-    from core.protocols import make_protocol
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, preset_name=args.preset)
+    suffix = f"-n{args.n_anomalous}" if args.pool is not None else ""
+    model_path = Path(args.workdir) / f"{args.category}-{args.protocol}{suffix}-{args.seed}.pt"
+    # the same code path as `semirest eval --protocol` (core/api.py run_protocol), always retrained
+    run = api.run_protocol(args.data, args.category, args.protocol, model_path, cfg, args.device, args.seed,
+                           args.n_anomalous, init=args.init, pool=args.pool, retrain=True)
+    split, bundle, res, root = run.split, run.bundle, run.result, run.data_root
+    from core.datasets import load_mvtec
     ds = load_mvtec(args.data, args.category)
-    # block labels are painted on the model's grid (the app's default grid is the cpu preset's)
-    split = make_protocol(ds, args.protocol, args.n_anomalous, args.seed, pool=args.pool,
-                          block_grid=(cfg.features.image_size, 8), eps_pos=cfg.train.eps_pos_real)
     out = {"category": args.category, "protocol": args.protocol, "seed": args.seed,
            "preset": cfg.preset, "device": args.device, "moved": [str(p) for p in split.moved],
-           "n_test": len(split.test), "test_set": split_fingerprint(split.test, ds.root)}
+           "n_test": len(split.test), "test_set": split_fingerprint(split.test, root)}
     if args.pool is not None:
         out.update(n_labelled=len(split.labels), pool=args.pool, withheld=[str(p) for p in split.withheld],
                    n_defective_test=sum(s.is_anomalous for s in ds.test))
     # estimated seconds a person would have spent drawing these labels (core/labelcost.py)
     out["label_seconds_total"] = round(sum(sum(lab.seconds.values()) for lab in split.labels), 3)
-    suffix = f"-n{args.n_anomalous}" if args.pool is not None else ""
-    model_path = Path(args.workdir) / f"{args.category}-{args.protocol}{suffix}-{args.seed}.pt"
-    t0 = time.perf_counter()
-    init = Path(args.init) if args.init else None
-    bundle = api.fit(ds.train, model_path, cfg, args.device, labels=split.labels, resume=False,
-                     init_from=init)
-    out["train_s"] = time.perf_counter() - t0
+    out["train_s"] = run.train_s
     out["steps"] = bundle.training.get("steps")
     # estimated labelling seconds of the moved images' labels (core/labelcost.py), per kind
     out["label_seconds"] = bundle.training.get("label_seconds", {})
     out["swin_train_s"] = bundle.training.get("train_seconds")   # the optimisation steps alone
     from .mixed_sizes import size_summary
-    out["sizes"] = size_summary(ds.root)
+    out["sizes"] = size_summary(root)
     out["backbone"] = bundle.backbone
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
-    res = api.evaluate(bundle, args.data, samples=split.test, device=args.device)
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms
     if not args.skip_onnx:

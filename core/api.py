@@ -300,6 +300,53 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
     return EvalResult(metrics, scores, med, len(samples))
 
 
+@dataclass
+class ProtocolRun:
+    """One evaluation protocol run (core/protocols.py): its split, the model and the test result."""
+    split: object                  # core.protocols.ProtocolSplit
+    data_root: Path
+    model_path: Path
+    bundle: ModelBundle
+    result: EvalResult
+    train_s: float | None          # seconds spent training here (None: the model existed)
+
+
+def run_protocol(data: str | Path, category: str | None, protocol: str, model: str | Path,
+                 cfg: Config | None = None, device: str = "auto", seed: int = 0, n_anomalous: int = 10,
+                 init: str | Path | None = None, pool: int | None = None, retrain: bool = False,
+                 progress: ProgressCallback | None = None, bagging: bool | None = None) -> ProtocolRun:
+    """The paper's protocols, one code path for ``semirest eval --protocol`` and the benchmark:
+    move ``n_anomalous`` defective test images (seeded, stratified; the first of a draw of
+    ``pool``) into training with ``protocol``'s labels, train ``model`` from the category's normals
+    and those labels (unless it exists and not ``retrain``), and evaluate on the rest.
+
+    ``init``: semi and tag start from this (unsupervised) model, trained first when absent."""
+    from .protocols import make_protocol
+    cfg = (cfg or preset(DEFAULT_PRESET)).validate()
+    ds = load_mvtec(data, category)
+    # block labels are painted on the model's grid (the app's default grid is the cpu preset's)
+    split = make_protocol(ds, protocol, n_anomalous, seed, pool=pool,
+                          block_grid=(cfg.features.image_size, 8), eps_pos=cfg.train.eps_pos_real)
+    model = Path(model)
+    init = Path(init) if init else None
+    train_s = None
+    if retrain or not model.exists():
+        if protocol == "unsup" and not retrain and not model.exists():
+            raise InputError(model, "no such model to evaluate (train one with `semirest train`)")
+        if init is not None and not init.exists():
+            fit(ds.train, init, cfg, device, progress=progress,
+                record={"data": str(ds.root), "category": ds.name, "protocol": "unsup"})
+        t0 = time.perf_counter()
+        bundle = fit(ds.train, model, cfg, device, labels=split.labels, progress=progress, resume=not retrain,
+                     init_from=init, record={"data": str(ds.root), "category": ds.name, "protocol": protocol,
+                                             "seed": seed, "moved": [str(p) for p in split.moved]})
+        train_s = time.perf_counter() - t0
+    else:
+        bundle = _load(model)
+    res = evaluate(bundle, data, samples=split.test, device=device, progress=progress, bagging=bagging)
+    return ProtocolRun(split, ds.root, model, bundle, res, train_s)
+
+
 def pool_sizes(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list, list]:
     """Maps and masks at their own sizes -> all at the most common size (maps bilinear, masks
     nearest), unchanged when they already agree (the usual case)."""

@@ -3,7 +3,7 @@
     semirest train   --data DIR --category C --out model.pt [--preset cpu|paper] [--backbone ...]
     semirest predict --model model.pt --images DIR --out OUT [--runtime torch|onnxruntime] [--ray [ADDRESS]]
     semirest export  --model model.pt --format onnx --out DIR [--image-size WxH]
-    semirest eval    --model model.pt --data DIR --category C [--protocol unsup|sup|semi|tag ...]
+    semirest eval    --model model.pt --data DIR --category C [--protocol unsup|sup|blocks|semi|tag ...]
     semirest devices
     semirest info    --model model.pt
 
@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model to evaluate (with --protocol sup/semi/tag: trained here if absent)")
     e.add_argument("--data", required=True)
     e.add_argument("--category")
-    e.add_argument("--protocol", choices=["unsup", "sup", "semi", "tag"], default="unsup")
+    from .protocols import PROTOCOLS
+    e.add_argument("--protocol", choices=list(PROTOCOLS), default="unsup")
     e.add_argument("--n-anomalous", type=int, default=10, help="defective test images moved into training")
     e.add_argument("--init", help="semi/tag: the unsupervised model to start from (trained here if absent)")
     e.add_argument("--json-out", help="also write the result JSON to this file")
@@ -253,33 +254,22 @@ def cmd_export(args, out: _Output) -> int:
 
 def cmd_eval(args, out: _Output) -> int:
     from . import api
-    from .datasets import load_mvtec
     from .fileio import atomic_write_text
-    from .protocols import make_protocol
-    ds = load_mvtec(args.data, args.category)
     seed = args.seed if args.seed is not None else 0
-    split = make_protocol(ds, args.protocol, args.n_anomalous, seed)
-    model = Path(args.model) if args.model else None
-    if args.protocol == "unsup" and model is None:
+    if args.protocol == "unsup" and not args.model:
         raise SemiRestError("eval --protocol unsup needs --model (train one with `semirest train`)")
-    if model is None or not model.exists():
-        cfg = _config(args)
-        model = model or Path(f"{ds.name}-{args.protocol}-seed{seed}.pt")
-        init = Path(args.init) if args.init else None
-        if args.protocol in ("semi", "tag") and init is not None and not init.exists():
-            api.fit(ds.train, init, cfg, args.device, progress=out.render)
-        api.fit(ds.train, model, cfg, args.device, labels=split.labels, progress=out.render,
-                init_from=init, record={"data": str(ds.root), "category": ds.name,
-                                        "protocol": args.protocol, "seed": seed,
-                                        "moved": [str(p) for p in split.moved]})
-    res = api.evaluate(model, args.data, samples=split.test, device=args.device, progress=out.render,
-                       bagging=False if args.no_bagging else None)
-    payload = {"category": ds.name, "protocol": args.protocol, "seed": seed, "model": str(model),
+    category = args.category
+    model = Path(args.model) if args.model else Path(f"{category or Path(args.data).name}-{args.protocol}-seed{seed}.pt")
+    run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
+                           args.n_anomalous, init=args.init, progress=out.render,
+                           bagging=False if args.no_bagging else None)
+    split, res, ds_name = run.split, run.result, run.data_root.name
+    payload = {"category": ds_name, "protocol": args.protocol, "seed": seed, "model": str(model),
                "metrics": res.metrics, "n_test": res.n_images, "moved": [str(p) for p in split.moved],
                "median_ms": res.timings_ms}
     if args.json_out:
         atomic_write_text(args.json_out, json.dumps(payload, indent=1, default=str))
-    text = _metrics_table(res.metrics, f"{ds.name}, protocol {args.protocol}, {res.n_images} test images")
+    text = _metrics_table(res.metrics, f"{ds_name}, protocol {args.protocol}, {res.n_images} test images")
     if split.moved:
         text += f"\nmoved into training (seed {seed}): " + ", ".join(p.name for p in split.moved)
     out.result(payload, text + "\n" + json.dumps(res.metrics))

@@ -376,3 +376,24 @@ def test_preset_and_plan_are_said_before_the_heavy_work(demo_data, tmp_path):
     plan = next(m for m in logs if m.startswith("preset cpu:"))
     assert "20 training steps" in plan and "128 px" in plan and "device cpu" in plan
     assert "roughly" in plan and "s per step" in plan and "estimate from this run's own first steps follows" in plan
+
+
+def test_eval_protocol_trains_the_start_then_the_labelled_model_and_reuses_them(demo_data, tiny_yaml, tmp_path):
+    """`semirest eval --protocol` and the benchmark share api.run_protocol: the labelled images
+    leave the test set, semi starts from an unsupervised model trained first, and a second call
+    evaluates the models it finds instead of training again."""
+    from core.datasets import load_mvtec
+    init, semi, report = tmp_path / "unsup.pt", tmp_path / "semi.pt", tmp_path / "r.json"
+    argv = ["eval", "--data", str(demo_data), "--protocol", "semi", "--n-anomalous", "2", "--seed", "1",
+            "--init", str(init), "--model", str(semi), "--config", str(tiny_yaml), "--device", "cpu",
+            "--json-out", str(report)]
+    assert main(argv) == 0
+    assert init.is_file() and semi.is_file()
+    first = json.loads(report.read_text())
+    assert len(first["moved"]) == 2 and first["n_test"] == len(load_mvtec(demo_data, None).test) - 2
+    stamp = semi.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert semi.stat().st_mtime_ns == stamp                         # found, not trained again
+    assert json.loads(report.read_text())["metrics"] == first["metrics"]
+    assert main(["eval", "--data", str(demo_data), "--protocol", "blocks", "--n-anomalous", "2",
+                 "--model", str(tmp_path / "blocks.pt"), "--config", str(tiny_yaml), "--device", "cpu"]) == 0
