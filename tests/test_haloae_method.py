@@ -341,3 +341,23 @@ def test_haloae_refuses_defect_labels(tmp_path, demo_data):
     with pytest.raises(ConfigError, match="HaloAE learns from normal images only"):
         api.fit(sorted((demo_data / "train" / "good").glob("*.png")), tmp_path / "m.pt", cfg, "cpu",
                 labels=[lab])
+
+
+def test_training_reports_its_steps_and_stops_when_cancelled(tmp_path, demo_data):
+    from core import api
+    from core.errors import Cancelled
+    torch.set_num_threads(1)
+    cfg = preset("cpu").updated({"method": "haloae", "features": {"image_size": 128},
+                                 "haloae": {**TINY, "steps": 50}})
+    seen = []
+
+    def progress(ev):
+        seen.append((ev.stage, ev.done, ev.total))
+        return not (ev.stage == "train" and ev.done == 3)      # cancel at the third step
+
+    out = tmp_path / "m.pt"
+    with pytest.raises(Cancelled, match="train"):
+        api.fit(sorted((demo_data / "train" / "good").glob("*.png")), out, cfg, "cpu", progress=progress)
+    assert ("train", 1, 50) in seen and ("train", 3, 50) in seen and ("train", 4, 50) not in seen
+    assert any(stage == "features" for stage, _, _ in seen)
+    assert not out.exists()
