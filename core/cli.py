@@ -41,7 +41,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
                    help=f"size preset (default: the config file's preset:, else {DEFAULT_PRESET})")
     p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")
     p.add_argument("--backbone", choices=["auto", "wide_resnet50_2", "tf_efficientnet_lite0"])
-    p.add_argument("--steps", type=int, help="training steps (overrides the preset)")
+    p.add_argument("--steps", type=int, help="training steps of the chosen method (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed for sampling, synthesis and the validation split")
 
 
@@ -133,11 +133,14 @@ def _config(args):
         over["method"] = args.method
     if getattr(args, "backbone", None):
         over.setdefault("features", {})["backbone"] = args.backbone
-    if getattr(args, "steps", None):
-        over.setdefault("train", {})["steps"] = args.steps
     if getattr(args, "seed", None) is not None:
         over.setdefault("train", {})["seed"] = args.seed
-    return load_config(args.config, preset_name=args.preset, overrides=over)
+    cfg = load_config(args.config, preset_name=args.preset, overrides=over)
+    if getattr(args, "steps", None):
+        from .methods import BY_NAME     # the steps of the method being trained (core/methods.py)
+        section, name = BY_NAME[cfg.method].steps_setting.split(".")
+        cfg = cfg.updated({section: {name: args.steps}}, where="--steps").validate()
+    return cfg
 
 
 class _Output:

@@ -136,16 +136,17 @@ def noise_fill(size: tuple[int, int], rng: np.random.Generator,
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), mean
 
 
-def _jitter(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """torchvision-style ColorJitter(0.1) on a uint8 RGB patch, float32 out (fixed op order)."""
-    x = patch.astype(np.float32) * np.float32(rng.uniform(1 - JITTER, 1 + JITTER))  # brightness
+def color_jitter(patch: np.ndarray, rng: np.random.Generator, amount: float = JITTER) -> np.ndarray:
+    """torchvision-style ColorJitter(amount) on a uint8 RGB patch, float32 out (fixed op order).
+    Also HaloAE's training augmentation (core/cutpaste.py)."""
+    x = patch.astype(np.float32) * np.float32(rng.uniform(1 - amount, 1 + amount))  # brightness
     np.clip(x, 0, 255, out=x)
     m = float((x @ _LUMA).mean())                                                  # contrast
-    x = np.clip((x - m) * np.float32(rng.uniform(1 - JITTER, 1 + JITTER)) + m, 0, 255)
+    x = np.clip((x - m) * np.float32(rng.uniform(1 - amount, 1 + amount)) + m, 0, 255)
     gray = (x @ _LUMA)[..., None]                                                  # saturation
-    x = np.clip(gray + (x - gray) * np.float32(rng.uniform(1 - JITTER, 1 + JITTER)), 0, 255)
+    x = np.clip(gray + (x - gray) * np.float32(rng.uniform(1 - amount, 1 + amount)), 0, 255)
     hsv = cv2.cvtColor(np.ascontiguousarray(x / 255.0, dtype=np.float32), cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = (hsv[..., 0] + 360.0 * rng.uniform(-JITTER, JITTER)) % 360.0    # hue (degrees)
+    hsv[..., 0] = (hsv[..., 0] + 360.0 * rng.uniform(-amount, amount)) % 360.0    # hue (degrees)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * np.float32(255.0)
 
 
@@ -180,7 +181,7 @@ def _cut_source(image, patch, y0, x0, rng, allowed) -> tuple[np.ndarray, tuple[i
     src = image[sy[best]:sy[best] + ph, sx[best]:sx[best] + pw]
     if dy == 0 and dx == 0:
         src = cv2.flip(src, -1)
-    return _jitter(src, rng), (dy, dx)
+    return color_jitter(src, rng), (dy, dx)
 
 
 # ---------------------------------------------------------------------------------------------

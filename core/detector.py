@@ -65,6 +65,12 @@ class Detector:
         """Model-input images of one size (uint8 RGB) -> their (rows, cols) block maps."""
         raise NotImplementedError
 
+    @classmethod
+    def state_problem(cls, bundle) -> str | None:
+        """Why a loaded model file's weights cannot be this method's (ModelBundle.load raises it
+        naming the file), or None. Methods with their own weights check them here."""
+        return None
+
 
 def device_name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"

@@ -1,4 +1,4 @@
-"""Local-Density KNN (LDKNN), REB's anomaly score (Lyu, Mo, Wong; ../shared/docs/other-methods.md).
+"""Local-Density KNN (LDKNN), REB's anomaly score (Lyu, Mo, Wong; docs/method.md, REB).
 
 Some regions of a memory bank of normal features are naturally sparse (rare but normal texture),
 so a plain nearest-neighbour distance calls their queries anomalous. LDKNN subtracts the local

@@ -21,6 +21,7 @@ class Method:
     labels_note: str           # why labels are refused when it cannot use them
     detector: str              # "module:Class" implementing core.detector.Detector
     exports: bool = False      # `semirest export` writes its whole inference path (core/export.py)
+    steps_setting: str = "train.steps"   # the "section.field" that --steps sets for this method
 
 
 REGISTRY: tuple[Method, ...] = (
@@ -37,6 +38,11 @@ REGISTRY: tuple[Method, ...] = (
            "optionally on a backbone fine-tuned on DefectMaker defects", False,
            "REB learns from normal images only (images tagged normal join its bank)",
            "core.reb:RebDetector"),
+    Method("haloae", "HaloAE",
+           "HaloAE: a local-attention (HaloNet) auto-encoder reconstructs normal features; "
+           "the reconstruction error is the map", False,
+           "HaloAE learns from normal images only (images tagged normal join its training set)",
+           "core.haloae:HaloAEDetector", steps_setting="haloae.steps"),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}

@@ -39,9 +39,11 @@ _FIELDS = (
      lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)),
 )
 _OPTIONAL = ("validation", "calibration", "training")   # dictionaries, may be absent
-# Weight tensors of a method's adapted backbone (REB's DefectMaker fine-tuning); absent (files
-# written before it existed, and every method that keeps the ImageNet weights): empty.
-_OPTIONAL_TENSORS = ("backbone_state",)
+# Dictionaries of weight tensors a method may add; absent (files written before they existed, and
+# methods without them): empty. backbone_state: an adapted backbone (REB's DefectMaker
+# fine-tuning); method_state: a method's own weights beside the bank and the Swin (HaloAE's
+# auto-encoder, core/haloae.py).
+_OPTIONAL_TENSORS = ("backbone_state", "method_state")
 
 
 def _not_a_model(path: Path, why: str) -> InputError:
@@ -110,7 +112,8 @@ def read_model_dict(path: Path) -> dict:
                                    f"got {_describe(d[key])}")
     for key in _OPTIONAL_TENSORS:
         v = d.get(key)
-        if v is not None and not (isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())):
+        if v is not None and not (isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                              for k, t in v.items())):
             raise InputError(path, f"SemiREST model file is invalid: '{key}' must be a dictionary of "
                                    f"weight tensors, got {_describe(v)}")
     density = d["bank"].get("density")
@@ -151,6 +154,7 @@ class ModelBundle:
     calibration: dict = field(default_factory=dict)     # fixed map scale, default thresholds, score stats
     training: dict = field(default_factory=dict)        # images, labels used, seconds, device, date...
     backbone_state: dict = field(default_factory=dict)  # adapted backbone weights (REB); empty: ImageNet's
+    method_state: dict = field(default_factory=dict)    # a method's own weight tensors (HaloAE's auto-encoder)
 
     # ---- builders used by the predictor -------------------------------------------------------
     def encoder(self, device):
@@ -188,7 +192,7 @@ class ModelBundle:
                 "feature_dim": self.feature_dim, "bank": self.bank_state, "swin": self.swin_state,
                 "residual_scale": self.residual_scale, "validation": self.validation,
                 "calibration": self.calibration, "training": self.training,
-                "backbone_state": self.backbone_state}
+                "backbone_state": self.backbone_state, "method_state": self.method_state}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -204,14 +208,25 @@ class ModelBundle:
         if not path.is_file():
             raise InputError(path, "no such model file")
         d = read_model_dict(path)
-        return cls(Config.from_dict(_with_legacy_defaults(d["config"]), where=f"{path} config"), d["backbone"], int(d["feature_dim"]),
-                   d["bank"], d["swin"], float(d["residual_scale"]), d.get("validation") or {},
-                   d.get("calibration") or {}, d.get("training") or {}, d.get("backbone_state") or {})
+        bundle = cls(Config.from_dict(_with_legacy_defaults(d["config"]), where=f"{path} config"), d["backbone"],
+                     int(d["feature_dim"]), d["bank"], d["swin"], float(d["residual_scale"]),
+                     d.get("validation") or {}, d.get("calibration") or {}, d.get("training") or {},
+                     d.get("backbone_state") or {}, d.get("method_state") or {})
+        from .methods import BY_NAME, detector_class
+        if bundle.method in BY_NAME:      # the method checks its own weights (e.g. HaloAE's shapes)
+            problem = detector_class(bundle.method).state_problem(bundle)
+            if problem:
+                raise InputError(path, problem)
+        return bundle
 
     def summary(self) -> str:
         tr, val = self.training, self.validation
-        parts = [f"method {self.method}", f"backbone {self.backbone}", f"preset {self.config.preset}",
-                 f"bank {self.bank_state['features'].shape[0]} x {self.feature_dim}"]
+        parts = [f"method {self.method}", f"backbone {self.backbone}", f"preset {self.config.preset}"]
+        if len(self.bank_state["features"]):
+            parts.append(f"bank {self.bank_state['features'].shape[0]} x {self.feature_dim}")
+        if self.method_state:
+            n = sum(t.numel() for k, t in self.method_state.items() if t.is_floating_point())
+            parts.append(f"{self.method} weights {n / 1e6:.2f} M values")
         if "val_pixel_ap" in val:
             parts.append(f"validation pixel AP {val['val_pixel_ap']:.3f} (step {val.get('step')})")
         if tr.get("seconds"):

@@ -1,5 +1,5 @@
 """REB (Lyu, Mo, Wong, "REB: Reducing Biases in Representation for Industrial Anomaly Detection";
-../shared/docs/other-methods.md) as a method users train: settings in ``Config.reb``.
+docs/method.md, REB) as a method users train: settings in ``Config.reb``.
 
 1. DefectMaker self-supervised fine-tuning of the backbone (``reb.finetune``; core/defect_finetune.py):
    reduces the *domain bias* of ImageNet features. Off in the ``cpu`` preset (it takes minutes of
