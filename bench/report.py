@@ -97,12 +97,16 @@ def methods_table(rows: list[dict]) -> list[str]:
         return []
     out = ["| method | " + " | ".join(m for _, m in METRICS) + " | fit s | ms per image | classes |",
            "|---|" + "---|" * (len(METRICS) + 3)]
+    # peak memory is the job's (every method of a class runs in one process): one figure for all
+    peak = max((r.get("peak_rss_mb", 0.0) for r in rows), default=0.0)
     for m in present:
         have = [r for r in rows if m.name in r]
         vals = [np.nanmean([r[m.name].get(k, np.nan) for r in have]) for k, _ in METRICS]
         fit = np.mean([r["train_s"] if m.name == "semirest" else r.get(f"{m.name}_fit_s", np.nan) for r in have])
         ms = np.median([sum(r.get(f"{m.name}_ms", {}).values()) for r in have])
         out.append(f"| {m.title} | " + " | ".join(_pct(v) for v in vals) + f" | {fit:.0f} | {ms:.1f} | {len(have)} |")
+    out += ["", f"Peak memory of a job (all {len(present)} methods of a class in one process): at most "
+                f"{peak:.0f} MB. Fit s: SemiREST's whole training; the others' whole fit."]
     return out
 
 
