@@ -267,8 +267,8 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
     if side:
         lines += ["", "### Every method side by side (means over the classes; the same jobs)", ""] + side
     lines += ["", "Train s: the whole SemiREST training (features, coreset, synthesis, optimisation, "
-              "calibration). Peak RSS: the job process's maximum resident memory (SemiREST and "
-              "PatchCore together).", "", "## Inference time per image (median over the test images)", "",
+              "calibration). Peak RSS: the job process's maximum resident memory (every method of "
+              "the class together).", "", "## Inference time per image (median over the test images)", "",
               "Per stage, as `semirest eval` scores the test images (8 at a time).", ""]
     lines += speed_table(unsup)
     ratios = speed_lines(unsup)
