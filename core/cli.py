@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import Cancelled, SemiRestError
+from .errors import Cancelled, ConfigError, SemiRestError
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
@@ -138,7 +138,10 @@ def _config(args):
     cfg = load_config(args.config, preset_name=args.preset, overrides=over)
     if getattr(args, "steps", None):
         from .methods import BY_NAME     # the steps of the method being trained (core/methods.py)
-        section, name = BY_NAME[cfg.method].steps_setting.split(".")
+        setting = BY_NAME[cfg.method].steps_setting
+        if setting is None:
+            raise ConfigError(f"--steps: {BY_NAME[cfg.method].title} has no training steps")
+        section, name = setting.split(".")
         cfg = cfg.updated({section: {name: args.steps}}, where="--steps").validate()
     return cfg
 

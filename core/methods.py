@@ -21,7 +21,8 @@ class Method:
     labels_note: str           # why labels are refused when it cannot use them
     detector: str              # "module:Class" implementing core.detector.Detector
     exports: bool = False      # `semirest export` writes its whole inference path (core/export.py)
-    steps_setting: str = "train.steps"   # the "section.field" that --steps sets for this method
+    steps_setting: str | None = "train.steps"   # the "section.field" that --steps sets (None: the
+                                                # method has no optimisation steps)
 
 
 REGISTRY: tuple[Method, ...] = (
@@ -32,12 +33,12 @@ REGISTRY: tuple[Method, ...] = (
     Method("patchcore", "PatchCore",
            "PatchCore: distance to the nearest normal feature; no training (the baseline)", False,
            "PatchCore learns from normal images only (images tagged normal join its bank)",
-           "core.patchcore:PatchCoreDetector", exports=True),
+           "core.patchcore:PatchCoreDetector", exports=True, steps_setting=None),
     Method("reb", "REB",
            "REB: distance to the nearest normal feature minus its local density (LDKNN), "
            "optionally on a backbone fine-tuned on DefectMaker defects", False,
            "REB learns from normal images only (images tagged normal join its bank)",
-           "core.reb:RebDetector"),
+           "core.reb:RebDetector", steps_setting="reb.finetune_steps"),
     Method("haloae", "HaloAE",
            "HaloAE: a local-attention (HaloNet) auto-encoder reconstructs normal features; "
            "the reconstruction error is the map", False,

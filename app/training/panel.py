@@ -117,7 +117,7 @@ class TrainPanel(QWidget):
         elif uses and not self.supervision.isEnabled() and getattr(self, "_supervision_before", None):
             self.supervision.setCurrentIndex(self.supervision.findData(self._supervision_before))
         self.supervision.setEnabled(uses)
-        self.steps.setEnabled(key == "semirest")
+        self.steps.setEnabled(BY_NAME[key].steps_setting is not None)   # PatchCore has no steps
         text = METHODS[key]
         if not uses:   # the registry's own reason (core/methods.py)
             text += f". {BY_NAME[key].labels_note}: it cannot learn from labelled defects."

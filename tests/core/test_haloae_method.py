@@ -330,6 +330,12 @@ def test_steps_option_sets_the_chosen_methods_steps():
     assert cfg.haloae.steps == 7 and cfg.train.steps == preset("cpu").train.steps
     args = build_parser().parse_args(["train", "--data", "x", "--out", "m.pt", "--steps", "7"])
     assert _config(args).train.steps == 7
+    args = build_parser().parse_args(["train", "--data", "x", "--out", "m.pt", "--method", "reb", "--steps", "70"])
+    assert _config(args).reb.finetune_steps == 70
+    args = build_parser().parse_args(["train", "--data", "x", "--out", "m.pt", "--method", "patchcore",
+                                      "--steps", "7"])
+    with pytest.raises(ConfigError, match="PatchCore has no training steps"):
+        _config(args)
 
 
 def test_haloae_refuses_defect_labels(tmp_path, demo_data):
