@@ -40,7 +40,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help=f"size preset (default: the config file's preset:, else {DEFAULT_PRESET})")
     p.add_argument("--config", help="YAML file of settings over the preset (see core/config.py)")
-    p.add_argument("--backbone", choices=["auto", "wide_resnet50_2", "tf_efficientnet_lite0"])
+    from .config import BACKBONE_CHOICES
+    p.add_argument("--backbone", choices=list(BACKBONE_CHOICES))
     p.add_argument("--steps", type=int, help="training steps of the chosen method (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed for sampling, synthesis and the validation split")
 

@@ -22,6 +22,11 @@ from .errors import ConfigError
 from .methods import METHODS
 
 
+# The backbones a config may name (torch-free: the CLI, the app and validation read it; their
+# specs live in core/features.py BACKBONES). "auto": the preset's, resolved by core.features.
+BACKBONE_NAMES = ("tf_efficientnet_lite0", "wide_resnet50_2")
+BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
+
 # Input normalisations: name -> (mean, std) of RGB in [0, 1]; "backbone" takes timm's pretrained_cfg.
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "backbone": None}
 
@@ -272,7 +277,7 @@ class Config:
         f, s, t = self.features, self.swin, self.train
         if self.method not in METHODS:
             raise ConfigError(f"method: unknown method {self.method!r}; choose one of {sorted(METHODS)}")
-        if f.backbone not in ("auto", "wide_resnet50_2", "tf_efficientnet_lite0"):
+        if f.backbone not in BACKBONE_CHOICES:
             raise ConfigError(f"features.backbone: unknown backbone {f.backbone!r}")
         if f.image_size % f.size_multiple:
             raise ConfigError(f"features.image_size {f.image_size} must be a multiple of {f.size_multiple}")

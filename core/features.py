@@ -33,8 +33,7 @@ from .geometry import model_input_size
 
 log = logging.getLogger(__name__)
 
-WRN = "wide_resnet50_2"
-LITE0 = "tf_efficientnet_lite0"
+WRN, LITE0 = "wide_resnet50_2", "tf_efficientnet_lite0"   # core.config.BACKBONE_NAMES
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class TrainPanel(QWidget):
             self.supervision.addItem(text, key)
         self.preset = QComboBox()
         for p in PRESETS:
-            self.preset.addItem({"cpu": "cpu (small, minutes on a CPU)", "paper": "paper (large, for a GPU)"}[p], p)
+            self.preset.addItem({"cpu": "cpu (small, minutes on a CPU)", "paper": "paper (large, for a GPU)"}.get(p, p), p)
         self.backbone = QComboBox()
         for b in BACKBONES:
             self.backbone.addItem("preset default" if b == "auto" else b, b)

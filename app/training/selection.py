@@ -26,7 +26,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.config import DEFAULT_PRESET
+from core.config import BACKBONE_CHOICES, DEFAULT_PRESET
+from core.config import PRESETS as CORE_PRESETS
 from core.labels import ImageLabel, save_label
 from core.methods import METHODS, USES_LABELS
 
@@ -38,8 +39,9 @@ SUPERVISIONS: dict[str, str] = {
     "masks": "Pixel masks",
     "tags": "Image tags (weak)",
 }
-PRESETS = ("cpu", "paper")
-BACKBONES = ("auto", "tf_efficientnet_lite0", "wide_resnet50_2")
+# core/config.py: one list for the CLI, the bench and the app; the default first (the panel offers it first)
+PRESETS = tuple(sorted(CORE_PRESETS, key=lambda p: p != DEFAULT_PRESET))
+BACKBONES = BACKBONE_CHOICES
 NORMAL_SPLITS = ("train",)
 LABEL_SPLITS = ("train", "inspect")
 RUNS_DIR = "runs"
