@@ -28,9 +28,8 @@ def run(args) -> dict:
     # the same code path as `semirest eval --protocol` (core/api.py run_protocol), always retrained
     run = api.run_protocol(args.data, args.category, args.protocol, model_path, cfg, args.device, args.seed,
                            args.n_anomalous, init=args.init, pool=args.pool, retrain=True)
-    split, bundle, res, root = run.split, run.bundle, run.result, run.data_root
-    from core.datasets import load_mvtec
-    ds = load_mvtec(args.data, args.category)
+    split, bundle, res, ds = run.split, run.bundle, run.result, run.dataset
+    root = ds.root
     out = {"category": args.category, "protocol": args.protocol, "seed": args.seed,
            "preset": cfg.preset, "device": args.device, "moved": [str(p) for p in split.moved],
            "n_test": len(split.test), "test_set": split_fingerprint(split.test, root)}

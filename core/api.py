@@ -304,7 +304,7 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
 class ProtocolRun:
     """One evaluation protocol run (core/protocols.py): its split, the model and the test result."""
     split: object                  # core.protocols.ProtocolSplit
-    data_root: Path
+    dataset: object                # core.datasets.MVTecCategory the split was drawn from
     model_path: Path
     bundle: ModelBundle
     result: EvalResult
@@ -344,7 +344,7 @@ def run_protocol(data: str | Path, category: str | None, protocol: str, model: s
     else:
         bundle = _load(model)
     res = evaluate(bundle, data, samples=split.test, device=device, progress=progress, bagging=bagging)
-    return ProtocolRun(split, ds.root, model, bundle, res, train_s)
+    return ProtocolRun(split, ds, model, bundle, res, train_s)
 
 
 def pool_sizes(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list, list]:

@@ -270,7 +270,7 @@ def cmd_eval(args, out: _Output) -> int:
     run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
                            args.n_anomalous, init=args.init, progress=out.render,
                            bagging=False if args.no_bagging else None)
-    split, res, ds_name = run.split, run.result, run.data_root.name
+    split, res, ds_name = run.split, run.result, run.dataset.name
     payload = {"category": ds_name, "protocol": args.protocol, "seed": seed, "model": str(model),
                "metrics": res.metrics, "n_test": res.n_images, "moved": [str(p) for p in split.moved],
                "median_ms": res.timings_ms}

@@ -12,15 +12,11 @@ from core.cli import main
 from core.images import list_images, read_image
 from core.methods import REGISTRY
 from core.modelfile import ModelBundle
+from tests.core.test_cli import TINY as CLI_TINY
 
-TINY = {
-    "preset": "cpu",
-    "features": {"image_size": 128},
-    "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
-    "train": {"steps": 6, "val_every": 3, "checkpoint_every": 3, "warmup_steps": 2},
-    "synthesis": {"per_normal": 1.0},
-    "haloae": {"steps": 6, "width": 16, "latent": 8, "depth": 1, "heads": 2, "dim_head": 8},
-}
+# test_cli's tiny settings, plus a tiny HaloAE (the other methods have no steps to shrink)
+TINY = {**CLI_TINY, "train": {**CLI_TINY["train"], "steps": 6, "val_every": 3, "checkpoint_every": 3},
+        "haloae": {"steps": 6, "width": 16, "latent": 8, "depth": 1, "heads": 2, "dim_head": 8}}
 
 
 @pytest.fixture(scope="module")
