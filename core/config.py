@@ -138,6 +138,8 @@ class TrainConfig:
     paste_feather_px: float = 3.0       # ... its edge dilated and feathered over this many input pixels
     focal_alpha: float = 0.25           # Eq. 11 alpha [0.25]
     focal_gamma: float = 4.0            # Eq. 11 gamma [4]
+    focal_norm: str = "class"           # class: each class's sum over its own token count [Eq. 11];
+                                        # mean: one mean over all tokens [the research code]
     knn_a1: float = 0.5                 # Eq. 12 a1 [0.5]
     knn_a2: float = 0.8                 # Eq. 12 a2 [0.8]
     knn_noise_sigma: float = 0.2        # delta = e^z, z ~ N(0, 0.2) [0.2]
@@ -309,6 +311,8 @@ class Config:
             raise ConfigError(f"bank.residual: unknown residual {self.bank.residual!r}")
         if not 0 <= t.knn_a1 <= t.knn_a2 <= 1:
             raise ConfigError("train.knn_a1 <= train.knn_a2 must lie in [0, 1]")
+        if t.focal_norm not in ("class", "mean"):
+            raise ConfigError(f"train.focal_norm must be class or mean, not {t.focal_norm!r}")
         if t.checkpoint not in ("last", "validation"):
             raise ConfigError(f"train.checkpoint: expected last or validation, got {t.checkpoint!r}")
         if self.semi.checkpoint not in ("last", "validation"):

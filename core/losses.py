@@ -13,12 +13,15 @@ from .labels import BLOCK_ANOMALOUS, BLOCK_NORMAL
 
 
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25,
-               gamma: float = 4.0, valid: torch.Tensor | None = None) -> torch.Tensor:
+               gamma: float = 4.0, valid: torch.Tensor | None = None,
+               norm: str = "class") -> torch.Tensor:
     """Eq. 11 over tokens.
 
     ``logits``: (..., 2); ``labels``: (...) int with 1 = anomalous, 0 = normal, anything else
     ignored; ``valid``: optional bool (...) mask of tokens that may carry loss (PCR dropout).
-    Returns a scalar; a class with no tokens contributes 0.
+    ``norm``: "class" divides each class's sum by its own token count (Eq. 11); "mean" divides
+    both sums by the count of all labelled tokens (the research code). Returns a scalar; a class
+    with no tokens contributes 0.
     """
     logp = F.log_softmax(logits.float(), dim=-1)
     log_p_pos, log_p_neg = logp[..., 1], logp[..., 0]
@@ -28,10 +31,13 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25,
     if valid is not None:
         pos, neg = pos & valid, neg & valid
     loss = logits.new_zeros((), dtype=torch.float32)
+    both = (neg.sum() + pos.sum()).clamp_min(1)
     if neg.any():
-        loss = loss - ((1 - alpha) * p_pos[neg] ** gamma * log_p_neg[neg]).sum() / neg.sum()
+        loss = loss - ((1 - alpha) * p_pos[neg] ** gamma * log_p_neg[neg]).sum() / (
+            neg.sum() if norm == "class" else both)
     if pos.any():
-        loss = loss - (alpha * (1 - p_pos[pos]) ** gamma * log_p_pos[pos]).sum() / pos.sum()
+        loss = loss - (alpha * (1 - p_pos[pos]) ** gamma * log_p_pos[pos]).sum() / (
+            pos.sum() if norm == "class" else both)
     return loss
 
 

@@ -88,7 +88,8 @@ class ResMixMatchTrainer(Trainer):
             logits.append(self.model(r).reshape(-1, 2))
             labels.append(tg.reshape(-1))
             valid.append(keep.reshape(-1))
-        l_f = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid))
+        l_f = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid),
+                          t.focal_norm)
 
         # -- semi supervision (red): Algorithm 1 on weakly labelled windows
         weak = self.sampler.pick(self.weak, s.b_defective, s.window_fraction)

@@ -170,7 +170,8 @@ class Trainer:
             logits.append(self.model(r).reshape(-1, 2))
             labels.append(tg.reshape(-1))
             valid.append(keep.reshape(-1))
-        loss = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid))
+        loss = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid),
+                          t.focal_norm)
         return loss, {"loss": float(loss.detach())}
 
     def augment(self, f: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,17 @@ def test_focal_per_class_normalisation():
     assert focal_loss(logits, labels).item() != pytest.approx(plain_mean, rel=1e-2)
 
 
+def test_focal_plain_mean_as_the_research_code():
+    # train.focal_norm = "mean": both sums over the 3 labelled tokens, (0.0324913 + 0.3289742 +
+    # 0.000280940) / 3 = 0.1205822; an ignored token counts in neither.
+    logits = torch.tensor([HALF, THREE_Q, THREE_Q, HALF])
+    labels = torch.tensor([BLOCK_NORMAL, BLOCK_NORMAL, BLOCK_ANOMALOUS, BLOCK_IGNORE])
+    loss = focal_loss(logits, labels, norm="mean")
+    assert loss.item() == pytest.approx(0.1205822, rel=1e-5)
+    assert loss.item() == pytest.approx(
+        (_normal_term(0.5) + _normal_term(0.75) + _anomalous_term(0.75)) / 3, rel=1e-5)
+
+
 def test_focal_any_leading_shape():
     # (B, H, W, 2) and (B, H, W) as the trainer passes them: same tokens as above in a 1 x 2 x 2 map
     # with the fourth token ignored.
