@@ -11,10 +11,10 @@ later start reopens it as the user left it.
 
 What the project holds (PA_BDP01_TL, 128 x 128 px): 12 good parts in the train split; 5 defective
 parts in the train split labelled the quick ways (3 with boxes drawn from their masks with
-``core.labels.boxes_from_mask``, 1 tagged defective, 1 with its pixel mask); 5 defective parts with
+``core.data.labels.boxes_from_mask``, 1 tagged defective, 1 with its pixel mask); 5 defective parts with
 their masks and 4 good parts in the test split (ground truth for review, never trained on). The
 labels were not drawn by anyone, so their annotation seconds are the label cost model's estimates
-from each label's geometry (core/labelcost.py, the paper's Fig. 6 priors; recorded by the importer
+from each label's geometry (core/data/labelcost.py, the paper's Fig. 6 priors; recorded by the importer
 as for any imported label): stored as *estimated*, the timing exports keep them apart from measured
 time, and the label-budget plot has something to show.
 """
@@ -25,8 +25,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.images import read_mask
-from core.labels import ImageLabel, boxes_from_mask
+from core.data.images import read_mask
+from core.data.labels import ImageLabel, boxes_from_mask
 
 from . import resources
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 SPLITS = ("train", "test", "val", "inspect")   # inspect: parts run through a model for review
 BLOCK_SIZES = (8, 16)
-IMAGE_SIZES = (256, 320, 384, 448, 512, 640, 768, 1024)   # multiples of 64 (core.geometry)
+IMAGE_SIZES = (256, 320, 384, 448, 512, 640, 768, 1024)   # multiples of 64 (core.data.geometry)
 
 
 @dataclass

@@ -83,7 +83,7 @@ def economy_jobs(args, data: Path, classes: list[str]) -> list[tuple]:
     leave half its defective test images for testing, said here and in the report), per seed;
     the first job of each class and seed also scores Unsup and PatchCore on the common test set
     (unless a finished job did, so that a rerun with other kinds does not score them twice)."""
-    from core.datasets import load_mvtec
+    from core.data.datasets import load_mvtec
     jobs = []
     for c in classes:
         n_def = sum(s.is_anomalous for s in load_mvtec(data, c).test)
@@ -172,7 +172,7 @@ def run_jobs(args) -> None:
 
 
 def main(argv=None) -> int:
-    from core.protocols import PROTOCOLS
+    from core.data.protocols import PROTOCOLS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--classes", nargs="*", help="PIPED classes (default: every one; none with no names)")

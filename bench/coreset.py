@@ -41,9 +41,9 @@ def encode_piped(data: Path, n_images: int, out: Path) -> None:
     """Child process: ``n_images`` PIPED images -> (n_images, 1024, 152) float32 in ``out``."""
     import torch
     from core.config import preset
-    from core.datasets import prepare_image
-    from core.features import Encoder
-    from core.images import read_image
+    from core.data.datasets import prepare_image
+    from core.data.images import read_image
+    from core.embedding.features import Encoder
     cfg = preset("cpu")
     paths = sorted(data.glob("*/train/good/*.png")) + sorted(data.glob("*/test/good/*.png"))
     paths += sorted(data.glob("*/test/impurity/*.png"))
@@ -120,8 +120,8 @@ def main(argv=None) -> None:
         return encode_piped(Path(a.data), a.images, Path(a.encode_to))
 
     import torch
-    from core.bank import approximate_greedy_coreset, build_bank
     from core.config import BankConfig
+    from core.embedding.bank import approximate_greedy_coreset, build_bank
     torch.set_num_threads(a.threads)
     b = BankConfig()
     per_image, what = features(a.source, a.patches, a.dim, Path(a.data), 0)

@@ -59,7 +59,7 @@ def make_project(folder: Path) -> Path:
     """A project of N_IMAGES small generated images (referenced, not copied)."""
     from app.project.importer import import_folder
     from app.project.store import Store
-    from core.images import write_png
+    from core.data.images import write_png
     src = folder / "src"
     src.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -73,7 +73,7 @@ def make_project(folder: Path) -> Path:
 def writer_loop(project: Path) -> None:
     """Run by the drill in its own process until killed (see the module doc for the edits)."""
     from app.project.store import Store
-    from core.labels import RotatedBox
+    from core.data.labels import RotatedBox
     store = Store.open(project)
     ids = [r.id for r in store.images()]
     h, w = store.image(ids[0]).height, store.image(ids[0]).width

@@ -3,7 +3,7 @@
     python -m bench --protocols economy            # ./dev bench --protocol economy
 
 For each class and seed, ``max(ladder)`` defective test images are drawn once (stratified over
-defect types, core/protocols.draw_anomalous) and the first ``n`` of them are labelled, for each
+defect types, core/data/protocols.draw_anomalous) and the first ``n`` of them are labelled, for each
 ``n`` of the ladder (2, 5, 10, 20) and each kind of label:
 
 - masks (protocol ``sup``): pixel masks, trained from scratch as in the paper;
@@ -13,7 +13,7 @@ defect types, core/protocols.draw_anomalous) and the first ``n`` of them are lab
 
 All drawn images leave the test set, so every point of a seed is tested on the same images, and
 the unsupervised model and PatchCore are scored on those images too (the horizontal lines). The
-x axis is the labels' estimated seconds (core/labelcost.py: a keystroke-level model with the
+x axis is the labels' estimated seconds (core/data/labelcost.py: a keystroke-level model with the
 paper's Fig. 6 priors), summed over the ``n`` labelled images: no person drew them.
 
 The report (``section``) answers the paper's claim (Fig. 6, Table 6): do boxes reach >= 95% of the
@@ -154,7 +154,7 @@ def plot(s: dict, path: Path) -> None:
         if v is not None:
             ax.axhline(100 * v, linestyle=style, color="grey" if name == "Unsup" else "black", label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("estimated labelling seconds (sum over the labelled images; core/labelcost.py)")
+    ax.set_xlabel("estimated labelling seconds (sum over the labelled images; core/data/labelcost.py)")
     ax.set_ylabel("test pixel AP (%)")
     ax.set_title(f"Label economy: {len(s['classes'])} classes x {len(s['seeds'])} seeds "
                  f"(numbers: labelled defective images)", fontsize=9)
@@ -202,8 +202,8 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
              "train from scratch (blocks: the cells Eq. 14 marks, eps+ 25%, on the block tool's grid); "
              "boxes (one rotated box per defect component, decision 0015) and tags fine-tune the "
              "class's unsupervised model with ResMixMatch. With 4 or more labelled images, 30% of "
-             "them are held out to choose checkpoints (core/realval.py). Seconds are **estimated** "
-             "by the label cost model (core/labelcost.py, the paper's Fig. 6 priors: boxes ~5 s, "
+             "them are held out to choose checkpoints (core/eval/realval.py). Seconds are **estimated** "
+             "by the label cost model (core/data/labelcost.py, the paper's Fig. 6 priors: boxes ~5 s, "
              "blocks ~17 s, masks >= 32 s for a typical defect; tags 2 s, our assumption), summed "
              "over the n labelled images; no person drew these labels. Means are over the runs "
              "(class, seed) each row has.", ""]

@@ -36,11 +36,11 @@ def run(args) -> dict:
     if args.pool is not None:
         out.update(n_labelled=len(split.labels), pool=args.pool, withheld=[str(p) for p in split.withheld],
                    n_defective_test=sum(s.is_anomalous for s in ds.test))
-    # estimated seconds a person would have spent drawing these labels (core/labelcost.py)
+    # estimated seconds a person would have spent drawing these labels (core/data/labelcost.py)
     out["label_seconds_total"] = round(sum(sum(lab.seconds.values()) for lab in split.labels), 3)
     out["train_s"] = run.train_s
     out["steps"] = bundle.training.get("steps")
-    # estimated labelling seconds of the moved images' labels (core/labelcost.py), per kind
+    # estimated labelling seconds of the moved images' labels (core/data/labelcost.py), per kind
     out["label_seconds"] = bundle.training.get("label_seconds", {})
     out["swin_train_s"] = bundle.training.get("train_seconds")   # the optimisation steps alone
     from .mixed_sizes import size_summary
@@ -53,11 +53,11 @@ def run(args) -> dict:
         out["semirest_onnx"] = onnx_timing(model_path, split.test, args.threads, Path(args.workdir))
     if args.speed and len(split.test) >= 8:
         # ms per image at batch 1 and 8, with and without bagging, beside the backbone alone
-        from core.images import read_image
+        from core.data.images import read_image
         from .speed import measure
         out["speed"] = measure(bundle, [read_image(s.path) for s in split.test[:24]], args.device)
     for method in (["patchcore"] if args.patchcore else []) + [m for m in args.methods if m != "patchcore"]:
-        # another registered method (core/methods.py) on the same images, trained as a user would
+        # another registered method (core/methods/__init__.py) on the same images, trained as a user would
         # (same features, every normal) and evaluated by the same code as SemiREST
         out.update(other_method(method, cfg, bundle.backbone, ds, split.test, args))
     if args.compare:
@@ -98,15 +98,15 @@ def split_fingerprint(samples, root: Path) -> str:
 
 
 def onnx_timing(model_path: Path, samples, threads: int, workdir: Path) -> dict | None:
-    """The model exported to ONNX (core/export.py) and run with ONNX Runtime on the test images
+    """The model exported to ONNX (core/deploy/export.py) and run with ONNX Runtime on the test images
     with ``threads`` threads, as torch ran them: median ms per image (image read excluded) and
     the export's own map difference from torch. None without onnxruntime."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return None
-    from core.export import ExportPredictor, export_model
-    from core.images import read_image
+    from core.data.images import read_image
+    from core.deploy.export import ExportPredictor, export_model
     folder = workdir / f"{model_path.stem}-onnx"
     meta = json.loads(export_model(model_path, folder).read_text(encoding="utf-8"))
     pred = ExportPredictor(folder, threads=threads)
@@ -118,7 +118,7 @@ def onnx_timing(model_path: Path, samples, threads: int, workdir: Path) -> dict 
 
 
 def main(argv=None) -> int:
-    from core.protocols import PROTOCOLS
+    from core.data.protocols import PROTOCOLS
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", required=True)
     p.add_argument("--category", required=True)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--patchcore", action="store_true", help="also PatchCore on the same test images")
     p.add_argument("--methods", nargs="*", default=[],
-                   help="other registered methods (core/methods.py) to train and evaluate beside")
+                   help="other registered methods (core/methods/__init__.py) to train and evaluate beside")
     p.add_argument("--init", help="start from this model (its bank and Swin weights)")
     p.add_argument("--compare", help="also evaluate this (unsupervised) model on the same test split")
     p.add_argument("--workdir", default=".")

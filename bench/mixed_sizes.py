@@ -42,8 +42,8 @@ def derive(src: Path, dst_root: Path, seed: int = 0) -> Path:
     meta = {"source": src.name, "seed": seed, "version": VERSION}
     if stamp.exists() and json.loads(stamp.read_text()) == meta:
         return dst
+    from core.data.images import read_image, read_mask, write_mask, write_png
     from core.fileio import atomic_write_text
-    from core.images import read_image, read_mask, write_mask, write_png
     rng = np.random.default_rng(seed)
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src)

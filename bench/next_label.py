@@ -1,6 +1,6 @@
 """Which image to label next, measured: test pixel AP after labelling k images chosen by the
-ranking (core/nextlabel.py) vs at random vs highest score first, against estimated labelling
-seconds (core/labelcost.py).
+ranking (core/eval/nextlabel.py) vs at random vs highest score first, against estimated labelling
+seconds (core/data/labelcost.py).
 
     python -m bench.next_label --data ../shared/data/piped --category PA_BDP01_TL \\
         [--k 2 5] [--seeds 0 1] [--kind mask|boxes] [--preset cpu] [--config tiny.yaml] \\
@@ -33,10 +33,10 @@ STRATEGIES = ("ranked", "random", "top_score")
 
 
 def _label(sample, kind: str):
-    from core.datasets import load_sample_mask
-    from core.images import read_image
-    from core.labelcost import PRIOR
-    from core.labels import ImageLabel, boxes_from_mask
+    from core.data.datasets import load_sample_mask
+    from core.data.images import read_image
+    from core.data.labelcost import PRIOR
+    from core.data.labels import ImageLabel, boxes_from_mask
     h, w = read_image(sample.path).shape[:2]
     lab = ImageLabel(image=sample.path, width=w, height=h)
     if sample.is_anomalous:
@@ -54,8 +54,8 @@ def _label(sample, kind: str):
 
 def orders(pool, predictions, seed: int) -> dict[str, list[int]]:
     """Each strategy's order of the pool (indices). ``predictions``: (score, block map) per image."""
-    from core.images import read_image
-    from core.nextlabel import Candidate, embedding, rank_next
+    from core.data.images import read_image
+    from core.eval.nextlabel import Candidate, embedding, rank_next
     import cv2
     cands = []
     for i, (s, (score, bmap)) in enumerate(zip(pool, predictions)):
@@ -72,9 +72,9 @@ def orders(pool, predictions, seed: int) -> dict[str, list[int]]:
 def run_class(args, category: str, seed: int, work: Path) -> dict:
     from core import api
     from core.config import load_config
-    from core.datasets import load_mvtec
-    from core.images import read_image
-    from core.inference import Predictor
+    from core.data.datasets import load_mvtec
+    from core.data.images import read_image
+    from core.deploy.inference import Predictor
     cfg = load_config(args.config, preset_name=args.preset)
     ds = load_mvtec(args.data, category)
     rng = np.random.default_rng(seed)

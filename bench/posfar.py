@@ -27,8 +27,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
 
 def speed(data: Path, bank_images: int, queries: int, settings: list[tuple[int, float]]) -> list[str]:
     import torch
-    from core.bank import build_bank
     from core.config import BankConfig
+    from core.embedding.bank import build_bank
     from .coreset import features
     per_image, what = features("piped", (bank_images + queries) * 1024, 152, data, 0)
     b = BankConfig()
@@ -63,8 +63,8 @@ def speed(data: Path, bank_images: int, queries: int, settings: list[tuple[int, 
 def accuracy(data: Path, models: Path, images: int, pca: float) -> list[str]:
     import torch
     from core import api
-    from core.datasets import load_mvtec, prepare_image, read_images
-    from core.modelfile import ModelBundle
+    from core.data.datasets import load_mvtec, prepare_image, read_images
+    from core.deploy.modelfile import ModelBundle
     lines = ["| class | exact AP | PosFAR AP | change | exact ms/img search | PosFAR ms/img search |",
              "|---|---|---|---|---|---|"]
     diffs = []

@@ -89,7 +89,7 @@ def unsup_table(rows: list[dict]) -> list[str]:
 
 
 def methods_table(rows: list[dict]) -> list[str]:
-    """Every registered method (core/methods.py) that the unsupervised jobs ran, side by side: mean
+    """Every registered method (core/methods/__init__.py) that the unsupervised jobs ran, side by side: mean
     over classes of each metric, fit seconds and ms per image (all stages), from the same jobs."""
     from core.methods import REGISTRY
     present = [m for m in REGISTRY if any(m.name in r for r in rows)]
@@ -120,7 +120,7 @@ def speed_table(rows: list[dict]) -> list[str]:
         t = r["semirest_ms"]
         tot = sum(t.values())
         pct = sum(r.get("patchcore_ms", {}).values())
-        # the exported graph (core/export.py) run by ONNX Runtime on the same images and threads
+        # the exported graph (core/deploy/export.py) run by ONNX Runtime on the same images and threads
         so, po = ((r.get(k) or {}).get("ms", nan) for k in ("semirest_onnx", "patchcore_onnx"))
         tots.append((t.get("backbone", 0), t.get("search", 0), t.get("swin", 0), t.get("post", 0), tot, pct, so, po))
         out.append(f"| {r['category']} | {t.get('backbone', 0):.1f} | {t.get('search', 0):.1f} | "
@@ -297,7 +297,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "Sup trains from scratch with block labels, Semi fine-tunes on pseudo-masks made "
                   "from one rotated box per defect component (decision 0015), Tag fine-tunes with "
                   "ResMixMatch on image tags; 3 of the 10 labelled images are held out to choose "
-                  "checkpoints (core/realval.py).", ""]
+                  "checkpoints (core/eval/realval.py).", ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)

@@ -29,8 +29,8 @@ def _chunks(items: list, n: int) -> list[list]:
 
 def measure(bundle, images: list[np.ndarray], device: str = "cpu", passes: int = 3) -> dict:
     """Speed of ``bundle`` (a ModelBundle) on ``images`` (uint8 RGB; at least 8): see the module."""
-    from core.datasets import prepare_image
-    from core.inference import Predictor
+    from core.data.datasets import prepare_image
+    from core.deploy.inference import Predictor
 
     if len(images) < max(BATCHES):
         raise ValueError(f"speed needs at least {max(BATCHES)} images, got {len(images)}")
@@ -79,8 +79,8 @@ def measure(bundle, images: list[np.ndarray], device: str = "cpu", passes: int =
 
 
 def main(argv=None) -> int:
-    from core.images import list_images, read_image
-    from core.modelfile import ModelBundle
+    from core.data.images import list_images, read_image
+    from core.deploy.modelfile import ModelBundle
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)

@@ -17,18 +17,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .anomaly_map import colorize, overlay
 from .config import DEFAULT_PRESET, Config, preset
-from .datasets import Sample, load_mvtec, load_sample_mask
+from .data.datasets import Sample, load_mvtec, load_sample_mask
+from .data.images import list_images, read_image, write_png
+from .data.labels import ImageLabel
+from .deploy.inference import Predictor
+from .deploy.modelfile import ModelBundle
 from .device import is_oom, oom_message, resolve_device
 from .errors import ConfigError, DeviceError, InputError
+from .eval.anomaly_map import colorize, overlay
 from .fileio import atomic_write_text, ensure_writable, safe_name, save_npy
-from .images import list_images, read_image, write_png
-from .inference import Predictor
-from .labels import ImageLabel
-from .modelfile import ModelBundle
 from .progress import ProgressCallback, Reporter
-from .semirest import checkpoint_path  # noqa: F401  (part of the API: where a run's checkpoint is)
+from .methods.semirest import checkpoint_path  # noqa: F401  (part of the API: where a run's checkpoint is)
 
 
 # Free space wanted before starting: a cpu-preset model and its checkpoint take a few MB to tens of
@@ -44,12 +44,13 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
         labels: list[ImageLabel] | None = None, progress: ProgressCallback | None = None,
         cancel_event: threading.Event | None = None, resume: bool = True,
         record: dict | None = None, init_from: str | Path | ModelBundle | None = None) -> ModelBundle:
-    """Train a model of ``cfg.method`` (core/methods.py) from normal images (and the labelled
+    """Train a model of ``cfg.method`` (core/methods/__init__.py) from normal images (and the labelled
     images the method can use) and save it to ``out``.
 
-    SemiREST (core/semirest.py): stage 1 trains with Eq. 11 on normals, synthetic anomalies and fully labelled images (masks,
-    block maps, normal tags). Stage 2, when some labels leave blocks unknown (boxes, defective
-    tags), fine-tunes with ResMixMatch (Algorithm 1) from the stage-1 model.
+    SemiREST (core/methods/semirest.py): stage 1 trains with Eq. 11 on normals, synthetic anomalies
+    and fully labelled images (masks, block maps, normal tags). Stage 2, when some labels leave
+    blocks unknown (boxes, defective tags), fine-tunes with ResMixMatch (Algorithm 1) from the
+    stage-1 model.
 
     ``init_from``: start from an earlier model (its Swin weights, and its memory bank when it was
     built from the same normal images). With no fully labelled images, stage 1 is then skipped:
@@ -68,8 +69,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     if len(normal_paths) < 2:
         raise InputError(normal_paths[0] if normal_paths else None,
                          f"training needs at least 2 normal images, got {len(normal_paths)}")
-    from .detector import FitJob
     from .methods import detector_class
+    from .methods.detector import FitJob
     job = FitJob(normal_paths, out, cfg, device, dev, list(labels or []), report, dict(record or {}), t0,
                  resume, init_from)
     try:
@@ -122,7 +123,7 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
     ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file.
 
     ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest export``
-    (core/export.py), run with that engine on the CPU; the outputs are written the same way."""
+    (core/deploy/export.py), run with that engine on the CPU; the outputs are written the same way."""
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
     if out_dir:
@@ -131,7 +132,7 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
         bundle = _load(model)
         summary, calibration = bundle.summary(), bundle.calibration
     else:
-        from .export import load_runtime
+        from .deploy.export import load_runtime
         pred = load_runtime(model, runtime)
         summary, calibration = pred.summary(), pred.calibration
     report = Reporter(progress, cancel_event)
@@ -275,7 +276,7 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
     each map resized (bilinear) to its mask's own size, pixels of all images pooled. When the
     test images differ in size, every map and mask goes to the most common size instead (maps
     bilinear, masks nearest), so that the pooled arrays stack."""
-    from .metrics import evaluate as metric_eval
+    from .eval.metrics import evaluate as metric_eval
     bundle = _load(model)
     report = Reporter(progress, cancel_event)
     if samples is None:
@@ -302,9 +303,9 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
 
 @dataclass
 class ProtocolRun:
-    """One evaluation protocol run (core/protocols.py): its split, the model and the test result."""
-    split: object                  # core.protocols.ProtocolSplit
-    dataset: object                # core.datasets.MVTecCategory the split was drawn from
+    """One evaluation protocol run (core/data/protocols.py): its split, the model and the test result."""
+    split: object                  # core.data.protocols.ProtocolSplit
+    dataset: object                # core.data.datasets.MVTecCategory the split was drawn from
     model_path: Path
     bundle: ModelBundle
     result: EvalResult
@@ -321,7 +322,7 @@ def run_protocol(data: str | Path, category: str | None, protocol: str, model: s
     and those labels (unless it exists and not ``retrain``), and evaluate on the rest.
 
     ``init``: semi and tag start from this (unsupervised) model, trained first when absent."""
-    from .protocols import make_protocol
+    from .data.protocols import make_protocol
     cfg = (cfg or preset(DEFAULT_PRESET)).validate()
     ds = load_mvtec(data, category)
     # block labels are painted on the model's grid (the app's default grid is the cpu preset's)

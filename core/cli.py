@@ -47,7 +47,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .export import FORMATS as EXPORT_FORMATS, JSON_NAME as EXPORT_JSON, RUNTIMES
+    from .deploy.export import FORMATS as EXPORT_FORMATS, JSON_NAME as EXPORT_JSON, RUNTIMES
     p = argparse.ArgumentParser(prog="semirest", description="SemiREST anomaly detection: train, predict, evaluate.")
     sub = p.add_subparsers(dest="verb", required=True)
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model to evaluate (with --protocol sup/semi/tag: trained here if absent)")
     e.add_argument("--data", required=True)
     e.add_argument("--category")
-    from .protocols import PROTOCOLS
+    from .data.protocols import PROTOCOLS
     e.add_argument("--protocol", choices=list(PROTOCOLS), default="unsup")
     e.add_argument("--n-anomalous", type=int, default=10, help="defective test images moved into training")
     e.add_argument("--init", help="semi/tag: the unsupervised model to start from (trained here if absent)")
@@ -138,7 +138,7 @@ def _config(args):
         over.setdefault("train", {})["seed"] = args.seed
     cfg = load_config(args.config, preset_name=args.preset, overrides=over)
     if getattr(args, "steps", None):
-        from .methods import BY_NAME     # the steps of the method being trained (core/methods.py)
+        from .methods import BY_NAME     # the steps of the method being trained (core/methods/__init__.py)
         setting = BY_NAME[cfg.method].steps_setting
         if setting is None:
             raise ConfigError(f"--steps: {BY_NAME[cfg.method].title} has no training steps")
@@ -177,8 +177,8 @@ def _metrics_table(metrics: dict, title: str) -> str:
 
 
 def _normal_list(path: str) -> list[Path]:
+    from .data.images import list_images
     from .errors import DatasetError
-    from .images import list_images
     p = Path(path)
     if p.is_dir():
         imgs = list_images(p)
@@ -194,17 +194,17 @@ def _normal_list(path: str) -> list[Path]:
 
 def cmd_train(args, out: _Output) -> int:
     from . import api
-    from .labels import load_label_dir
+    from .data.labels import load_label_dir
     from .progress import ProgressEvent
     cfg = _config(args)
     labels = None
     if args.labels and args.labels_format == "semirest":
         labels = list(load_label_dir(args.labels).values())
     elif args.labels:
-        from .formats import import_labels
+        from .data.formats import import_labels
         labels = import_labels(args.labels, args.labels_format, args.image_root)
     if labels is not None:
-        from .labelcost import fill_estimates
+        from .data.labelcost import fill_estimates
         # labels with no seconds (drawn in another tool) get estimated ones, recorded apart
         cost = fill_estimates(labels)
         out.render(ProgressEvent("log", 1, 1, f"labels: {len(labels)} images from {args.labels} "
@@ -245,7 +245,7 @@ def cmd_predict(args, out: _Output) -> int:
 
 
 def cmd_export(args, out: _Output) -> int:
-    from .export import export_model, parse_size
+    from .deploy.export import export_model, parse_size
     size = parse_size(args.image_size) if args.image_size else None
     meta_path = export_model(args.model, args.out, args.format, size,
                              bagging=False if args.no_bagging else None)
@@ -294,7 +294,7 @@ def cmd_devices(args, out) -> int:
 
 
 def cmd_info(args, out) -> int:
-    from .modelfile import ModelBundle
+    from .deploy.modelfile import ModelBundle
     b = ModelBundle.load(args.model)
     print(b.summary())
     print(json.dumps({"training": b.training, "calibration": {k: v for k, v in b.calibration.items()

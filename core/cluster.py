@@ -67,9 +67,9 @@ class _Scorer:
 
     def __init__(self, model: str, device: str, out: str, maps: str, ident: dict):
         from .api import MapStyle
+        from .deploy.inference import Predictor
+        from .deploy.modelfile import ModelBundle
         from .device import resolve_device
-        from .inference import Predictor
-        from .modelfile import ModelBundle
         bundle = ModelBundle.load(model)
         self.pred = Predictor(bundle, resolve_device(device))
         self.style = MapStyle.of(bundle.calibration, maps)
@@ -77,7 +77,7 @@ class _Scorer:
 
     def __call__(self, batch: dict) -> dict:
         from .api import write_outputs
-        from .images import read_image
+        from .data.images import read_image
         paths = [Path(p) for p in batch["path"]]
         stems = list(batch["stem"])
         scores, errors = [], []

@@ -23,7 +23,8 @@ from .methods import METHODS
 
 
 # The backbones a config may name (torch-free: the CLI, the app and validation read it; their
-# specs live in core/features.py BACKBONES). "auto": the preset's, resolved by core.features.
+# specs live in core/embedding/features.py BACKBONES). "auto": the preset's, resolved by
+# core.embedding.features.
 BACKBONE_NAMES = ("tf_efficientnet_lite0", "wide_resnet50_2")
 BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
 
@@ -31,7 +32,7 @@ BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "backbone": None}
 
 # Settings that models saved before decision 0013 used; a model file whose config lacks these keys
-# gets them on load (core/modelfile.py), so an old model keeps predicting as it was trained.
+# gets them on load (core/deploy/modelfile.py), so an old model keeps predicting as it was trained.
 LEGACY_DEFAULTS = {"features": {"normalization": "backbone", "aggregation_padding": "valid"},
                    "output": {"upsample": "bilinear"}}
 
@@ -59,7 +60,7 @@ class BankConfig:
     coreset_dim: int = 128              # random projection for the approximate greedy coreset
     coreset_starts: int = 10            # random starting points of the greedy k-centre
     max_patches: int = 1_000_000        # random subsample before the coreset when above this
-    coreset_cell: int = 4096            # points per cell of the partitioned greedy (core/bank.py):
+    coreset_cell: int = 4096            # points per cell of the partitioned greedy (core/embedding/bank.py):
                                         # a centre updates only its own k-means cell, so 400k patches
                                         # take seconds, not half an hour [0 = one cell: PatchCore's
                                         # plain greedy, where every centre updates every patch]
@@ -109,7 +110,7 @@ class SynthesisConfig:
 
 
 # The validation metrics a model records, in the order checkpoints are chosen on (the first one a
-# run has): real located defects, real tagged images (core/realval.py), the synthetic split. One
+# run has): real located defects, real tagged images (core/eval/realval.py), the synthetic split. One
 # list, used by the trainer, the model file and the app (here: no torch, so the app can import it).
 SELECTION_METRICS = ("val_real_ap", "val_real_image_auroc", "val_pixel_ap")
 
@@ -133,8 +134,9 @@ class TrainConfig:
     box_band: float | None = 0.08       # blocks a box covers by this fraction up to v carry no label
                                         # (not in Eq. 15, which calls them normal; None: Eq. 15 as written)
     paste_per_label: int = 0            # label paste: each labelled mask / box region copied onto this
-                                        # many other training normals (core/labelpaste.py; not in the
-                                        # paper; 4 measured no better on the dev classes: decision 0015)
+                                        # many other training normals (core/synthetic/labelpaste.py; not
+                                        # in the paper; 4 measured no better on the dev classes: decision
+                                        # 0015)
     paste_feather_px: float = 3.0       # ... its edge dilated and feathered over this many input pixels
     focal_alpha: float = 0.25           # Eq. 11 alpha [0.25]
     focal_gamma: float = 4.0            # Eq. 11 gamma [4]
@@ -150,7 +152,7 @@ class TrainConfig:
     val_generator: str = "defectmaker"  # defects of the validation split: defectmaker | memseg
     val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
     fusion: bool = True                 # fuse the block's NN distance into the map, weight chosen on
-                                        # validation (core/fusion.py); False: the Swin's map alone
+                                        # validation (core/learning/fusion.py); False: the Swin's map alone
     real_val_fraction: float = 0.3      # labelled defective images held out to validate on real defects
     real_val_min_labelled: int = 4      # ... when at least this many are labelled (then >= 1 held out)
     checkpoint: str = "last"            # validation: the EMA state with the best validation pixel AP;
@@ -181,15 +183,16 @@ class SemiConfig:
     gamma_u: float = 4.0                # [4]
     lambda_u: float = 5.0               # [5]
     rampup_steps: int = 400             # [400], clamped after
-    checkpoint: str = "last"            # last | validation (see core/resmixmatch.py)
-    boxes: str = "pseudo_mask"          # how boxes teach: pseudo_mask (core/pseudomask.py, decision 0015)
-                                        # | resmixmatch (Algorithm 1 on the boxed blocks [paper])
+    checkpoint: str = "last"            # last | validation (see core/learning/resmixmatch.py)
+    boxes: str = "pseudo_mask"          # how boxes teach: pseudo_mask (core/learning/pseudomask.py,
+                                        # decision 0015) | resmixmatch (Algorithm 1 on the boxed
+                                        # blocks [paper])
     pseudo_threshold: float = 0.5       # pseudo-masks: belief at which a boxed block counts as defective
 
 
 @dataclass
 class HaloAEConfig:
-    """HaloAE (Mathian et al. 2022; core/haloae.py): an auto-encoder of HaloNet local self-attention
+    """HaloAE (Mathian et al. 2022; core/methods/haloae.py): an auto-encoder of HaloNet local self-attention
     blocks reconstructs the frozen backbone features; the anomaly map is the per-position
     reconstruction error. Values in brackets are the paper's / its research code's."""
 
@@ -229,7 +232,7 @@ class OutputConfig:
 class RebConfig:
     """REB (Lyu, Mo, Wong; docs/method.md, REB): DefectMaker self-supervised
     fine-tuning of the backbone, then a bank of the (adapted) features scored with Local-Density
-    KNN (core/ldknn.py). Brackets: the paper / its reference code (ShuaiLYU/REB)."""
+    KNN (core/methods/ldknn.py). Brackets: the paper / its reference code (ShuaiLYU/REB)."""
 
     ldknn_lambda: float = 1.0           # lambda of LDKNN [1]: score = d(q, m*) - lambda * density(m*)
     ldknn_k: int = 9                    # K bank neighbours that define an entry's density [9 on MVTec
@@ -261,7 +264,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     reb: RebConfig = field(default_factory=RebConfig)   # method reb only; a file without it: defaults
     preset: str = "paper"
-    method: str = "semirest"            # one of core/methods.py's REGISTRY
+    method: str = "semirest"            # one of core/methods/__init__.py's REGISTRY
 
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:

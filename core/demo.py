@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .images import write_mask, write_png
+from .data.images import write_mask, write_png
 
 SIZE = 128
 

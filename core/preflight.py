@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
+from .data.geometry import model_input_size
+from .data.images import read_image
+from .data.labels import ImageLabel
 from .errors import PreflightError, SemiRestError
-from .geometry import model_input_size
-from .images import read_image
-from .labels import ImageLabel
 from .progress import ProgressEvent, Reporter
 
 MAX_NORMALS = 5     # extremes of aspect ratio and area, and one typical image
@@ -90,7 +90,7 @@ def _pick_labels(labels: list[ImageLabel], cfg: Config) -> list[ImageLabel]:
 def _mixing_seed(few: list[Path], sizes: dict[Path, tuple[int, int]], cfg: Config) -> int:
     """A seed whose split puts more than one input size on both sides (bank and validation), when
     the images have more than one: the validation is where sizes met first in the real crash."""
-    from .datasets import split_train_val
+    from .data.datasets import split_train_val
     t = cfg.train
     for seed in range(t.seed, t.seed + 64):
         train, val = split_train_val(few, t.val_fraction, t.val_min_images, seed)

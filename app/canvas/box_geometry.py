@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from core.labels import RotatedBox
+from core.data.labels import RotatedBox
 
 # Resize handles as (sx, sy) in the local frame: corners and edge midpoints, clockwise from top-left.
 HANDLES = ((-1, -1), (0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0))

@@ -13,8 +13,8 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from core.geometry import BlockGrid
-from core.labels import BlockCells, ImageLabel, RotatedBox
+from core.data.geometry import BlockGrid
+from core.data.labels import BlockCells, ImageLabel, RotatedBox
 
 Rect = tuple[int, int, int, int]            # x0, y0, x1, y1 (exclusive), image px
 Listener = Callable[[str, "Rect | None"], None]

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PySide6.QtGui import QImage, qRgba
 
-from core.images import read_image
+from core.data.images import read_image
 
 MASK_RGBA = (255, 40, 40, 120)
 LEVEL_MIN_SIDE = 1000
@@ -48,7 +48,7 @@ def _rgb32(rgb: np.ndarray) -> tuple[np.ndarray, QImage]:
 
 
 def load_image(image_id: int, path: Path) -> LoadedImage:
-    """Decode the image (core.images: 16-bit, RGBA, grayscale, non-ASCII paths) into levels."""
+    """Decode the image (core.data.images: 16-bit, RGBA, grayscale, non-ASCII paths) into levels."""
     rgb = read_image(path)
     h, w = rgb.shape[:2]
     out = LoadedImage(image_id, Path(path), w, h)

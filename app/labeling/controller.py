@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoGroup, QUndoStack
 
+from core.data.labels import TAGS
 from core.errors import LabelError, SemiRestError
-from core.labels import TAGS
 
 from ..canvas.canvas import Canvas
 from ..canvas.commands import tag_command

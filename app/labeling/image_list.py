@@ -7,7 +7,7 @@ An image whose labels change while a filter is on stays in the list until the fi
 rows do not jump away under the user. With a model in review, each row shows the image score
 (red when at or above the image threshold) and the list sorts and filters by score. "Next to
 label" sorts the unlabelled images by how much a label would help (app/labeling/next_label.py,
-core/nextlabel.py: uncertainty, novelty, diversity; with no model, diversity alone), labelled ones
+core/eval/nextlabel.py: uncertainty, novelty, diversity; with no model, diversity alone), labelled ones
 after them in import order.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Which image to label next, from what the project stores (no Qt): the ranking of
-core/nextlabel.py over the review model's scores and block maps and the images' thumbnails.
+core/eval/nextlabel.py over the review model's scores and block maps and the images' thumbnails.
 
 Embeddings are cached per (image, model): the ranking is recomputed at each request (labels
 change between two requests, and a new label moves what is novel and what is redundant), but each
@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.nextlabel import Candidate, embedding, rank_next
+from core.eval.nextlabel import Candidate, embedding, rank_next
 
 from ..project.store import Store
 from ..project.runs import ModelRow
@@ -19,7 +19,7 @@ from ..project.runs import ModelRow
 def block_probabilities(block_map: np.ndarray, model: ModelRow) -> np.ndarray:
     """Block values as a probability of "defect": 0.5 at the pixel threshold, 0 at the model's
     floor (where normal parts sit), 1 at its scale, linear in between; so entropy peaks where the
-    model cannot tell. The stored map is not a probability (a fused map passes 1, core/fusion.py)."""
+    model cannot tell. The stored map is not a probability (a fused map passes 1, core/learning/fusion.py)."""
     v = np.asarray(block_map, np.float64)
     thr, lo, hi = model.pixel_threshold, model.map_floor, model.map_scale
     below = 0.5 * (v - lo) / max(1e-6, thr - lo)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
-from core.images import read_image
+from core.data.images import read_image
 
 from ..project.importer import make_thumbnail
 from ..project.store import Store

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.labelcheck import CHECKED, LABEL_KINDS, SECONDS_KINDS, TAGS
+from core.data.labelcheck import CHECKED, LABEL_KINDS, SECONDS_KINDS, TAGS
 
 # CHECKED: time spent judging an image, booked with a verdict. TIMING_KINDS: what the store's
 # timing table accepts (app/project/schema.py TIMING_KINDS_SQL): the label kinds and "checked".

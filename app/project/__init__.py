@@ -10,5 +10,5 @@ Module map (see docs/decisions/0001-project-store.md and 0004-importing-images.m
 - ``importer``: importing a folder or an MVTec-layout dataset with its masks, in batches, resumable.
 - ``import_copies``: copies of imported images that a killed process cannot leave orphaned.
 - ``label_estimates``: estimated seconds for labels that arrive without being drawn here.
-- ``exporting``: label export through ``core.formats``.
+- ``exporting``: label export through ``core.data.formats``.
 """

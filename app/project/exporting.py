@@ -1,6 +1,6 @@
-"""Label export for the app: the project's labels through core.formats. No Qt; runs in a job.
+"""Label export for the app: the project's labels through core.data.formats. No Qt; runs in a job.
 
-The formats themselves live in core.formats (MVTec masks, COCO with RLE masks and rotated-box
+The formats themselves live in core.data.formats (MVTec masks, COCO with RLE masks and rotated-box
 polygons, DOTA, LabelMe, the core's per-image JSON); this module only feeds them the store's
 labels and splits the progress between formats.
 """
@@ -23,7 +23,7 @@ FORMAT_TITLES = {
 
 
 def available_formats() -> tuple[str, ...]:
-    from core.formats import FORMATS
+    from core.data.formats import FORMATS
     return tuple(FORMATS)
 
 
@@ -31,7 +31,7 @@ def export_project(project: str | Path, formats: Sequence[str], out_dir: str | P
                    split: str | None = None,
                    progress: Callable[[int, int], bool | None] | None = None) -> dict:
     """Export every labelled image (of ``split``) in each format, into ``out_dir/<format>``."""
-    from core.formats import export_labels
+    from core.data.formats import export_labels
 
     out_dir = Path(out_dir)
     with Store.open(project) as store:

@@ -1,6 +1,6 @@
 """Importing images (a folder, or an MVTec-layout dataset with its masks) into a project. No Qt.
 
-Every file is fully decoded (core.images) before it is accepted, so corrupt, truncated, empty or
+Every file is fully decoded (core.data.images) before it is accepted, so corrupt, truncated, empty or
 mislabelled files are caught here, listed with the reason, and skipped; nothing half-imported
 reaches the project. The thumbnail is made from the same decode, so the image list never has to
 open a large image again. Decoding happens outside any transaction; rows are then written in
@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from core.data.images import IMAGE_SUFFIXES, encode_png, is_image_file, read_image
+from core.data.labels import ImageLabel
 from core.errors import DatasetError, SemiRestError
-from core.images import IMAGE_SUFFIXES, encode_png, is_image_file, read_image
-from core.labels import ImageLabel
 
 from . import import_copies as copies
 from . import label_estimates
@@ -48,7 +48,7 @@ class ImportReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)   # (file, reason)
     labelled: int = 0
     cancelled: bool = False
-    cost: object = None       # core.labelcost.LabelCostModel the estimated seconds came from
+    cost: object = None       # core.data.labelcost.LabelCostModel the estimated seconds came from
 
     def summary(self) -> str:
         parts = [f"{len(self.added)} image{'s' if len(self.added) != 1 else ''} imported"]
@@ -303,13 +303,13 @@ def import_mvtec(store: Store, category: str | Path, *, copy: bool,
                  progress: Progress | None = None) -> ImportReport:
     """An MVTec-layout category: train/good and test/* images, ground_truth masks as labels.
 
-    The layout is read by core.formats.mvtec: one ImageLabel per test image (masks from
+    The layout is read by core.data.formats.mvtec: one ImageLabel per test image (masks from
     ground_truth, tag "normal" for good ones). Training images are plain normal images and get no
     label, like in MVTec AD itself. A test image whose mask cannot be used (the wrong size, not
     readable) is skipped with the reason; the rest is imported. A missing or extra mask file still
     stops the import before anything is written: the layout itself is not what it should be.
     """
-    from core.formats.mvtec import import_labels
+    from core.data.formats.mvtec import import_labels
 
     category = check_mvtec(category)
     bad: list[tuple[Path, str]] = []

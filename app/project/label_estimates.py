@@ -4,16 +4,16 @@ Imported labels (and the demo's seeded ones, which are imported too) were not dr
 project, so their time cannot be measured. They get seconds anyway, so the label budget can weigh
 them, but flagged *estimated* (docs/decisions/0003): seconds the label file carries (measured in
 another project, or estimated there) are kept as they are; kinds the file has no seconds for get
-the keystroke-level model's estimate (core/labelcost.py), calibrated on this project's own
+the keystroke-level model's estimate (core/data/labelcost.py), calibrated on this project's own
 measured seconds when it has enough of them, else the paper's Fig. 6 priors.
 """
 from __future__ import annotations
 
 import uuid
 
-from core.labelcheck import CHECKED
-from core.labelcost import LabelCostModel, LabelGeometry, calibrate, label_geometry
-from core.labels import ImageLabel
+from core.data.labelcheck import CHECKED
+from core.data.labelcost import LabelCostModel, LabelGeometry, calibrate, label_geometry
+from core.data.labels import ImageLabel
 
 from .store import Store
 

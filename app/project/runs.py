@@ -113,7 +113,7 @@ class ModelRow:
 
     @property
     def method(self) -> str:
-        """The model's method (core/methods.py), recorded with its calibration when registered;
+        """The model's method (core/methods/__init__.py), recorded with its calibration when registered;
         models registered before that were SemiREST."""
         return str(self.calibration.get("method") or "semirest")
 

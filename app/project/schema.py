@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable
 
-LABEL_KINDS_SQL = "'mask','blocks','boxes','tag'"   # core.labels.LABEL_KINDS
+LABEL_KINDS_SQL = "'mask','blocks','boxes','tag'"   # core.data.labels.LABEL_KINDS
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from core.labels import BlockCells, ImageLabel, RotatedBox, save_label
+from core.data.labels import BlockCells, ImageLabel, RotatedBox, save_label
 
 from ..settings import SPLITS, ProjectSettings
 from .store_errors import db_problem, os_problem, read_only_part

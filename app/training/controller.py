@@ -105,7 +105,7 @@ class TrainingController(QObject):
             if run.status == "finished" or _alive(run.pid) or not run.model_path.is_file() \
                     or self.store.runs.model_of_run(run.id) is not None:
                 continue
-            from core.modelfile import ModelBundle     # torch: only when there is a model to recover
+            from core.deploy.modelfile import ModelBundle     # torch: only when there is a model to recover
             try:
                 out.append(register_model(self.store, run.id, ModelBundle.load(run.model_path)))
             except SemiRestError:
@@ -271,7 +271,7 @@ class TrainingController(QObject):
         self.panel.show_message("Training finished; reading the model…")
 
         def load(progress):
-            from core.modelfile import ModelBundle
+            from core.deploy.modelfile import ModelBundle
             return ModelBundle.load(path)
 
         job = Job(load, "load-model", self)

@@ -119,7 +119,7 @@ class TrainPanel(QWidget):
         self.supervision.setEnabled(uses)
         self.steps.setEnabled(BY_NAME[key].steps_setting is not None)   # PatchCore has no steps
         text = METHODS[key]
-        if not uses:   # the registry's own reason (core/methods.py)
+        if not uses:   # the registry's own reason (core/methods/__init__.py)
             text += f". {BY_NAME[key].labels_note}: it cannot learn from labelled defects."
         self.method_hint.setText(text)
 

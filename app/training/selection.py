@@ -28,7 +28,7 @@ from pathlib import Path
 
 from core.config import BACKBONE_CHOICES, DEFAULT_PRESET
 from core.config import PRESETS as CORE_PRESETS
-from core.labels import ImageLabel, save_label
+from core.data.labels import ImageLabel, save_label
 from core.methods import METHODS, USES_LABELS
 
 SUPERVISIONS: dict[str, str] = {
@@ -223,7 +223,7 @@ def remove_partial_files(run_dir: Path) -> list[Path]:
 
 
 def register_model(store, run_id: int, bundle) -> int:
-    """Add the model a finished run wrote (a loaded ``core.modelfile.ModelBundle``) to the project:
+    """Add the model a finished run wrote (a loaded ``core.deploy.modelfile.ModelBundle``) to the project:
     labels used and their seconds as the app selected them, the core's validation metrics and
     calibration, and what the viewer needs to recompute a smoothed map from a block map."""
     run = store.runs.run(run_id)

@@ -128,7 +128,7 @@ class ReviewController(QObject):
 
     def _set_top(self) -> None:
         """The thresholds' and histogram's range: past 1 where the model's calibration or scores
-        are (a map fusing the neighbour distance, core/fusion.py, is not a probability); the
+        are (a map fusing the neighbour distance, core/learning/fusion.py, is not a probability); the
         calibrated thresholds stay in range, so the user can always go back to them."""
         m = self.model
         if m is not None:

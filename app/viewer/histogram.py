@@ -3,7 +3,7 @@
 
 Drag the line (or click anywhere) to move the threshold; the Review panel's slider and this line
 are one value. Parts at or above the line are flagged. The axis runs from 0 to ``top``: 1 for
-block probabilities, more for a model whose map fuses the neighbour distance (core/fusion.py:
+block probabilities, more for a model whose map fuses the neighbour distance (core/learning/fusion.py:
 scores and thresholds past 1), so that every score gets its own bin and any score can be the
 threshold (:func:`axis_top`).
 """

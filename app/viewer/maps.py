@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core import anomaly_map   # no torch: colouring an array never loads the deep-learning stack
+from core.eval import anomaly_map   # no torch: colouring an array never loads the deep-learning stack
 
 COLORMAPS = tuple(anomaly_map.COLORMAPS)
 VIEWS = ("smoothed", "blocks")
@@ -33,7 +33,8 @@ def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: floa
 
 def overlay_rgb(rgb: np.ndarray, block_map: np.ndarray, map_scale: float, colormap: str = "jet",
                 opacity: float = 0.6, display: dict | None = None, map_floor: float = 0.0) -> np.ndarray:
-    """The overlay as an RGB array at the image's size (for the exported PNGs): core.anomaly_map.overlay."""
+    """The overlay as an RGB array at the image's size (for the exported PNGs):
+    core.eval.anomaly_map.overlay."""
     h, w = rgb.shape[:2]
     amap = cv2.resize(smoothed_map(block_map, w, h, display), (w, h), interpolation=cv2.INTER_LINEAR)
     return anomaly_map.overlay(rgb, amap, map_scale, opacity, colormap, map_floor)

@@ -12,9 +12,9 @@ import io
 from pathlib import Path
 from typing import Callable
 
+from core.data.images import read_image, write_png
 from core.errors import Cancelled
 from core.fileio import atomic_write_text
-from core.images import read_image, write_png
 
 from ..project.store import Store
 from .maps import overlay_rgb, smoothed_map

@@ -2,7 +2,7 @@
 
 The worker opens its own Store (sqlite3 connections belong to one thread), builds the core's
 Predictor once, and for each image stores the image score and the block map (what the viewer
-draws; the smoothed map is recomputed from it by ``core.anomaly_map.postprocess``). Results are
+draws; the smoothed map is recomputed from it by ``core.eval.anomaly_map.postprocess``). Results are
 written in small batches, so a cancel or a kill keeps what was scored and the list fills in while
 the job runs. ``progress(done, total)`` returning False cancels between images.
 """
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from core.data.images import read_image
 from core.errors import Cancelled, SemiRestError
-from core.images import read_image
 
 from ..project.store import Store
 
@@ -21,9 +21,9 @@ BATCH_S = 0.5
 
 
 def load_predictor(model_path: Path, device: str):
+    from core.deploy.inference import Predictor
+    from core.deploy.modelfile import ModelBundle
     from core.device import resolve_device
-    from core.inference import Predictor
-    from core.modelfile import ModelBundle
     bundle = ModelBundle.load(model_path)
     return bundle, Predictor(bundle, resolve_device(device))
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.images import write_mask, write_png
+from core.data.images import write_mask, write_png
 
 
 def make_image(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:

@@ -10,7 +10,7 @@ import pytest
 from app.project.store import Store, file_sha1
 from app.labeling.timing import AnnotationTimer
 from app.labeling.timing_report import export_timing, summarize, summary_png, timing_rows
-from core.labels import RotatedBox
+from core.data.labels import RotatedBox
 
 from gen_images import make_image
 
@@ -269,7 +269,7 @@ def test_exported_files_get_the_umask_mode_not_0600(tmp_path, umask, mode):
 def test_tag_supervision_counts_the_verdict_time():
     """A defective tag is a verdict, timed as "checked": the tags-only label budget includes it."""
     from app.training.selection import restrict
-    from core.labels import ImageLabel
+    from core.data.labels import ImageLabel
     lab = ImageLabel("x.png", tag="defective", boxes=[RotatedBox(10, 10, 4, 4)],
                      seconds={"checked": 2.0, "boxes": 3.0})
     assert restrict(lab, "tags").seconds == {"checked": 2.0}

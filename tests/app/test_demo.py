@@ -15,8 +15,8 @@ from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.project.store import Store
 from app.training.selection import select_training_set
+from core.data.labelcost import PRIOR
 from core.device import DeviceInfo
-from core.labelcost import PRIOR
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from PySide6.QtCore import QElapsedTimer, QTimer
 
 from app.project.importer import import_files, import_folder, import_mvtec, scan_folder
 from app.project.store import Store, decode_mask
-from core.images import write_png
+from core.data.images import write_png
 
 from gen_images import make_folder, make_image, synthetic_mvtec
 from qt_drive import wait_image
@@ -186,7 +186,7 @@ def test_a_window_never_waits_on_a_running_import(tmp_path):
 
 
 def test_imported_labels_get_estimated_seconds_by_geometry(tmp_path):
-    from core.labelcost import PRIOR
+    from core.data.labelcost import PRIOR
     cat = synthetic_mvtec(tmp_path)
     with Store.create(tmp_path / "p") as store:
         import_mvtec(store, cat, copy=True)
@@ -201,7 +201,7 @@ def test_imported_labels_get_estimated_seconds_by_geometry(tmp_path):
 
 
 def test_import_keeps_a_files_seconds_and_calibrates_on_measured_ones(tmp_path):
-    from core.labels import ImageLabel, RotatedBox
+    from core.data.labels import ImageLabel, RotatedBox
     files = make_folder(tmp_path / "imgs", 8)
     box = [RotatedBox(20, 20, 8, 8, 0)]
     with Store.create(tmp_path / "p") as store:

@@ -21,7 +21,7 @@ from app.project import import_copies
 from app.__main__ import main
 from app.project.importer import import_files, import_folder
 from app.project.store import Store, StoreError, file_sha1
-from core.images import write_mask
+from core.data.images import write_mask
 
 from gen_images import make_folder
 

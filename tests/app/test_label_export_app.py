@@ -1,4 +1,4 @@
-"""Export round trips through core.formats, run by the window's export job: export, re-import,
+"""Export round trips through core.data.formats, run by the window's export job: export, re-import,
 the same labels (for the kinds each format carries)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from app.project.importer import import_folder
 from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.project.store import Store
+from core.data.formats import FORMATS, import_labels
+from core.data.labels import BlockCells, RotatedBox
 from core.errors import Cancelled
-from core.formats import FORMATS, import_labels
-from core.labels import BlockCells, RotatedBox
 
 from gen_images import make_folder, make_image
 from qt_drive import wait_image

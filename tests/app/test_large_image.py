@@ -13,7 +13,7 @@ from app.project.importer import import_folder
 from app.main_window import MainWindow
 from app.settings import AppSettings
 from app.project.store import Store, decode_mask
-from core.images import write_png
+from core.data.images import write_png
 
 from qt_drive import _move, db, image_point, wait_image, wheel, widget_point
 

@@ -217,7 +217,7 @@ def test_export_timing_and_label_files_from_the_window(qtbot, window, tmp_path):
         pass
     files = sorted((window.store.folder / "labels").glob("*.json"))
     assert len(files) == 1
-    from core.labels import load_label
+    from core.data.labels import load_label
     lab = load_label(files[0])
     assert lab.tag == "defective" and len(lab.boxes) == 1 and lab.seconds == {"boxes": 4.0, "checked": 1.0}
 

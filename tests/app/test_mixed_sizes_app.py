@@ -19,13 +19,13 @@ from app.main_window import MainWindow
 from app.project.store import Store
 from app.training.selection import RunSpec, prepare_run, select_training_set
 from app.viewer.scoring import score_images
+from core.data.geometry import BlockGrid
+from core.data.images import read_image, write_png
+from core.data.labels import ImageLabel, boxes_from_mask, load_label_dir
 from core.demo import surface
+from core.deploy.modelfile import ModelBundle
 from core.device import DeviceInfo
-from core.geometry import BlockGrid
-from core.images import read_image, write_png
-from core.anomaly_map import eval_hw
-from core.labels import ImageLabel, boxes_from_mask, load_label_dir
-from core.modelfile import ModelBundle
+from core.eval.anomaly_map import eval_hw
 
 from qt_drive import open_main_window, click, drag, fraction_point, key, line, wait_image, widget_point
 from train_helpers import copy_project, tiny_yaml, train_in_project
@@ -125,7 +125,7 @@ def check_heat_fits(qtbot, window, image_id: int, w: int, h: int, cfg) -> float:
     m = re.search(r"Score <b>([-0-9.naif]+)</b>", text)
     assert m, text
     score = float(m.group(1))
-    assert math.isfinite(score) and score >= 0.0     # fused scores (core/fusion.py) may pass 1
+    assert math.isfinite(score) and score >= 0.0     # fused scores (core/learning/fusion.py) may pass 1
     key(qtbot, window, Qt.Key.Key_V)                      # block view: one cell per model block
     grid = BlockGrid.for_image(w, h, cfg.features.image_size, 8, cfg.features.size_multiple)
     block = window.store.runs.prediction(window.docks.review.model.id, image_id)[1]
@@ -154,7 +154,7 @@ def test_viewer_steps_through_every_size(qtbot, window, mixed):
     assert set(seen) == set(sizes)
 
     # The thresholds: the calibrated ones show as they are, and any score can be the threshold,
-    # also past 1 (a map fusing the neighbour distance, core/fusion.py, is not a probability).
+    # also past 1 (a map fusing the neighbour distance, core/learning/fusion.py, is not a probability).
     m = review.model
     assert panel.image_thr.value() == pytest.approx(m.image_threshold, abs=5e-4)
     assert panel.pixel_thr.value() == pytest.approx(m.pixel_threshold, abs=5e-4)

@@ -7,7 +7,7 @@ import pytest
 from app.settings import ProjectSettings
 from app.project.store import PROJECT_DB, Store, StoreError, decode_mask, encode_mask, file_sha1
 from app.project.schema import SCHEMA_VERSION
-from core.labels import BlockCells, RotatedBox, load_label
+from core.data.labels import BlockCells, RotatedBox, load_label
 
 from gen_images import make_image
 

@@ -9,7 +9,7 @@ import pytest
 from app.canvas import box_geometry as bg
 from app.canvas.document import LabelDocument
 from app.canvas.view import ViewTransform
-from core.labels import BlockCells, RotatedBox
+from core.data.labels import BlockCells, RotatedBox
 
 
 def test_handles_follow_opencv_angle_convention():

@@ -8,8 +8,8 @@ import pytest
 
 from app.labeling.controller import LabelingController
 from app.project.store import Store, StoreError, file_sha1
+from core.data.labels import BlockCells, RotatedBox
 from core.errors import LabelError
-from core.labels import BlockCells, RotatedBox
 
 from gen_images import make_image
 

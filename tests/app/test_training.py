@@ -14,8 +14,8 @@ from app.settings import AppSettings
 from app.project.store import Store
 from app.training.device_picker import DevicePicker
 from app.training.devices import NO_GPU
+from core.deploy.modelfile import ModelBundle
 from core.device import DeviceInfo
-from core.modelfile import ModelBundle
 
 from train_helpers import piped_project, tiny_yaml
 

@@ -8,7 +8,7 @@ import pytest
 
 from app.training.worker_protocol import LineSplitter, RunState, format_seconds, parse_event
 from app.training.selection import RunSpec, TrainSetError, prepare_run, restrict, select_training_set
-from core.labels import BlockCells, ImageLabel, RotatedBox
+from core.data.labels import BlockCells, ImageLabel, RotatedBox
 
 
 def ev(stage, done, total, message="", **metrics):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from core.images import read_mask
-from core.labels import ImageLabel, boxes_from_mask
+from core.data.images import read_mask
+from core.data.labels import ImageLabel, boxes_from_mask
 
 TINY = {
     "features": {"image_size": 128},
@@ -61,7 +61,7 @@ def train_in_project(folder: Path, config: Path, supervision: str = "all") -> in
     """What the Train panel does, without a window: select, prepare, run the worker, register."""
     from app.project.store import Store
     from app.training.selection import RunSpec, prepare_run, register_model, run_dir_for, select_training_set
-    from core.modelfile import ModelBundle
+    from core.deploy.modelfile import ModelBundle
     with Store.open(folder) as s:
         spec = RunSpec(supervision=supervision, config=str(config))
         ts = select_training_set(s, supervision)

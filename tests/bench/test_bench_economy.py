@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from bench import economy
-from core.datasets import Sample, load_mvtec
-from core.geometry import BlockGrid
-from core.labelcost import PRIOR
-from core.labels import BLOCK_ANOMALOUS, block_cells_from_mask, block_labels_from_mask
-from core.protocols import draw_anomalous, make_protocol
+from core.data.datasets import Sample, load_mvtec
+from core.data.geometry import BlockGrid
+from core.data.labelcost import PRIOR
+from core.data.labels import BLOCK_ANOMALOUS, block_cells_from_mask, block_labels_from_mask
+from core.data.protocols import draw_anomalous, make_protocol
 
 KINDS = ("sup", "blocks", "semi", "tag")
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench import next_label
-from core.datasets import load_mvtec
+from core.data.datasets import load_mvtec
 
 
 def test_orders_are_permutations_of_the_pool(demo_data):

@@ -7,8 +7,8 @@ import zlib
 
 import numpy as np
 
-from core.images import write_png
-from core.labels import BlockCells, ImageLabel, RotatedBox
+from core.data.images import write_png
+from core.data.labels import BlockCells, ImageLabel, RotatedBox
 
 W, H = 64, 48
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.bank import MemoryBank, approximate_greedy_coreset, build_bank
-from core.residuals import knn_residual, residual
-from core.trainset import neighbours
+from core.embedding.bank import MemoryBank, approximate_greedy_coreset, build_bank
+from core.embedding.residuals import knn_residual, residual
+from core.learning.trainset import neighbours
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_leave_one_out_residuals_use_other_images_only():
 # Partitioned greedy (bank.coreset_cell): exactness, coverage, determinism, cancellation
 # ---------------------------------------------------------------------------------------------
 def _plain_greedy(x, n_select, n_starts, seed, cells=None):
-    """Reference: PatchCore's greedy as core/bank.py had it before cells (every centre updates
+    """Reference: PatchCore's greedy as core/embedding/bank.py had it before cells (every centre updates
     every point); with ``cells`` (a cell id per point), a centre updates only the points of its
     own cell. ``x`` is already projected; the generator is consumed as the real code does."""
     n = x.shape[0]
@@ -279,7 +279,7 @@ def test_one_cell_is_exactly_the_plain_greedy(seed):
 def test_cells_are_the_greedy_where_a_point_sees_only_its_cell(seed):
     # The claim of the docstring: the same picks as the plain greedy with a centre's distance
     # counted only inside its own k-means cell (the cells rebuilt from the same generator state).
-    from core.bank import _kmeans_cells
+    from core.embedding.bank import _kmeans_cells
     x = _clusters(1200, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     torch.randperm(len(x), generator=gen)   # the starts, drawn before the cells
@@ -356,7 +356,7 @@ def test_config_rejects_negative_coreset_cell():
 # ---- PosFAR (bank.search = posfar) ------------------------------------------------------------
 def _clustered_bank(n_images=6, per=40, d=16, seed=0):
     """Images drawn around their own centre: image i's patches are near centre i."""
-    from core.bank import build_bank
+    from core.embedding.bank import build_bank
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 5, (n_images, d)).astype(np.float32)
     per_image = [(c + rng.normal(0, 1, (per, d))).astype(np.float32) for c in centres]
@@ -406,7 +406,7 @@ def test_posfar_pca_ranks_in_fewer_dimensions_but_reports_full_distances():
 
 def test_posfar_batched_nearest_matches_per_image_and_old_banks_stay_exact():
     import torch
-    from core.bank import MemoryBank
+    from core.embedding.bank import MemoryBank
     bank, centres, rng = _clustered_bank()
     q = torch.from_numpy((centres[[0, 3]][:, None, None, :] + rng.normal(0, 1, (2, 4, 5, 16))).astype(np.float32))
     _posfar(bank, 1)

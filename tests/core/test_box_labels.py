@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.geometry import BlockGrid
-from core.labelpaste import Labelled, paste, paste_labelled
-from core.labels import (BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, RotatedBox,
-                         block_labels_from_boxes)
-from core.pseudomask import pseudo_masks
-from core.trainset import TokenImage
+from core.data.geometry import BlockGrid
+from core.synthetic.labelpaste import Labelled, paste, paste_labelled
+from core.data.labels import (BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, RotatedBox,
+                              block_labels_from_boxes)
+from core.learning.pseudomask import pseudo_masks
+from core.learning.trainset import TokenImage
 
 
 def test_boxes_leave_partly_covered_blocks_unlabelled():
@@ -104,9 +104,9 @@ def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(t
     pseudo-masks must cope, and the model must predict every size."""
     import cv2
     from core import api
+    from core.data.images import write_png
+    from core.data.labels import ImageLabel
     from core.demo import surface
-    from core.images import write_png
-    from core.labels import ImageLabel
     rng = np.random.default_rng(1)
     sizes = [(64, 128), (128, 128), (128, 64)]
     normals, labels = [], []

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core.calibration import best_f1_threshold, calibrate
+from core.eval.calibration import best_f1_threshold, calibrate
 
 
 def test_best_f1_threshold_hand_example():
@@ -61,7 +61,7 @@ def test_calibrate_hand_example():
 
 
 def test_display_floor_makes_normal_parts_calm():
-    from core.anomaly_map import colorize, display_values
+    from core.eval.anomaly_map import colorize, display_values
     # normals sit near 0.5 (the demo's old yellow wash), defects near 0.9
     m = [np.full((4, 4), 0.5) + 0.01 * i for i in range(3)] + [np.array([[0.5, 0.95], [0.5, 0.5]])]
     k = [np.zeros((4, 4), bool)] * 3 + [np.array([[False, True], [False, False]])]

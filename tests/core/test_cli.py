@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from core import api, semirest
+from core import api
 from core.cli import main
-from core.modelfile import ModelBundle
+from core.deploy.modelfile import ModelBundle
 from core.errors import Cancelled
+from core.methods import semirest
 from write_helpers import make_read_only
 
 TINY = {
@@ -102,7 +103,7 @@ def test_predict_any_image_kind_and_size(model, tmp_path, capsys):
     assert len(rows) == 1 + len(sizes)
     scores = [float(r.split(",")[1]) for r in rows[1:]]
     assert all(np.isfinite(v) and v >= 0.0 for v in scores)
-    # probabilities unless validation fused in the NN distance (core/fusion.py), which is not one
+    # probabilities unless validation fused in the NN distance (core/learning/fusion.py), which is not one
     if ModelBundle.load(model).calibration.get("fusion", {}).get("weight", 0.0) == 0.0:
         assert all(v <= 1.0 for v in scores)
 
@@ -193,7 +194,7 @@ def test_bad_device_is_explained(demo_data, tiny_yaml, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 def test_cancel_keeps_checkpoint_and_resume_continues(demo_data, tmp_path):
     from core.config import Config
-    from core.datasets import load_mvtec
+    from core.data.datasets import load_mvtec
     cfg = Config.from_dict(TINY_FULL())
     normals = load_mvtec(demo_data).train
     out = tmp_path / "m.pt"
@@ -218,7 +219,7 @@ def test_cancel_keeps_checkpoint_and_resume_continues(demo_data, tmp_path):
 
 def test_checkpoint_of_another_run_is_not_resumed(demo_data, tmp_path):
     from core.config import Config
-    from core.datasets import load_mvtec
+    from core.data.datasets import load_mvtec
     cfg = Config.from_dict(TINY_FULL())
     normals = load_mvtec(demo_data).train
     out = tmp_path / "m.pt"
@@ -241,7 +242,7 @@ def test_train_with_mvtec_masks_as_labels(demo_data, tiny_yaml, tmp_path, capsys
     out = tmp_path / "sup.pt"
     assert main(["train", "--data", str(demo_data), "--out", str(out), "--config", str(tiny_yaml),
                  "--device", "cpu", "--labels", str(demo_data), "--labels-format", "mvtec"]) == 0
-    from core.modelfile import ModelBundle
+    from core.deploy.modelfile import ModelBundle
     b = ModelBundle.load(out)
     # 4 defective test images with masks; the 3 good test images come as normal tags
     assert b.training["labels"] == {"mask": 4, "tag": 3}
@@ -363,7 +364,7 @@ def test_config_file_without_preset_runs_the_cpu_preset(tmp_path):
 
 def test_preset_and_plan_are_said_before_the_heavy_work(demo_data, tmp_path):
     from core.config import Config
-    from core.datasets import load_mvtec
+    from core.data.datasets import load_mvtec
     events = []
 
     def until_first_work(ev):
@@ -382,7 +383,7 @@ def test_eval_protocol_trains_the_start_then_the_labelled_model_and_reuses_them(
     """`semirest eval --protocol` and the benchmark share api.run_protocol: the labelled images
     leave the test set, semi starts from an unsupervised model trained first, and a second call
     evaluates the models it finds instead of training again."""
-    from core.datasets import load_mvtec
+    from core.data.datasets import load_mvtec
     init, semi, report = tmp_path / "unsup.pt", tmp_path / "semi.pt", tmp_path / "r.json"
     argv = ["eval", "--data", str(demo_data), "--protocol", "semi", "--n-anomalous", "2", "--seed", "1",
             "--init", str(init), "--model", str(semi), "--config", str(tiny_yaml), "--device", "cpu",

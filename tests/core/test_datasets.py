@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
+from core.data.datasets import load_mvtec, load_sample_mask, prepare_image, read_images, split_train_val
+from core.data.images import write_mask, write_png
 from core.errors import DatasetError, ImageReadError
-from core.images import write_mask, write_png
 
 
 def _img(path: Path, h=16, w=16, value=100):

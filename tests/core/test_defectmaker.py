@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from core.defect_shapes import _squeeze_aspect
-from core.defectmaker import (DefectMaker, bezier_clump, bezier_rectangle,
-                              bezier_scar, blend, blur_kernel, noise_fill)
-from core.synthesis import perlin_noise
+from core.synthetic.defect_shapes import _squeeze_aspect
+from core.synthetic.defectmaker import (DefectMaker, bezier_clump, bezier_rectangle, bezier_scar, blend,
+                                        blur_kernel, noise_fill)
+from core.synthetic.memseg import perlin_noise
 
 # The stated ranges, written out (not imported) so that a changed constant fails here.
 RECT_AREA = (0.02, 0.15)          # REB

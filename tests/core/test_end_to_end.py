@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from core import api
-from core.datasets import load_mvtec, load_sample_mask
-from core.geometry import BlockGrid
-from core.images import read_image
-from core.inference import Predictor
-from core.labels import block_labels_from_mask
-from core.modelfile import ModelBundle
+from core.data.datasets import load_mvtec, load_sample_mask
+from core.data.geometry import BlockGrid
+from core.data.images import read_image
+from core.data.labels import block_labels_from_mask
+from core.deploy.inference import Predictor
+from core.deploy.modelfile import ModelBundle
 
 
 @pytest.fixture(scope="module")

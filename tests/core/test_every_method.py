@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from core.cli import main
-from core.images import list_images, read_image
+from core.data.images import list_images, read_image
+from core.deploy.modelfile import ModelBundle
 from core.methods import REGISTRY
-from core.modelfile import ModelBundle
 from tests.core.test_cli import TINY as CLI_TINY
 
 # test_cli's tiny settings, plus a tiny HaloAE (the other methods have no steps to shrink)

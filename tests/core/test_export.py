@@ -1,4 +1,4 @@
-"""ONNX export (core/export.py, core/exportgraph.py) against the torch Predictor on real PIPED
+"""ONNX export (core/deploy/export.py, core/deploy/exportgraph.py) against the torch Predictor on real PIPED
 images: SemiREST with bagging over several windows, with fusion, the distance alone, one pass, and
 PatchCore; the CLI export + predict --runtime onnxruntime; and the bad inputs."""
 from __future__ import annotations
@@ -14,13 +14,13 @@ import torch
 
 from core import api
 from core.cli import main
+from core.data.images import read_image
+from core.deploy.export import JSON_NAME, ONNX_NAME, ExportPredictor, export_model
+from core.deploy.exportgraph import _pool_matrix, postprocess_matrices
+from core.deploy.inference import Predictor, postprocess
+from core.deploy.modelfile import ModelBundle
 from core.errors import ExportError
-from core.export import JSON_NAME, ONNX_NAME, ExportPredictor, export_model
-from core.exportgraph import _pool_matrix, postprocess_matrices
-from core.images import read_image
-from core.inference import Predictor, postprocess
-from core.model import sliding_windows
-from core.modelfile import ModelBundle
+from core.learning.model import sliding_windows
 from tests.conftest import PIPED, tiny_config
 
 pytest.importorskip("onnxruntime")
@@ -238,7 +238,7 @@ def test_an_export_whose_graph_is_missing_or_damaged(models, tmp_path):
 
 
 def test_a_bad_image_size_is_explained(capsys, tmp_path):
-    from core.export import parse_size
+    from core.deploy.export import parse_size
     with pytest.raises(ExportError, match="WIDTHxHEIGHT"):
         parse_size("640")
     with pytest.raises(ExportError, match="positive"):
@@ -247,7 +247,7 @@ def test_a_bad_image_size_is_explained(capsys, tmp_path):
 
 def test_bench_records_the_onnxruntime_time(models, tmp_path):
     from bench.job import onnx_timing
-    from core.datasets import Sample
+    from core.data.datasets import Sample
     samples = [Sample(p) for p in _images(1, 1)]
     got = onnx_timing(models / "patchcore.pt", samples, 1, tmp_path)
     assert got["ms"] > 0 and got["max_abs_map_diff"] <= TOL

@@ -1,4 +1,4 @@
-"""The fast inference path (core/model.py predict_maps, Predictor.predict_batch) equals the
+"""The fast inference path (core/learning/model.py predict_maps, Predictor.predict_batch) equals the
 straightforward one: windows cut one by one and run through the whole model (predict_map), one
 image at a time through the backbone, the search and the Swin. Speed itself is measured in the
 bench (bench/speed.py), never here."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.config import SwinConfig, preset
-from core.model import ResidualSwin, predict_map, predict_maps, window_plan
+from core.learning.model import ResidualSwin, predict_map, predict_maps, window_plan
 
 TOL = 1e-5
 
@@ -76,12 +76,12 @@ def test_predict_maps_generic_model():
 def real_model(piped):
     """A cpu-preset model built without training: a bank of real features of 4 training normals
     and a Swin with random, large weights (the path, not the weights, is under test)."""
-    from core.bank import build_bank
-    from core.features import Encoder
-    from core.images import read_image
-    from core.datasets import prepare_image
-    from core.modelfile import ModelBundle
-    from core.model import build_model
+    from core.data.datasets import prepare_image
+    from core.data.images import read_image
+    from core.deploy.modelfile import ModelBundle
+    from core.embedding.bank import build_bank
+    from core.embedding.features import Encoder
+    from core.learning.model import build_model
     cfg = preset("cpu")
     enc = Encoder(cfg.features, "cpu")
     category = piped / "PA_BDP01_TL"
@@ -99,11 +99,11 @@ def real_model(piped):
 
 def _reference(bundle, enc, bank, swin, img, bagging, out_hw):
     """The straightforward computation of one image, stage by stage."""
-    from core.datasets import prepare_image
-    from core.fusion import fuse
-    from core.anomaly_map import eval_hw, postprocess
-    from core.residuals import residual
-    from core.model import model_tokens
+    from core.data.datasets import prepare_image
+    from core.embedding.residuals import residual
+    from core.eval.anomaly_map import eval_hw, postprocess
+    from core.learning.fusion import fuse
+    from core.learning.model import model_tokens
     cfg = bundle.config
     x = prepare_image(img, cfg.features.image_size, cfg.features.size_multiple)
     f = enc.encode([x])[0]
@@ -125,7 +125,7 @@ def _reference(bundle, enc, bank, swin, img, bagging, out_hw):
 @pytest.mark.parametrize("fusion_weight", [0.0, 0.5])
 def test_predictor_equals_reference_on_real_images(real_model, fusion_weight):
     import dataclasses
-    from core.inference import Predictor
+    from core.deploy.inference import Predictor
     bundle, enc, bank, swin, imgs = real_model
     if fusion_weight:
         bundle = dataclasses.replace(bundle, calibration={"fusion": {"weight": fusion_weight, "d_ref": 2.0}})
@@ -154,9 +154,9 @@ def test_api_predict_batches_and_keeps_outputs_before_an_unreadable_image(real_m
     """api.predict scores 8 images at a time: the same scores as one at a time, and an unreadable
     image still stops the run naming it, after the images before it got their outputs."""
     from core import api
+    from core.data.images import write_png
+    from core.deploy.inference import Predictor
     from core.errors import InputError
-    from core.images import write_png
-    from core.inference import Predictor
     bundle, _, _, _, imgs = real_model
     paths = []
     for i, img in enumerate(imgs[:3] * 4):     # 12 images: a batch of 8 and one of 4

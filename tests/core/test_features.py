@@ -13,9 +13,9 @@ import torch
 
 from core.config import FeatureConfig, preset
 from core.errors import WeightsUnavailable
-from core.features import (LITE0, WRN, Encoder, FeatureExtractor, _lite0_package_state, _map_in_order,
-                           build_backbone, channel_pool, position_code, to_tensor)
-from core.images import read_image
+from core.embedding.features import (LITE0, WRN, Encoder, FeatureExtractor, _lite0_package_state,
+                                     _map_in_order, build_backbone, channel_pool, position_code, to_tensor)
+from core.data.images import read_image
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,13 +276,13 @@ def test_feature_dim_not_divisible_by_layers():
 # Backbone resolution ("auto")
 # ---------------------------------------------------------------------------------------------
 def test_resolve_backbone(tmp_path, monkeypatch, caplog):
-    import core.features as feat
+    import core.embedding.features as feat
     monkeypatch.delenv("SEMIREST_WEIGHTS", raising=False)
     hub = {"ok": False}
     monkeypatch.setattr(feat, "_hub_available", lambda name: hub["ok"])
     assert feat.resolve_backbone(FeatureConfig(backbone=LITE0)) == LITE0     # explicit: as given
     assert feat.resolve_backbone(FeatureConfig(backbone=WRN)) == WRN
-    with caplog.at_level("INFO", logger="core.features"):
+    with caplog.at_level("INFO", logger="core.embedding.features"):
         assert feat.resolve_backbone(FeatureConfig(backbone="auto")) == LITE0
     assert "not at hand" in caplog.text                                          # says why
     hub["ok"] = True

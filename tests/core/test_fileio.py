@@ -51,7 +51,7 @@ def _temps(folder: Path) -> list[str]:
 
 def _tiny_bundle():
     from core.config import preset
-    from core.modelfile import ModelBundle
+    from core.deploy.modelfile import ModelBundle
     return ModelBundle(preset("cpu"), "tf_efficientnet_lite0", 4, {"features": torch.zeros(3, 4)},
                        {"w": torch.ones(64)}, 1.0)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
-from core.formats import FORMATS, export_labels, import_labels, rle
-from core.images import list_images, read_mask
-from core.labels import BlockCells, ImageLabel, RotatedBox
+from core.data.formats import FORMATS, export_labels, import_labels, rle
+from core.data.images import list_images, read_mask
+from core.data.labels import BlockCells, ImageLabel, RotatedBox
 from formats_helpers import (H, W, assert_boxes_equal, by_image, make_image, multi_component_mask,
                              sample_labels)
 

@@ -1,4 +1,4 @@
-"""Skipped-label reports, cancellation, and bad input for core.formats."""
+"""Skipped-label reports, cancellation, and bad input for core.data.formats."""
 from __future__ import annotations
 
 import base64
@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from core.data.formats import FORMATS, ExportReport, export_labels, import_labels, rle
+from core.data.images import read_mask, write_mask
+from core.data.labels import BlockCells, ImageLabel
 from core.errors import Cancelled, LabelError
-from core.formats import FORMATS, ExportReport, export_labels, import_labels, rle
-from core.images import read_mask, write_mask
-from core.labels import BlockCells, ImageLabel
 from formats_helpers import H, W, make_image, multi_component_mask, sample_labels
 
 

@@ -1,4 +1,4 @@
-"""core/fusion.py: the fused block score and the validation choice of its weight."""
+"""core/learning/fusion.py: the fused block score and the validation choice of its weight."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core.fusion import choose_weight, distance_reference, fuse
+from core.learning.fusion import choose_weight, distance_reference, fuse
 
 
 def _to_map(block, hw):

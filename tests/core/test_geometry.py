@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.geometry import BlockGrid, model_input_size
+from core.data.geometry import BlockGrid, model_input_size
 
 
 @pytest.mark.parametrize("w,h,size,expected", [

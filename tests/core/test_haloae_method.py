@@ -1,4 +1,4 @@
-"""HaloAE (core/haloae.py): halo attention windows, CutPaste copies, the loss schedule, training,
+"""HaloAE (core/methods/haloae.py): halo attention windows, CutPaste copies, the loss schedule, training,
 the model file, and train / predict / eval through the CLI on real images."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import yaml
 
 from core.cli import main
 from core.config import HaloAEConfig, preset
-from core.cutpaste import AREA, cutpaste_patch, cutpaste_scar
 from core.errors import ConfigError, InputError
-from core.haloae import (HaloAttention, TrainingMaps, build_haloae, channel_stats, crop_origin, loss_weights,
-                         ssim, train_autoencoder)
-from core.modelfile import ModelBundle
+from core.synthetic.cutpaste import AREA, cutpaste_patch, cutpaste_scar
+from core.methods.haloae import (HaloAttention, TrainingMaps, build_haloae, channel_stats, crop_origin,
+                                 loss_weights, ssim, train_autoencoder)
+from core.deploy.modelfile import ModelBundle
 
 # no colour jitter: the error is then measured on the images trained on (a jittered pool of one copy
 # per normal misses the plain images)
@@ -185,9 +185,9 @@ def test_config_checks_and_old_configs():
 def tiny_training(tmp_path_factory):
     """Encoder features of a few generated normals at 128 px (fast, no outside data)."""
     torch.set_num_threads(1)
-    from core.datasets import prepare_image, read_images
+    from core.data.datasets import prepare_image, read_images
     from core.demo import make_dataset
-    from core.features import Encoder
+    from core.embedding.features import Encoder
     root = make_dataset(tmp_path_factory.mktemp("demo"), n_train=4, n_good=1, n_bad=1)
     cfg = preset("cpu").updated({"features": {"image_size": 128}, "haloae": TINY})
     imgs = [prepare_image(i, 128, 64) for i in read_images(sorted((root / "train" / "good").glob("*.png")))]
@@ -260,8 +260,8 @@ def test_model_records_method_weights_and_calibration(haloae_model):
 
 def test_save_load_round_trip_gives_identical_maps(haloae_model, tmp_path):
     from tests.conftest import PIPED
-    from core.images import read_image
-    from core.inference import Predictor
+    from core.data.images import read_image
+    from core.deploy.inference import Predictor
     imgs = [read_image(p) for p in sorted((PIPED / "test" / "impurity").glob("*.png"))[:3]]
     b = ModelBundle.load(haloae_model)
     copy = b.save(tmp_path / "copy.pt")
@@ -340,7 +340,7 @@ def test_steps_option_sets_the_chosen_methods_steps():
 
 def test_haloae_refuses_defect_labels(tmp_path, demo_data):
     from core import api
-    from core.labels import ImageLabel, RotatedBox
+    from core.data.labels import ImageLabel, RotatedBox
     img = next((demo_data / "test").glob("*/*.png"))
     lab = ImageLabel(img, boxes=[RotatedBox(10, 10, 20, 20, 0.0)])
     cfg = preset("cpu").updated({"method": "haloae"})

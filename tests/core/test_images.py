@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-import core.images as images_mod
+import core.data.images as images_mod
+from core.data.images import list_images, read_image, read_mask
 from core.errors import ImageReadError
-from core.images import list_images, read_image, read_mask
 
 
 def _write(path, arr, ext=".png"):
@@ -250,14 +250,14 @@ def test_read_mask_errors(tmp_path):
 
 def _mask_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "core.images" and r.levelname == "WARNING"]
+            if r.name == "core.data.images" and r.levelname == "WARNING"]
 
 
 def test_non_binary_mask_warns_once_naming_file_and_count(tmp_path, caplog):
     arr = np.zeros((16, 16), np.uint8)
     arr[2:6, 2:6], arr[8:12, 8:12] = 128, 255          # 3 values: 0, 128, 255
     p = _write(tmp_path / "graded.png", arr)
-    with caplog.at_level("WARNING", logger="core.images"):
+    with caplog.at_level("WARNING", logger="core.data.images"):
         mask = read_mask(p)
         read_mask(p)                                    # read again (each evaluation): no repeat
     assert np.array_equal(mask, arr > 0)                # still non-zero = defect
@@ -270,7 +270,7 @@ def test_jpeg_mask_warns(tmp_path, caplog):
     arr = np.zeros((32, 32), np.uint8)
     arr[8:20, 5:25] = 255
     p = _write(tmp_path / "m.jpg", arr, ".jpg")          # ringing round the edges: extra values
-    with caplog.at_level("WARNING", logger="core.images"):
+    with caplog.at_level("WARNING", logger="core.data.images"):
         read_mask(p)
     assert len(_mask_warnings(caplog)) == 1 and "m.jpg: the mask has" in _mask_warnings(caplog)[0]
 
@@ -283,6 +283,6 @@ def test_jpeg_mask_warns(tmp_path, caplog):
     ("deep.png", np.where(np.eye(16, dtype=bool), 65535, 0).astype(np.uint16)),  # 16-bit
 ])
 def test_binary_masks_do_not_warn(tmp_path, caplog, name, arr):
-    with caplog.at_level("WARNING", logger="core.images"):
+    with caplog.at_level("WARNING", logger="core.data.images"):
         read_mask(_write(tmp_path / name, arr))
     assert _mask_warnings(caplog) == []

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from core import semirest
 from core.config import preset
+from core.data.images import write_mask, write_png
+from core.data.labels import BlockCells, ImageLabel, RotatedBox, load_label, load_label_dir, save_label
 from core.errors import ImageReadError, LabelError
-from core.images import write_mask, write_png
-from core.labels import BlockCells, ImageLabel, RotatedBox, load_label, load_label_dir, save_label
+from core.methods import semirest
 
 W, H = 24, 16
 

@@ -1,4 +1,4 @@
-"""The label cost model (core/labelcost.py): estimates from geometry, calibration on measured
+"""The label cost model (core/data/labelcost.py): estimates from geometry, calibration on measured
 seconds, estimated seconds in label files and in the evaluation protocols."""
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
+from core.data.datasets import load_mvtec
+from core.data.formats import export_labels, import_labels
 from core.demo import make_dataset
-from core.datasets import load_mvtec
 from core.errors import LabelError
-from core.formats import export_labels, import_labels
-from core.labelcost import (PRIOR, LabelGeometry, calibrate, fill_estimates, label_geometry,
-                            measured_in)
-from core.labels import BlockCells, ImageLabel, RotatedBox, load_label, save_label
-from core.protocols import make_protocol
+from core.data.labelcost import (PRIOR, LabelGeometry, calibrate, fill_estimates, label_geometry, measured_in)
+from core.data.labels import BlockCells, ImageLabel, RotatedBox, load_label, save_label
+from core.data.protocols import make_protocol
 from formats_helpers import make_image
 
 

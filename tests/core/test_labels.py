@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
+from core.data.geometry import BlockGrid
+from core.data.images import write_png
 from core.errors import ImageReadError, LabelError
-from core.geometry import BlockGrid
-from core.images import write_png
-from core.labels import (BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, BlockCells,
-                         ImageLabel, RotatedBox, block_labels_from_boxes, block_labels_from_mask,
-                         box_coverage, boxes_from_mask, load_label, mask_coverage, rasterize_boxes,
-                         save_label)
+from core.data.labels import (BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, BlockCells,
+                              ImageLabel, RotatedBox, block_labels_from_boxes, block_labels_from_mask,
+                              box_coverage, boxes_from_mask, load_label, mask_coverage, rasterize_boxes,
+                              save_label)
 
 A, I, N, U = BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN
 

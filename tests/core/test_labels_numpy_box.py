@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from core.data.labels import RotatedBox
 from core.errors import LabelError
-from core.labels import RotatedBox
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from core.labels import BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN
-from core.losses import focal_loss, mixmatch_focal, rampup, sharpen, soft_focal_terms
+from core.data.labels import BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN
+from core.learning.losses import focal_loss, mixmatch_focal, rampup, sharpen, soft_focal_terms
 
 LN3 = math.log(3)
 # Logits (0, z) give p+ = softmax(.)[1] = e^z / (1 + e^z):

@@ -1,12 +1,12 @@
-"""The method registry (core/methods.py) and the detector interface (core/detector.py)."""
+"""The method registry (core/methods/__init__.py) and the detector interface (core/methods/detector.py)."""
 import subprocess
 import sys
 
 import pytest
 
-from core.detector import Detector
 from core.errors import ConfigError
 from core.methods import BY_NAME, METHODS, REGISTRY, USES_LABELS, detector_class
+from core.methods.detector import Detector
 
 
 def test_every_registered_method_resolves_to_a_detector_of_that_name():
@@ -25,7 +25,7 @@ def test_unknown_method_is_a_config_error_listing_the_choices():
 
 
 def test_colouring_a_map_loads_no_torch():
-    """The viewer colours arrays through core.anomaly_map, which must stay torch-free."""
+    """The viewer colours arrays through core.eval.anomaly_map, which must stay torch-free."""
     code = ("import sys, numpy as np\n"
             "from app.viewer.maps import colorize_rgba, smoothed_map\n"
             "m = smoothed_map(np.random.rand(8, 8).astype('float32'), 64, 64)\n"

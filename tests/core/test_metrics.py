@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.metrics import (evaluate, image_auroc, pixel_ap, pixel_auroc, pro_curve, pro_score,
-                          resize_masks)
+from core.eval.metrics import (evaluate, image_auroc, pixel_ap, pixel_auroc, pro_curve, pro_score,
+                               resize_masks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
-from core import api, training
+from core import api
 from core.cli import main
 from core.config import Config
+from core.data.images import read_image, write_mask, write_png
 from core.demo import surface
 from core.errors import Cancelled, PreflightError
-from core.images import read_image, write_mask, write_png
+from core.learning import training
 from tests.core.test_cli import TINY_FULL
 
 # (width, height): the extremes of the public set that crashed (113x288 .. 599x244) scaled to

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.config import SwinConfig
-from core.model import ResidualSwin, SwinBlock, predict_map, sliding_windows, window_starts
+from core.learning.model import ResidualSwin, SwinBlock, predict_map, sliding_windows, window_starts
 
 
 # ---------------------------------------------------------------------------------------------

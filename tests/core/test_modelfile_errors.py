@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from core.config import preset
+from core.deploy.modelfile import FORMAT, ModelBundle
 from core.errors import InputError
-from core.modelfile import FORMAT, ModelBundle
 
 
 class Evil:

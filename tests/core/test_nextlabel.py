@@ -1,11 +1,11 @@
-"""Which image to label next (core/nextlabel.py): each part of the ranking on constructed cases."""
+"""Which image to label next (core/eval/nextlabel.py): each part of the ranking on constructed cases."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from core.nextlabel import Candidate, NextLabelWeights, block_uncertainty, embedding, rank_next
+from core.eval.nextlabel import Candidate, NextLabelWeights, block_uncertainty, embedding, rank_next
 
 
 def _thumb(seed: int, stripes: int | None = None) -> np.ndarray:

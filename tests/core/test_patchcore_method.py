@@ -13,8 +13,8 @@ import torch
 
 from core.cli import main
 from core.config import preset
-from core.anomaly_map import postprocess
-from core.modelfile import ModelBundle
+from core.deploy.modelfile import ModelBundle
+from core.eval.anomaly_map import postprocess
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "tools"
 
@@ -89,7 +89,7 @@ def test_patchcore_model_records_its_method_and_calibration(patchcore_model):
 
 def test_predict_writes_raw_maps_at_image_size(patchcore_model, tmp_path):
     from tests.conftest import PIPED
-    from core.images import read_image
+    from core.data.images import read_image
     folder = PIPED / "test" / "impurity"
     out = tmp_path / "out"
     assert main(["predict", "--model", str(patchcore_model), "--images", str(folder), "--out", str(out),
@@ -127,9 +127,9 @@ def test_patchcore_at_parity_with_anomalib_by_the_reference_scorer(patchcore_mod
 
 
 def test_patchcore_refuses_defect_labels(tmp_path, demo_data):
-    from core.errors import ConfigError
     from core import api
-    from core.labels import ImageLabel, RotatedBox
+    from core.data.labels import ImageLabel, RotatedBox
+    from core.errors import ConfigError
     img = next((demo_data / "test").glob("*/*.png"))
     lab = ImageLabel(img, boxes=[RotatedBox(10, 10, 20, 20, 0.0)])
     cfg = preset("cpu").updated({"method": "patchcore"})

@@ -1,13 +1,13 @@
-"""Validation on held-out real labelled defects (core/realval.py)."""
+"""Validation on held-out real labelled defects (core/eval/realval.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from core.labels import BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN
-from core.realval import split_labelled, validate_real
-from core.trainset import TokenImage
+from core.data.labels import BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN
+from core.eval.realval import split_labelled, validate_real
+from core.learning.trainset import TokenImage
 
 
 def test_split_labelled_holds_out_a_fraction_deterministically():
@@ -55,9 +55,9 @@ def test_validate_real_scores_blocks_by_label_kind(tiny_cfg):
 
 def test_fit_holds_out_labelled_defects_and_validates_on_them(demo_data, tiny_cfg, tmp_path):
     from core import api
-    from core.datasets import load_mvtec
-    from core.images import read_mask
-    from core.labels import ImageLabel
+    from core.data.datasets import load_mvtec
+    from core.data.images import read_mask
+    from core.data.labels import ImageLabel
     ds = load_mvtec(demo_data)
     bad = [s for s in ds.test if s.is_anomalous][:4]
     labels = [ImageLabel(s.path, mask=read_mask(s.mask_path) > 0) for s in bad]
@@ -98,8 +98,8 @@ def test_training_on_images_of_several_sizes_validates_and_predicts(tiny_cfg, tm
     """Real sets mix sizes (and grayscale): validation pooled the maps with np.stack and died."""
     import cv2
     from core import api
+    from core.data.images import write_png
     from core.demo import surface
-    from core.images import write_png
     rng = np.random.default_rng(0)
     sizes = [(64, 128), (128, 128), (128, 64)]   # model inputs of three shapes at 128 px
     paths = []
@@ -117,7 +117,7 @@ def test_training_on_images_of_several_sizes_validates_and_predicts(tiny_cfg, tm
 
 
 def test_a_checkpoint_must_win_on_most_held_out_images_to_replace_the_start(tiny_cfg):
-    from core.training import Trainer
+    from core.learning.training import Trainer
     t = Trainer.__new__(Trainer)
     start = {"stage": "previous", "per_image": [0.5, 0.5, 0.5]}
     t.last_per_image = [0.9, 0.4, 0.45]            # one image carries the pool: not enough

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from core import api
-from core.bank import MemoryBank
 from core.cli import main
 from core.config import Config, preset
+from core.deploy.modelfile import ModelBundle
+from core.embedding.bank import MemoryBank
 from core.errors import Cancelled, ConfigError, InputError
-from core.ldknn import ldknn, local_density
-from core.modelfile import ModelBundle
+from core.methods.ldknn import ldknn, local_density
 
 
 # ---- LDKNN ------------------------------------------------------------------------------------
@@ -125,15 +125,15 @@ def test_a_model_file_without_backbone_state_loads_with_imagenet_weights(tmp_pat
 
 
 def test_reb_detector_refuses_a_bank_without_densities():
-    from core.reb import RebDetector
+    from core.methods.reb import RebDetector
     with pytest.raises(InputError, match="no LDKNN densities"):
         RebDetector(_bundle(None), torch.device("cpu"), encoder=None)
 
 
 # ---- DefectMaker fine-tuning ------------------------------------------------------------------
 def test_defect_classes_cover_the_six_kinds():
-    from core.defect_finetune import CLASSES, draw_batch
-    from core.defectmaker import DefectMaker
+    from core.methods.defect_finetune import CLASSES, draw_batch
+    from core.synthetic.defectmaker import DefectMaker
     rng = np.random.default_rng(0)
     x = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     imgs, labels = draw_batch([x], 140, rng, {(64, 64): DefectMaker()})
@@ -157,9 +157,9 @@ def few_normals():
 
 @pytest.mark.parametrize("finetune", [False, True])
 def test_finetune_on_and_off_give_a_model_that_loads_and_predicts(tmp_path, tiny_cfg, few_normals, finetune):
-    from core.features import Encoder
-    from core.images import read_image
-    from core.inference import Predictor
+    from core.data.images import read_image
+    from core.deploy.inference import Predictor
+    from core.embedding.features import Encoder
     from tests.conftest import PIPED
     out = tmp_path / "reb.pt"
     torch.set_num_threads(1)
@@ -185,7 +185,7 @@ def test_finetune_on_and_off_give_a_model_that_loads_and_predicts(tmp_path, tiny
     p = pred.predict(img)
     assert p.block_map.shape == (16, 16) and np.isfinite(p.anomaly_map).all()
     # LDKNN map = the nearest distance minus a density: recompute it from the bank
-    from core.datasets import prepare_image
+    from core.data.datasets import prepare_image
     f = pred.encoder.encode([prepare_image(img, 128, 64)], with_position=False)[0]
     ref = ldknn(b.bank("cpu"), b.bank_state["density"], f, 1.0)
     np.testing.assert_allclose(p.block_map, ref, rtol=1e-4, atol=1e-4)
@@ -208,7 +208,7 @@ def test_finetune_reports_progress_and_cancels(tmp_path, tiny_cfg, few_normals):
 
 
 def test_reb_refuses_defect_labels(tmp_path, demo_data):
-    from core.labels import ImageLabel, RotatedBox
+    from core.data.labels import ImageLabel, RotatedBox
     img = next((demo_data / "test").glob("*/*.png"))
     lab = ImageLabel(img, boxes=[RotatedBox(10, 10, 20, 20, 0.0)])
     cfg = preset("cpu").updated({"method": "reb"})
@@ -230,7 +230,7 @@ def reb_model(tmp_path_factory):
 
 
 def test_train_predict_eval_through_the_cli(reb_model, tmp_path, capsys):
-    from core.images import read_image, read_mask
+    from core.data.images import read_image, read_mask
     from tests.conftest import PIPED
     b = ModelBundle.load(reb_model)
     assert b.method == "reb" and b.swin_state == {} and b.backbone_state == {}   # cpu preset: plain

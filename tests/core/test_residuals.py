@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from core.residuals import choose_neighbour, knn_noise, knn_residual, pcr_dropout, residual
+from core.embedding.residuals import choose_neighbour, knn_noise, knn_residual, pcr_dropout, residual
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from core.modelfile import ModelBundle
+from core.deploy.modelfile import ModelBundle
 from tests.core.test_cli import TINY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""COCO RLE codec (core/formats/rle.py) against hand-worked examples, random round trips and
+"""COCO RLE codec (core/data/formats/rle.py) against hand-worked examples, random round trips and
 pycocotools' own encoder and decoder."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as cocomask
 
-from core.formats import rle
+from core.data.formats import rle
 
 
 def test_3x3_hand_worked():

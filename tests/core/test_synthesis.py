@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from core.config import SynthesisConfig
+from core.data.images import write_png
 from core.errors import ConfigError, DatasetError
-from core.images import write_png
-from core.synthesis import (STRUCTURE_OPS, AnomalySynthesizer, _shuffle_tiles, load_textures,
-                            min_component_pixels, perlin_mask, perlin_noise, procedural_texture)
+from core.synthetic.memseg import (STRUCTURE_OPS, AnomalySynthesizer, _shuffle_tiles, load_textures,
+                                   min_component_pixels, perlin_mask, perlin_noise, procedural_texture)
 
 
 def _image(h=128, w=128, seed=0):

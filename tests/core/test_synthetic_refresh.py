@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.features import Encoder
+from core.embedding.features import Encoder
+from core.learning.training import Trainer
+from core.learning.trainset import build_material
 from core.progress import Reporter
-from core.trainset import build_material
-from core.training import Trainer
 
 
 def test_training_replaces_the_synthetic_pool(demo_data, tiny_cfg):
-    from core.datasets import prepare_image, read_images
+    from core.data.datasets import prepare_image, read_images
     cfg = tiny_cfg.updated({"synthesis": {"refresh_every": 10}, "train": {"steps": 25}})
     f = cfg.features
     paths = sorted((demo_data / "train" / "good").glob("*.png"))

@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from core import api, semirest
-from core.datasets import load_mvtec, load_sample_mask
+from core import api
+from core.data.datasets import load_mvtec, load_sample_mask
+from core.data.geometry import BlockGrid
+from core.data.images import read_image, write_mask
+from core.deploy.inference import Predictor
 from core.errors import LabelError
-from core.geometry import BlockGrid
-from core.images import read_image, write_mask
-from core.inference import Predictor
-from core.labels import (BLOCK_NORMAL, BLOCK_UNKNOWN, FORMAT, ImageLabel, RotatedBox, block_labels_from_mask,
-                         load_label, save_label)
-from core.losses import rampup, sharpen
-from core.modelfile import ModelBundle
-from core.protocols import draw_anomalous, make_protocol
-from core.resmixmatch import mixup_tokens
+from core.methods import semirest
+from core.data.labels import (BLOCK_NORMAL, BLOCK_UNKNOWN, FORMAT, ImageLabel, RotatedBox,
+                              block_labels_from_mask, load_label, save_label)
+from core.data.protocols import draw_anomalous, make_protocol
+from core.deploy.modelfile import ModelBundle
+from core.learning.losses import rampup, sharpen
+from core.learning.resmixmatch import mixup_tokens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def test_protocol_draw_is_stratified_and_seeded(piped):
     assert all(lab.kind == "boxes" and lab.boxes for lab in semi.labels)
     assert all(lab.tag == "defective" for lab in tag.labels)
     # one minimum-area box per connected component: every defect pixel lies inside the boxes
-    from core.labels import rasterize_boxes
+    from core.data.labels import rasterize_boxes
     for lab in semi.labels:
         sample = next(s for s in ds.test if s.path == lab.image)
         mask = load_sample_mask(sample, (lab.height, lab.width))
@@ -135,7 +136,7 @@ def test_resmixmatch_on_boxes_logs_its_losses_and_improves_on_boxed_defects(pipe
 
 
 def test_boxes_as_pseudo_masks_fine_tune_and_improve_on_boxed_defects(piped, tmp_path):
-    """The default: boxes become pseudo-masks (core/pseudomask.py) and train like masks."""
+    """The default: boxes become pseudo-masks (core/learning/pseudomask.py) and train like masks."""
     cfg, semi, events, (auc_start, auc_semi) = _boxes_run(piped, tmp_path, {"real_val_fraction": 0.0}, {})
     assert cfg.semi.boxes == "pseudo_mask"
     stages = [h.get("stage") for h in semi.validation["history"]]
@@ -149,7 +150,7 @@ def test_boxes_as_pseudo_masks_fine_tune_and_improve_on_boxed_defects(piped, tmp
 # bad labels
 # ---------------------------------------------------------------------------------------------
 def _image(tmp_path, name="a.png", size=(40, 30)):
-    from core.images import write_png
+    from core.data.images import write_png
     p = tmp_path / name
     write_png(p, np.full((size[1], size[0], 3), 128, np.uint8))
     return p

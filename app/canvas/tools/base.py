@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPainter
 
-# Each tool -> the label kind it produces (the kinds of core.labels); the one list of tool names.
+# Each tool -> the label kind it produces (the kinds of core.data.labels); the one list of tool names.
 TOOL_KINDS = {"brush": "mask", "eraser": "mask", "polygon": "mask", "block": "blocks",
               "box": "boxes", "tag": "tag"}
 

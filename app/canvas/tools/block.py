@@ -1,4 +1,4 @@
-"""Block tool: click or drag to toggle cells of the model's block grid (core.geometry.BlockGrid,
+"""Block tool: click or drag to toggle cells of the model's block grid (core.data.geometry.BlockGrid,
 the same grid training uses). A drag paints the state the first toggled cell got, so sweeping
 over a defect marks it without flickering cells already marked. One drag = one undo command."""
 from __future__ import annotations

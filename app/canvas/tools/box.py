@@ -10,7 +10,7 @@ import math
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 
-from core.labels import RotatedBox
+from core.data.labels import RotatedBox
 
 from ...shortcuts import SNAP_DEGREES, SNAP_MODIFIER
 from .. import box_geometry as bg

@@ -1,0 +1,273 @@
+"""SemiREST (the paper's method, docs/method.md): a bank of normal features, residuals to the
+nearest normal feature at each position, and a Swin that classifies 8x8-pixel blocks, trained on
+synthetic defects and on whatever the user labelled.
+
+Training stages (``SemiREST.fit``): stage 1 trains with Eq. 11 on normals, synthetic anomalies
+and fully labelled images (masks, block maps, normal tags); boxes then teach through pseudo-masks
+(decision 0015); defective tags fine-tune with ResMixMatch (Algorithm 1). Scoring
+(``SemiREST.group_maps``): backbone, one neighbour search, residuals, the bagged sliding-window
+Swin, and the fused nearest-neighbour distance (core/learning/fusion.py).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .. import preflight
+from ..config import SELECTION_METRICS, Config, plan_line
+from ..data.datasets import prepare_image, read_images, split_train_val
+from ..data.geometry import BlockGrid
+from ..data.images import read_image
+from ..data.labels import BLOCK_UNKNOWN, ImageLabel
+from ..deploy.modelfile import ModelBundle
+from ..embedding.bank import build_bank
+from ..embedding.features import Encoder
+from ..embedding.residuals import residual
+from ..errors import ConfigError, LabelError
+from ..eval.anomaly_map import eval_hw, postprocess
+from ..eval.calibration import calibrate
+from ..eval.realval import split_labelled
+from ..learning.fusion import fuse
+from ..learning.model import build_model, model_tokens, predict_maps
+from ..learning.training import Trainer, block_maps
+from ..learning.trainset import build_material
+from ..synthetic.labelpaste import Labelled
+from .detector import Detector, FitJob, label_record, training_record
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where a run's resumable checkpoint lives while it trains (removed once the model is saved)."""
+    return out.with_name(out.name + ".ckpt")
+
+
+class SemiREST(Detector):
+    name = "semirest"
+
+    def __init__(self, bundle, device, encoder, bagging=None):
+        super().__init__(bundle, device, encoder, bagging)
+        self.model = bundle.swin(device)
+        self.bank = bundle.bank(device)
+        self.bank_t = torch.from_numpy(self.bank.features).to(device)
+        fusion = bundle.calibration.get("fusion") or {}     # core/learning/fusion.py; absent: the Swin alone
+        self.fusion_weight = float(fusion.get("weight", 0.0))
+        self.fusion_ref = float(fusion.get("d_ref", 1.0))
+
+    def group_maps(self, xs: list[np.ndarray], timer) -> list[np.ndarray]:
+        n = len(xs)
+        with timer("backbone"):
+            f = torch.stack(self.encoder.encode(xs))          # (n, rows, cols, d)
+        with timer("search"):
+            dist, idx = self.bank.nearest(f)                  # one search for the whole group
+        if math.isinf(self.fusion_weight):     # the distance alone was best on validation: no Swin
+            return [fuse(np.zeros_like(d), d, self.fusion_weight, self.fusion_ref) for d in dist]
+        with timer("swin"):
+            fd = f.to(self.device)
+            nb = self.bank_t[torch.from_numpy(idx).to(self.device)]
+            r = residual(fd, nb, self.cfg.bank.residual)
+            m = predict_maps(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
+                             self.cfg.swin.step, self.bagging)
+            maps = m.float().cpu().numpy()
+        if self.fusion_weight:
+            return [fuse(mp, d, self.fusion_weight, self.fusion_ref) for mp, d in zip(maps, dist)]
+        return [maps[i] for i in range(n)]
+
+    @classmethod
+    def fit(cls, job: FitJob) -> ModelBundle:
+        cfg, out, dev, device, report, t0 = job.cfg, job.out, job.dev, job.device, job.report, job.t0
+        normal_paths, labels, resume, init_from = job.normal_paths, job.labels, job.resume, job.init_from
+        report.log(plan_line(cfg, dev.type))
+        ckpt = checkpoint_path(out)
+        if not resume:
+            ckpt.unlink(missing_ok=True)
+        if preflight.needed(cfg, normal_paths) and not ckpt.exists():
+            preflight.dry_run(normal_paths, labels or [], cfg, device, report)   # a resumed run passed it
+        fcfg = cfg.features
+        train_p, val_p = split_train_val(normal_paths, cfg.train.val_fraction, cfg.train.val_min_images,
+                                         cfg.train.seed)
+        report.log(f"device: {dev}; {len(train_p)} normal images for the bank, {len(val_p)} held out "
+                   f"for validation")
+        train_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(train_p)]
+        val_imgs = [prepare_image(i, fcfg.image_size, fcfg.size_multiple) for i in read_images(val_p)]
+        labelled = labelled_items(labels or [], cfg)
+        labelled, labelled_val = split_labelled(labelled, cfg.train.real_val_fraction,
+                                                cfg.train.real_val_min_labelled, cfg.train.seed)
+        if labelled_val:
+            report.log(f"{len(labelled_val)} of {len(labelled) + len(labelled_val)} labelled defective images "
+                       f"held out to validate on real defects: {', '.join(x.name for x in labelled_val)}")
+        init = (init_from if isinstance(init_from, ModelBundle) or init_from is None
+                else ModelBundle.load(init_from))
+        bank_names = [p.name for p in train_p]
+        bank = None
+        if init is not None:
+            if init.config.features != fcfg:
+                raise ConfigError(f"init model {init_from}: its feature settings differ from this run's")
+            if init.training.get("bank_images") == bank_names:
+                bank = init.bank(dev)
+            else:
+                report.log("the init model's bank was built from other normal images: building a new bank")
+        encoder = Encoder(fcfg, dev, backbone=init.backbone if init else None)
+        material = build_material(cfg, encoder, dev, train_imgs, bank_names, val_imgs,
+                                  [p.name for p in val_p], labelled, report, bank=bank,
+                                  labelled_val=labelled_val)
+        if init is not None:
+            material.residual_scale = init.residual_scale
+        has_hard = any(not (d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        fp = _fingerprint(cfg, normal_paths, labels or [], init_from)
+        trainer = Trainer(cfg, material, dev, report, checkpoint=ckpt,
+                          init_state=init.swin_state if init else None, fingerprint=fp)
+        trainers = [trainer]
+        trainer.fit_started = t0
+        if init is None or has_hard or not has_unknown:
+            result = trainer.run()
+        else:
+            result = trainer.start_point()
+        if has_unknown and cfg.semi.boxes == "pseudo_mask" and any(d.label_kind == "boxes" for d in material.defective):
+            from ..learning.pseudomask import PseudoMaskTrainer, pseudo_masks   # decision 0015
+            start = build_model(material.feature_dim, cfg, material.residual_scale).to(dev)
+            start.load_state_dict(result.state)
+            n = pseudo_masks(start, material, cfg, dev, cfg.semi.pseudo_threshold)
+            report.log(f"boxes: pseudo-masks for {n} images from the start model")
+            boxes = PseudoMaskTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".boxes.ckpt"),
+                                      init_state=result.state, fingerprint=fp)
+            boxes.fit_started = t0
+            trainers.append(boxes)
+            result = boxes.run(previous=result)
+            has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        if has_unknown:
+            from ..learning.resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
+            semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
+                                      init_state=result.state, fingerprint=fp)
+            semi.fit_started = t0
+            trainers.append(semi)
+            result = semi.run(previous=result)
+        swin = trainer.model
+        swin.load_state_dict(result.state)
+        calib = _calibrate(swin, material, cfg, dev)
+        bank_state = material.bank.state()
+        if cfg.bank.include_val and val_imgs:
+            # The hold-outs chose the checkpoint and calibrated; now they join the bank, so that
+            # test images are compared with every normal the user gave (as PatchCore's bank is).
+            every = encoder.encode(train_imgs + val_imgs, tick=report.tick("features", "bank of every normal"))
+            b = cfg.bank
+            bank_state = build_bank([f.reshape(-1, f.shape[-1]).numpy() for f in every], b.coreset_ratio,
+                                    b.coreset_dim, b.coreset_starts, b.max_patches, cfg.train.seed, dev,
+                                    tick=report.tick("coreset", "bank of every normal"),
+                                    cell_size=b.coreset_cell, plain_max=b.coreset_plain_max).state()
+            bank_names = bank_names + [p.name for p in val_p]
+        bundle = ModelBundle(
+            config=cfg, backbone=material.backbone, feature_dim=material.feature_dim,
+            bank_state=bank_state, swin_state={k: v.cpu() for k, v in result.state.items()},
+            residual_scale=material.residual_scale,
+            validation={**_chosen_validation(result), "step": result.best_step, "history": result.history,
+                        "real_defect_images": [x.name for x in labelled_val]},
+            calibration=calib,
+            training=training_record(
+                job,
+                # every process of a resumed run, not only the last one
+                seconds=max(x.earlier_fit_seconds for x in trainers) + time.perf_counter() - t0,
+                train_seconds=result.seconds, steps=result.steps,
+                normal_images=len(train_p), val_images=len(val_p), bank_images=bank_names,
+                init_from=str(init_from) if isinstance(init_from, (str, Path)) else None,
+                synthetic_images=len(material.synthetic), **label_record(labels)))
+        bundle.save(out)
+        ckpt.unlink(missing_ok=True)
+        ckpt.with_suffix(".semi.ckpt").unlink(missing_ok=True)
+        ckpt.with_suffix(".boxes.ckpt").unlink(missing_ok=True)
+        report("done", 1, 1, f"saved {out}", val_pixel_ap=result.best_metric)
+        return bundle
+
+
+def labelled_items(labels: list[ImageLabel], cfg: Config) -> list[Labelled]:
+    """Read each labelled image, check the label against it, map the label to block targets and
+    to the labelled pixels at the model input size (what label paste copies)."""
+    f, t = cfg.features, cfg.train
+    out = []
+    for lab in labels:
+        if lab.kind is None:
+            continue
+        if not Path(lab.image).exists():
+            raise LabelError(lab.image, "a label refers to this image, which does not exist")
+        img = read_image(lab.image)
+        h, w = img.shape[:2]
+        if lab.width is not None and (lab.width, lab.height) != (w, h):
+            raise LabelError(lab.image, f"label is for a {lab.width}x{lab.height} image but the file is {w}x{h}")
+        lab.width, lab.height = w, h
+        lab.validate()
+        grid = BlockGrid.for_image(w, h, f.image_size, 8, f.size_multiple)
+        targets = lab.block_targets(grid, t.eps_pos_real, t.eps_neg, t.box_unknown, t.box_band)
+        x = prepare_image(img, f.image_size, f.size_multiple)
+        out.append(Labelled(x, targets, lab.kind, Path(lab.image).name, label_region(lab, x.shape[:2])))
+    return out
+
+
+def label_region(lab: ImageLabel, hw: tuple[int, int]) -> np.ndarray | None:
+    """The pixels a label marks, at the model input size ``hw``: the mask, the block cells or the
+    inside of the boxes; None for tags."""
+    from ..data.labels import rasterize_boxes
+    k = lab.kind
+    if k == "mask":
+        m = lab.mask
+    elif k == "blocks":
+        m = lab.blocks.to_mask(lab.width, lab.height)
+    elif k == "boxes":
+        m = rasterize_boxes(lab.boxes, lab.width, lab.height)
+    else:
+        return None
+    return cv2.resize(np.asarray(m, np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def _chosen_validation(result) -> dict:
+    """The validation metrics of the kept state (synthetic pixel AP; real-defect block AP)."""
+    out = {k: result.val[k] for k in SELECTION_METRICS if k in result.val}
+    return out or {"val_pixel_ap": result.best_metric}
+
+
+def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], init_from) -> str:
+    """Identity of a training run (settings, images, labels), so a checkpoint is only resumed by
+    the run that wrote it."""
+    import hashlib
+    import json
+    lab = sorted((str(Path(x.image).resolve()), x.kind or "", len(x.boxes), x.tag or "",
+                  int(x.mask.sum()) if x.mask is not None else -1) for x in labels)
+    blob = json.dumps([cfg.to_dict(), sorted(str(Path(p).resolve()) for p in normals), lab,
+                       str(init_from) if isinstance(init_from, (str, Path)) else None], default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
+@torch.no_grad()
+def _calibrate(model, material, cfg: Config, dev) -> dict:
+    """Calibration (core/eval/calibration.py) from the validation split, after choosing the fusion
+    weight of the nearest-neighbour distance on it when ``train.fusion`` is on (core/learning/fusion.py)."""
+    from ..learning.fusion import choose_weight, distance_reference, fuse
+    bank_t = torch.from_numpy(material.bank.features).to(dev)
+    probs, dists, masks = [], [], []
+    model.eval()
+    for it in material.val:
+        p, d = block_maps(model, it, bank_t, cfg, dev)
+        probs.append(p)
+        dists.append(d)
+        h, w = it.mask.shape
+        ev = eval_hw(w, h, cfg.output.eval_size)
+        masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+
+    def to_map(block, hw):
+        return postprocess(block, hw, cfg.output.gaussian_sigma, cfg.output.upsample)
+
+    fusion = None
+    if cfg.train.fusion:
+        d_ref = distance_reference([d for d, m in zip(dists, masks) if not m.any()])
+        weight, aps = choose_weight(probs, dists, masks, d_ref, to_map)
+        fusion = {"weight": weight, "d_ref": d_ref, "val_pixel_ap": aps}
+    else:
+        weight, d_ref = 0.0, 1.0
+    maps = [to_map(fuse(p, d, weight, d_ref), m.shape) for p, d, m in zip(probs, dists, masks)]
+    out = calibrate(maps, masks)
+    if fusion is not None:
+        out["fusion"] = fusion
+    return out
