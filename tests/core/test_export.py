@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -69,7 +70,7 @@ def models(tmp_path_factory):
     return root
 
 
-def _variant(root, weight: float) -> "Path":
+def _variant(root, weight: float) -> Path:
     """The SemiREST model with the given fusion weight (0: the Swin alone; inf: the distance)."""
     b = ModelBundle.load(root / "semirest.pt")
     b.calibration["fusion"] = {**(b.calibration.get("fusion") or {"d_ref": 10.0}), "weight": weight}

@@ -190,7 +190,7 @@ def test_a_write_killed_part_way_is_cleaned_by_the_next_write(tmp_path, monkeypa
 
 
 def test_stale_temp_rules(tmp_path):
-    old, new = time.time() - 2 * 3600, time.time()
+    old = time.time() - 2 * 3600
     legacy_old = tmp_path / ".model.pt.abcd1234.pt.tmp"        # before pids were in the names
     legacy_new = tmp_path / ".model.pt.efgh5678.pt.tmp"
     mine = tmp_path / f".scores.csv.{os.getpid()}-x1y2z3w4.csv.tmp"

@@ -4,7 +4,6 @@ through the CLI on real PIPED images."""
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
