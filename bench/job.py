@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .memory import PhasePeak
+
 
 def run(args) -> dict:
     from core import api
@@ -26,8 +28,9 @@ def run(args) -> dict:
     suffix = f"-n{args.n_anomalous}" if args.pool is not None else ""
     model_path = Path(args.workdir) / f"{args.category}-{args.protocol}{suffix}-{args.seed}.pt"
     # the same code path as `semirest eval --protocol` (core/api.py run_protocol), always retrained
-    run = api.run_protocol(args.data, args.category, args.protocol, model_path, cfg, args.device, args.seed,
-                           args.n_anomalous, init=args.init, pool=args.pool, retrain=True)
+    with PhasePeak() as peak:
+        run = api.run_protocol(args.data, args.category, args.protocol, model_path, cfg, args.device,
+                               args.seed, args.n_anomalous, init=args.init, pool=args.pool, retrain=True)
     split, bundle, res, ds = run.split, run.bundle, run.result, run.dataset
     root = ds.root
     out = {"category": args.category, "protocol": args.protocol, "seed": args.seed,
@@ -49,6 +52,7 @@ def run(args) -> dict:
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms
+    out["semirest_peak_mb"] = peak.mb      # fit + evaluation (bench/memory.py)
     if not args.skip_onnx:
         out["semirest_onnx"] = onnx_timing(model_path, split.test, args.threads, Path(args.workdir))
     if args.speed and len(split.test) >= 8:
@@ -81,9 +85,11 @@ def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
     m_cfg = cfg.updated({"method": method, "features": {"backbone": backbone}})
     path = Path(args.workdir) / f"{args.category}-{method}.pt"
     t1 = time.perf_counter()
-    fitted = api.fit(ds.train, path, m_cfg, args.device, resume=False)
-    out = {f"{method}_fit_s": time.perf_counter() - t1}
-    res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
+    with PhasePeak() as peak:
+        fitted = api.fit(ds.train, path, m_cfg, args.device, resume=False)
+        fit_s = time.perf_counter() - t1
+        res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
+    out = {f"{method}_fit_s": fit_s, f"{method}_peak_mb": peak.mb}
     out[method], out[f"{method}_ms"] = res.metrics, res.timings_ms
     if BY_NAME[method].exports and not args.skip_onnx:
         out[f"{method}_onnx"] = onnx_timing(path, samples, args.threads, Path(args.workdir))

@@ -95,18 +95,26 @@ def methods_table(rows: list[dict]) -> list[str]:
     present = [m for m in REGISTRY if any(m.name in r for r in rows)]
     if len(present) < 2:
         return []
-    out = ["| method | " + " | ".join(m for _, m in METRICS) + " | fit s | ms per image | classes |",
-           "|---|" + "---|" * (len(METRICS) + 3)]
-    # peak memory is the job's (every method of a class runs in one process): one figure for all
+    out = ["| method | " + " | ".join(m for _, m in METRICS)
+           + " | fit s | ms per image | peak MB | classes |",
+           "|---|" + "---|" * (len(METRICS) + 4)]
+    # the job's peak covers every method of a class (one process); each method's own column is the
+    # process's peak while that method fitted and evaluated (bench/memory.py), when measured
     peak = max((r.get("peak_rss_mb", 0.0) for r in rows), default=0.0)
     for m in present:
         have = [r for r in rows if m.name in r]
         vals = [np.nanmean([r[m.name].get(k, np.nan) for r in have]) for k, _ in METRICS]
         fit = np.mean([r["train_s"] if m.name == "semirest" else r.get(f"{m.name}_fit_s", np.nan) for r in have])
         ms = np.median([sum(r.get(f"{m.name}_ms", {}).values()) for r in have])
-        out.append(f"| {m.title} | " + " | ".join(_pct(v) for v in vals) + f" | {fit:.0f} | {ms:.1f} | {len(have)} |")
+        mbs = [r[f"{m.name}_peak_mb"] for r in have if r.get(f"{m.name}_peak_mb") is not None]
+        mb = f"{max(mbs):.0f}" if mbs else "-"
+        out.append(f"| {m.title} | " + " | ".join(_pct(v) for v in vals)
+                   + f" | {fit:.0f} | {ms:.1f} | {mb} | {len(have)} |")
     out += ["", f"Peak memory of a job (all {len(present)} methods of a class in one process): at most "
-                f"{peak:.0f} MB. Fit s: SemiREST's whole training; the others' whole fit."]
+                f"{peak:.0f} MB. Peak MB per method: the largest over the classes of the process's "
+                "resident peak while that method fitted and evaluated (it includes what the process "
+                "already held; '-' where not measured). Fit s: SemiREST's whole training; the others' "
+                "whole fit."]
     return out
 
 

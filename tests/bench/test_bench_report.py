@@ -103,9 +103,28 @@ def test_methods_table_puts_every_method_of_the_jobs_side_by_side():
     from bench.report import methods_table
     m = lambda v: {"pixel_ap": v, "pro": v, "pixel_auroc": v, "image_auroc": v}
     rows = [{**_row(c, "unsup", 0, ap), "patchcore": m(pc), "patchcore_fit_s": 2.0,
-             "patchcore_ms": {"backbone": 3.0, "search": 1.0}} for c, ap, pc in (("A", .6, .5), ("B", .8, .4))]
+             "patchcore_ms": {"backbone": 3.0, "search": 1.0}, "patchcore_peak_mb": mb,
+             "semirest_peak_mb": None}
+            for c, ap, pc, mb in (("A", .6, .5, 300.0), ("B", .8, .4, 420.0))]
     out = methods_table(rows)
     semi, pc = (next(x for x in out if x.startswith(f"| {t} |")) for t in ("SemiREST", "PatchCore"))
     assert semi.split(" | ")[1] == "70.0" and pc.split(" | ")[1] == "45.0"
-    assert pc.rstrip(" |").endswith("| 2 | 4.0 | 2")           # fit s, ms per image, classes
+    assert pc.rstrip(" |").endswith("| 2 | 4.0 | 420 | 2")     # fit s, ms per image, peak MB, classes
+    assert semi.rstrip(" |").endswith("| - | 2")                 # peak not measured: said, not 0
     assert methods_table([_row("A", "unsup", 0, .6)]) == []     # one method: nothing to compare
+
+
+def test_phase_peak_sees_the_memory_of_its_own_phase_only():
+    """bench/memory.py: the peak of a phase that allocates 200 MB is about 200 MB above that of a
+    later phase that allocates nothing (the kernel's mark is reset between them)."""
+    import numpy as np
+    from bench.memory import PhasePeak
+    with PhasePeak() as big:
+        x = np.ones(200 * 2**20 // 8)
+        x += 1
+    del x
+    with PhasePeak() as small:
+        np.ones(10)
+    if big.mb is None:
+        pytest.skip("this kernel cannot reset its peak-RSS mark (/proc/self/clear_refs)")
+    assert big.mb - small.mb > 150
