@@ -218,6 +218,18 @@ class HaloAE(nn.Module):
         return (self(z) - z).pow(2).mean(1)
 
 
+class ErrorMapHead(nn.Module):
+    """HaloAE's block map for the exported graph (Detector.graph_head): one image's (rows, cols, d)
+    features -> :meth:`HaloAE.error_map`, the auto-encoder itself reused."""
+
+    def __init__(self, model: HaloAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.error_map(feats[None])[0]
+
+
 def build_haloae(dim: int, h: HaloAEConfig, mean=None, std=None) -> HaloAE:
     return HaloAE(dim, h, mean, std)
 
@@ -426,6 +438,9 @@ class HaloAEDetector(Detector):
             f = torch.stack(self.encoder.encode(xs, with_position=False))
         with timer("autoencoder"):
             return list(self.model.error_map(f.to(self.device)).float().cpu().numpy())
+
+    def graph_head(self, rows: int, cols: int) -> nn.Module:
+        return ErrorMapHead(self.model)
 
     @classmethod
     def fit(cls, job: FitJob):
