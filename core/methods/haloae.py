@@ -135,7 +135,7 @@ class HaloAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bsz, _, h, w = x.shape
-        b, halo, heads, dh, win = self.block, self.halo, self.heads, self.dim_head, self.window
+        b, heads, dh, win = self.block, self.heads, self.dim_head, self.window
         hp, wp = self.padded_size(h, w)
         xp = F.pad(x, (0, wp - w, 0, hp - h))
         nby, nbx = hp // b, wp // b
