@@ -1,16 +1,22 @@
 """Export a model's whole inference path as one ONNX graph for a fixed image size, and run it with
 ONNX Runtime (issue 12.3): a factory line runs ONNX Runtime, not a Python training stack.
 
-The graph, for images of one size (``image_size`` W x H; model input W_in x H_in):
+Every registered method exports (core/methods/__init__.py), through one graph for images of one
+size (``image_size`` W x H; model input W_in x H_in):
 
     image (1, H_in, W_in, 3) uint8 RGB, already resized to the model input (outside the graph,
     datasets.resize_to_input: area when shrinking, bilinear when enlarging)
-    -> /255, normalisation, backbone, aggregation, channel pooling (core/embedding/features.py)
-    -> + position code (SemiREST; PatchCore has none)
-    -> nearest bank entry: one matmul against the bank and an argmin (core/embedding/bank.py's exact search)
-    -> SemiREST: residual against it, the residual Swin over every sliding window of the map,
-       averaged per token (bagging, core/learning/model.predict_map) or one pass; fused with the distance
-       (core/learning/fusion.py) when the model has a fusion weight. PatchCore: the distance itself
+    -> /255, normalisation, backbone (REB: with its fine-tuned weights when it has them),
+       aggregation, channel pooling (core/embedding/features.py)
+    -> the method's head (``Detector.graph_head``, core/methods/detector.py): features -> block map
+       - SemiREST: + position code; the nearest bank entry (one matmul and an argmin,
+         core/embedding/bank.NearestEntry); the residual against it, the residual Swin over every
+         sliding window of the map, averaged per token (bagging, core/learning/model.predict_map) or
+         one pass; fused with the distance (core/learning/fusion.py) when the model has a weight
+       - PatchCore: the distance to the nearest bank entry
+       - REB: LDKNN, that distance minus lambda times the entry's stored density (core/methods/ldknn.py)
+       - HaloAE: the auto-encoder's channel-mean squared reconstruction error of the standardised
+         features (core/methods/haloae.py; halo windows gathered by index, which ONNX can export)
     -> post-processing (core/eval/anomaly_map.postprocess: upsampling + Gaussian) as two matrix products
     -> anomaly_map (1, H_ev, W_ev) at the evaluation size, score (1,) its maximum,
        block_map (1, rows, cols).
@@ -106,7 +112,7 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
     if not BY_NAME[bundle.method].exports:
         raise ExportError(f"{model}: {BY_NAME[bundle.method].title} models cannot be exported yet; "
                           f"exportable methods: {', '.join(m.title for m in BY_NAME.values() if m.exports)}")
-    if bundle.config.bank.search != "exact":
+    if bundle.config.bank.search != "exact" and len(bundle.bank_state["features"]):
         raise ExportError(f"{model}: its bank search is {bundle.config.bank.search!r}; the exported graph "
                           f"searches the whole bank (exact), which would not give this model's maps")
     if out_dir.exists() and not out_dir.is_dir():
@@ -160,8 +166,8 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
         "map_scale": float(calib.get("map_scale", 1.0)), "map_floor": float(calib.get("map_floor", 0.0)),
         "thresholds": {"image": float(calib.get("image_threshold", 0.5)),
                        "pixel": float(calib.get("pixel_threshold", 0.5))},
-        "bagging": bool(graph.bagging) if graph.use_swin else None,
-        "fusion_weight": str(graph.fusion_weight) if cfg.method == "semirest" else None,
+        "bagging": None, "fusion_weight": None,      # SemiREST's; other methods add their own
+        **graph.detector.export_info(),
     }
     if check_result is not None:
         meta["check"] = check_result

@@ -11,6 +11,8 @@
 - Exact k-nearest-neighbour search: faiss ``IndexFlatL2`` on the CPU; on a CUDA device a chunked
   exact matrix-product search in torch (faiss-cpu has no GPU index). Both return squared L2
   distances and bank indices, best first.
+- :class:`NearestEntry`: the same exact 1-NN search in traceable ops (one matmul and an argmin),
+  the piece every bank method's exported graph shares (core/deploy/exportgraph.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Callable
 import faiss
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import BankConfig
 
@@ -282,6 +285,28 @@ class MemoryBank:
         desc = state.get("image_desc")
         return cls(state["features"].numpy(), state["owner"].numpy(), device,
                    None if desc is None else desc.numpy())
+
+
+class NearestEntry(nn.Module):
+    """:meth:`MemoryBank.nearest` as a module that traces into ONNX, for one image's queries.
+
+    (n, d) queries -> (Euclidean distance to the nearest bank entry (n,), its index (n,), the entry
+    (n, d)). The ranking is |b|^2 - 2 q.b, which orders the bank as |q - b|^2 does (|q|^2 is the same
+    for every entry); the distance of the chosen entry is then computed from the difference q - b,
+    which keeps the digits that expansion cancels. Two entries equally near to float32 rounding may
+    resolve to another index than faiss' (README, export)."""
+
+    def __init__(self, features: np.ndarray):
+        super().__init__()
+        bank = torch.from_numpy(np.asarray(features, np.float32)).clone()
+        self.register_buffer("bank", bank)
+        self.register_buffer("bank_sq", (bank * bank).sum(1))
+
+    def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.argmin(self.bank_sq[None] - 2.0 * (q @ self.bank.T), dim=1)
+        nb = self.bank[idx]
+        diff = q - nb
+        return (diff * diff).sum(1).sqrt(), idx, nb
 
 
 def _pca_basis(x: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:

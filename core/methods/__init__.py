@@ -40,12 +40,12 @@ REGISTRY: tuple[Method, ...] = (
            "REB: distance to the nearest normal feature minus its local density (LDKNN), "
            "optionally on a backbone fine-tuned on DefectMaker defects", False,
            "REB learns from normal images only (images tagged normal join its bank)",
-           "core.methods.reb:RebDetector", steps_setting="reb.finetune_steps"),
+           "core.methods.reb:RebDetector", exports=True, steps_setting="reb.finetune_steps"),
     Method("haloae", "HaloAE",
            "HaloAE: a local-attention (HaloNet) auto-encoder reconstructs normal features; "
            "the reconstruction error is the map", False,
            "HaloAE learns from normal images only (images tagged normal join its training set)",
-           "core.methods.haloae:HaloAEDetector", steps_setting="haloae.steps"),
+           "core.methods.haloae:HaloAEDetector", exports=True, steps_setting="haloae.steps"),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in REGISTRY}

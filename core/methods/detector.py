@@ -10,6 +10,10 @@ A method has two halves:
   :class:`core.deploy.inference.Predictor` does the rest for every method alike: resizing to the model
   input, batching by size, upsampling and smoothing (core/eval/anomaly_map.py), the image score,
   timings. Calibration (display scale, thresholds) is recorded by ``fit`` in the model file.
+- for ``semirest export`` (core/deploy/export.py): ``graph_head(rows, cols)``, the same scoring as
+  ``group_maps`` for one image as an ``nn.Module`` that traces into ONNX, from the backbone's
+  feature map to the block map. core/deploy/exportgraph.py puts the shared backbone before it and
+  the shared post-processing after it, so every method exports through one graph.
 """
 from __future__ import annotations
 
@@ -64,6 +68,19 @@ class Detector:
     def group_maps(self, xs: list[np.ndarray], timer) -> list[np.ndarray]:
         """Model-input images of one size (uint8 RGB) -> their (rows, cols) block maps."""
         raise NotImplementedError
+
+    def graph_head(self, rows: int, cols: int) -> torch.nn.Module:
+        """What :meth:`group_maps` computes after the backbone, for one image, as a module whose
+        forward takes the (rows, cols, d) backbone features (``Encoder.encode(...,
+        with_position=False)``, float32 on the CPU) and returns the (rows, cols) block map, in ops
+        that trace into ONNX (opset core.deploy.export.OPSET). The export checks its maps against
+        this detector's to PARITY_TOLERANCE."""
+        raise NotImplementedError(f"{type(self).__name__} has no exportable graph")
+
+    def export_info(self) -> dict:
+        """Entries of the export's JSON that describe this method's scoring (core/deploy/export.py
+        writes ``bagging`` and ``fusion_weight`` as null unless a method sets them)."""
+        return {}
 
     @classmethod
     def state_problem(cls, bundle) -> str | None:

@@ -91,17 +91,40 @@ class HaloAttention(nn.Module):
         return self.block + 2 * self.halo
 
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        # ceiling division written without negative operands: while tracing for ONNX (core/deploy/
+        # export.py) h and w are tensors, and ONNX's integer division truncates where // floors
         b = self.block
-        return -(-h // b) * b, -(-w // b) * b
+        return (h + b - 1) // b * b, (w + b - 1) // b * b
+
+    def _window_index(self, h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(blocks, window^2) flat indices of each block's key window into the map zero-padded to
+        (padded height + 2 halo) x (padded width + 2 halo), and which of those keys are real
+        positions of the h x w map (bool)."""
+        hp, wp = self.padded_size(h, w)
+        b, win, halo = self.block, self.window, self.halo
+        ar = torch.arange(win, device=device)
+        rows = torch.arange(0, hp, b, device=device)[:, None] + ar      # (blocks down, win) padded rows
+        cols = torch.arange(0, wp, b, device=device)[:, None] + ar      # (blocks across, win)
+        index = rows[:, None, :, None] * (wp + 2 * halo) + cols[None, :, None, :]
+        real = (((rows >= halo) & (rows < halo + h))[:, None, :, None]
+                & ((cols >= halo) & (cols < halo + w))[None, :, None, :])
+        return index.reshape(-1, win * win), real.reshape(-1, win * win)
+
+    def key_windows(self, t: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, hp, wp) map of an h x w input padded to whole blocks -> (each block's key window,
+        (B, C, blocks, window^2), zero beyond the map; which of those keys are real positions of the
+        h x w input, (blocks, window^2) bool).
+
+        Gathered by index from the map zero-padded by the halo rather than cut with ``Tensor.unfold``:
+        the same values (tests/core/test_haloae_method.py checks that the layer's output is
+        identical), and the ONNX exporter (core/deploy/export.py) cannot convert an unfold of a
+        padded map."""
+        index, real = self._window_index(h, w, t.device)
+        return F.pad(t, (self.halo,) * 4).flatten(2)[:, :, index], real
 
     def key_mask(self, h: int, w: int, device=None) -> torch.Tensor:
         """(blocks, window^2) bool: which keys of each block's window are real positions."""
-        hp, wp = self.padded_size(h, w)
-        inside = torch.zeros(1, 1, hp + 2 * self.halo, wp + 2 * self.halo, device=device)
-        inside[..., self.halo:self.halo + h, self.halo:self.halo + w] = 1
-        win, b = self.window, self.block
-        m = inside.unfold(2, win, b).unfold(3, win, b)          # (1, 1, nby, nbx, win, win)
-        return m.reshape(-1, win * win) > 0.5
+        return self._window_index(h, w, device)[1]
 
     def position_bias(self) -> torch.Tensor:
         """(heads, block^2, window^2) relative position bias of every (query, key) pair of a block."""
@@ -112,18 +135,18 @@ class HaloAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bsz, _, h, w = x.shape
-        b, halo, heads, dh, win = self.block, self.halo, self.heads, self.dim_head, self.window
+        b, heads, dh, win = self.block, self.heads, self.dim_head, self.window
         hp, wp = self.padded_size(h, w)
         xp = F.pad(x, (0, wp - w, 0, hp - h))
         nby, nbx = hp // b, wp // b
         # queries: (B, blocks, heads, block^2, dh); keys, values: (B, blocks, heads, window^2, dh)
         q = self.q(xp).view(bsz, heads, dh, nby, b, nbx, b).permute(0, 3, 5, 1, 4, 6, 2)
         q = q.reshape(bsz, nby * nbx, heads, b * b, dh)
-        kv = F.pad(self.kv(xp), (halo,) * 4).unfold(2, win, b).unfold(3, win, b)   # (B, 2i, nby, nbx, win, win)
+        kv, real = self.key_windows(self.kv(xp), h, w)                 # (B, 2i, blocks, win^2)
         kv = kv.reshape(bsz, 2, heads, dh, nby * nbx, win * win).permute(1, 0, 4, 2, 5, 3)
         k, v = kv[0], kv[1]
         mask = torch.zeros(nby * nbx, 1, 1, win * win, device=x.device, dtype=q.dtype)
-        mask.masked_fill_(~self.key_mask(h, w, x.device)[:, None, None, :], float("-inf"))
+        mask.masked_fill_(~real[:, None, None, :], float("-inf"))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.position_bias() + mask)
         out = out.view(bsz, nby, nbx, heads, b, b, dh).permute(0, 3, 6, 1, 4, 2, 5)
         out = out.reshape(bsz, heads * dh, hp, wp)[..., :h, :w]
@@ -193,6 +216,18 @@ class HaloAE(nn.Module):
         """(B, H, W, d) features -> (B, H, W) channel-mean squared reconstruction error."""
         z = self.standardise(feats)
         return (self(z) - z).pow(2).mean(1)
+
+
+class ErrorMapHead(nn.Module):
+    """HaloAE's block map for the exported graph (Detector.graph_head): one image's (rows, cols, d)
+    features -> :meth:`HaloAE.error_map`, the auto-encoder itself reused."""
+
+    def __init__(self, model: HaloAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.error_map(feats[None])[0]
 
 
 def build_haloae(dim: int, h: HaloAEConfig, mean=None, std=None) -> HaloAE:
@@ -403,6 +438,9 @@ class HaloAEDetector(Detector):
             f = torch.stack(self.encoder.encode(xs, with_position=False))
         with timer("autoencoder"):
             return list(self.model.error_map(f.to(self.device)).float().cpu().numpy())
+
+    def graph_head(self, rows: int, cols: int) -> nn.Module:
+        return ErrorMapHead(self.model)
 
     @classmethod
     def fit(cls, job: FitJob):

@@ -16,10 +16,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import Config
 from ..data.datasets import prepare_image, read_images
-from ..embedding.bank import MemoryBank, build_bank
+from ..embedding.bank import MemoryBank, NearestEntry, build_bank
 from ..embedding.features import Encoder
 from ..eval.anomaly_map import eval_hw, postprocess
 from ..eval.calibration import calibrate
@@ -81,6 +82,24 @@ class PatchCore:
         return calibrate(maps, masks)
 
 
+class DistanceHead(nn.Module):
+    """PatchCore's block map for the exported graph (Detector.graph_head): each block's Euclidean
+    distance to its nearest bank entry. ``score`` turns (distance, entry index) into the block's
+    score; bank methods with another score (REB's LDKNN) override it."""
+
+    def __init__(self, bank_features: np.ndarray, rows: int, cols: int):
+        super().__init__()
+        self.rows, self.cols = rows, cols
+        self.nearest = NearestEntry(bank_features)
+
+    def score(self, dist: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return dist
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        dist, idx, _ = self.nearest(feats.reshape(-1, feats.shape[-1]))
+        return self.score(dist, idx).view(self.rows, self.cols)
+
+
 class PatchCoreDetector(Detector):
     """PatchCore as a method users train (core/methods/__init__.py): fit = a bank of every training normal
     (plus the images tagged normal), calibrated leave-one-out; score = distance to the bank."""
@@ -96,6 +115,9 @@ class PatchCoreDetector(Detector):
             f = torch.stack(self.encoder.encode(xs, with_position=False))
         with timer("search"):
             return list(self.bank.nearest(f)[0])
+
+    def graph_head(self, rows: int, cols: int) -> nn.Module:
+        return DistanceHead(self.bank.features, rows, cols)
 
     @classmethod
     def fit(cls, job: FitJob):

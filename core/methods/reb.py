@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data.datasets import prepare_image, read_images
 from ..embedding.features import Encoder
 from ..errors import InputError
 from .detector import Detector, FitJob, normals_from_labels
 from .ldknn import ldknn, local_density
-from .patchcore import PatchCore, save_bank_model
+from .patchcore import DistanceHead, PatchCore, save_bank_model
 
 
 class Reb(PatchCore):
@@ -48,6 +49,20 @@ class Reb(PatchCore):
 
     def state(self) -> dict:
         return {**self.bank.state(), "density": torch.from_numpy(self.density)}
+
+
+class LdknnHead(DistanceHead):
+    """REB's block map for the exported graph (Detector.graph_head): :func:`core.methods.ldknn.ldknn`
+    in traceable ops, the distance to the nearest bank entry minus lambda times that entry's stored
+    density."""
+
+    def __init__(self, bank_features: np.ndarray, density: np.ndarray, lam: float, rows: int, cols: int):
+        super().__init__(bank_features, rows, cols)
+        self.register_buffer("density", torch.from_numpy(np.asarray(density, np.float32)).clone())
+        self.lam = float(np.float32(lam))       # as ldknn: lambda in float32
+
+    def score(self, dist: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return dist - self.lam * self.density[idx]
 
 
 class RebDetector(Detector):
@@ -71,6 +86,12 @@ class RebDetector(Detector):
             f = torch.stack(self.encoder.encode(xs, with_position=False))
         with timer("search"):
             return list(ldknn(self.bank, self.density, f, self.cfg.reb.ldknn_lambda))
+
+    def graph_head(self, rows: int, cols: int) -> nn.Module:
+        return LdknnHead(self.bank.features, self.density, self.cfg.reb.ldknn_lambda, rows, cols)
+
+    def export_info(self) -> dict:
+        return {"ldknn_lambda": self.cfg.reb.ldknn_lambda, "finetuned_backbone": bool(self.bundle.backbone_state)}
 
     @classmethod
     def fit(cls, job: FitJob):

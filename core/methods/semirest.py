@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from .. import preflight
 from ..config import SELECTION_METRICS, Config, plan_line
@@ -25,7 +26,7 @@ from ..data.geometry import BlockGrid
 from ..data.images import read_image
 from ..data.labels import BLOCK_UNKNOWN, ImageLabel
 from ..deploy.modelfile import ModelBundle
-from ..embedding.bank import build_bank
+from ..embedding.bank import NearestEntry, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
 from ..errors import ConfigError, LabelError
@@ -33,7 +34,7 @@ from ..eval.anomaly_map import eval_hw, postprocess
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
 from ..learning.fusion import fuse
-from ..learning.model import build_model, model_tokens, predict_maps
+from ..learning.model import build_model, model_tokens, predict_maps, sliding_windows
 from ..learning.training import Trainer, block_maps
 from ..learning.trainset import build_material
 from ..synthetic.labelpaste import Labelled
@@ -75,6 +76,13 @@ class SemiREST(Detector):
         if self.fusion_weight:
             return [fuse(mp, d, self.fusion_weight, self.fusion_ref) for mp, d in zip(maps, dist)]
         return [maps[i] for i in range(n)]
+
+    def graph_head(self, rows: int, cols: int) -> nn.Module:
+        return SemiRestHead(self, rows, cols)
+
+    def export_info(self) -> dict:
+        return {"bagging": None if math.isinf(self.fusion_weight) else bool(self.bagging),
+                "fusion_weight": str(self.fusion_weight)}
 
     @classmethod
     def fit(cls, job: FitJob) -> ModelBundle:
@@ -181,6 +189,54 @@ class SemiREST(Detector):
         ckpt.with_suffix(".boxes.ckpt").unlink(missing_ok=True)
         report("done", 1, 1, f"saved {out}", val_pixel_ap=result.best_metric)
         return bundle
+
+
+class SemiRestHead(nn.Module):
+    """:meth:`SemiREST.group_maps` for one image in traceable ops, for the exported graph
+    (Detector.graph_head): position code, nearest bank entry, residual, the Swin, fusion.
+
+    Bagging (Eq. 10) as core.learning.model.predict_map: every sliding window of the map in one
+    batch, each token's probability averaged over the windows that cover it (a scatter-add and a
+    constant count). Fusion as core.learning.fusion.fuse; with an infinite weight (the distance
+    alone) no Swin is in the graph."""
+
+    def __init__(self, det: SemiREST, rows: int, cols: int):
+        super().__init__()
+        cfg = det.cfg
+        self.rows, self.cols = rows, cols
+        self.nearest = NearestEntry(det.bank.features)
+        self.fusion_weight, self.fusion_ref = det.fusion_weight, det.fusion_ref
+        self.use_swin = not math.isinf(self.fusion_weight)
+        # the same product Encoder.add_position adds: lambda_pe * code
+        pos = cfg.features.lambda_pe * det.encoder.position(rows, cols) if cfg.features.lambda_pe else None
+        self.register_buffer("pos", pos)
+        self.residual_kind = cfg.bank.residual
+        self.swin = det.model if self.use_swin else None
+        self.bagging = det.bagging
+        if self.use_swin and self.bagging:
+            wins = sliding_windows(rows, cols, cfg.swin.mu, cfg.swin.step)
+            grid = torch.arange(rows * cols).view(rows, cols)
+            index = torch.stack([grid[r:r + mr, c:c + mc] for r, c, mr, mc in wins])
+            self.register_buffer("win_index", index)                 # (nW, mr, mc) token indices
+            self.register_buffer("win_count", torch.bincount(index.reshape(-1), minlength=rows * cols).float())
+
+    def _bagged(self, tokens: torch.Tensor) -> torch.Tensor:
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        prob = self.swin(flat[self.win_index]).softmax(-1)[..., 1]
+        acc = torch.zeros(self.rows * self.cols, dtype=prob.dtype).scatter_add(
+            0, self.win_index.reshape(-1), prob.reshape(-1))
+        return (acc / self.win_count).view(self.rows, self.cols)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        f = feats if self.pos is None else feats + self.pos
+        dist, _, nb = self.nearest(f.reshape(-1, f.shape[-1]))
+        nd = dist.view(self.rows, self.cols) / max(self.fusion_ref, 1e-12)
+        if not self.use_swin:
+            return nd
+        tokens = model_tokens(self.swin, residual(f, nb.view(f.shape), self.residual_kind))
+        p = self._bagged(tokens) if self.bagging else self.swin(tokens[None]).softmax(-1)[0, :, :, 1]
+        w = self.fusion_weight
+        return p if w == 0 else (p + w * nd) / (1.0 + w)
 
 
 def labelled_items(labels: list[ImageLabel], cfg: Config) -> list[Labelled]:

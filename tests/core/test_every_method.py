@@ -1,7 +1,10 @@
-"""The registry's promise (issue 11): every registered method trains, saves, loads, predicts and
-evaluates through the CLI and the API the same way, with tiny settings on a generated dataset."""
+"""The registry's promise (issue 11): every registered method trains, saves, loads, predicts,
+evaluates and exports (issue 12.3) through the CLI and the API the same way, with tiny settings on a
+generated dataset."""
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -28,7 +31,8 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [m.name for m in REGISTRY])
-def test_every_method_trains_saves_loads_predicts_and_evaluates(method, demo_data, tiny, tmp_path, capsys):
+def test_every_method_trains_saves_loads_predicts_evaluates_and_exports(method, demo_data, tiny, tmp_path,
+                                                                       capsys):
     model = tmp_path / f"{method}.pt"
     assert main(["train", "--data", str(demo_data), "--out", str(model), "--method", method,
                  "--config", str(tiny), "--device", "cpu"]) == 0
@@ -49,3 +53,20 @@ def test_every_method_trains_saves_loads_predicts_and_evaluates(method, demo_dat
     metrics = json.loads(report.read_text())["metrics"]
     assert set(metrics) >= {"pixel_ap", "pro", "pixel_auroc", "image_auroc"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    # every model exports (core/deploy/export.py), and the export predicts what torch predicts
+    exp = tmp_path / "export"
+    assert main(["export", "--model", str(model), "--out", str(exp)]) == 0
+    ort_out = tmp_path / "out-onnxruntime"
+    assert main(["predict", "--model", str(exp), "--images", str(test_dir), "--out", str(ort_out),
+                 "--maps", "npy", "--runtime", "onnxruntime"]) == 0
+    rows = []
+    for folder in (out, ort_out):
+        with open(folder / "scores.csv", newline="") as fh:
+            rows.append(list(csv.DictReader(fh)))
+    assert [r["image"] for r in rows[0]] == [r["image"] for r in rows[1]] and rows[0]
+    for a, b in zip(*rows):
+        assert abs(float(a["score"]) - float(b["score"])) <= 1e-4, (a, b)
+    for img in list_images(test_dir):
+        assert np.abs(np.load(out / f"{img.stem}.npy") - np.load(ort_out / f"{img.stem}.npy")).max() <= 1e-4

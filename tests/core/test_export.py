@@ -1,6 +1,7 @@
 """ONNX export (core/deploy/export.py, core/deploy/exportgraph.py) against the torch Predictor on real PIPED
-images: SemiREST with bagging over several windows, with fusion, the distance alone, one pass, and
-PatchCore; the CLI export + predict --runtime onnxruntime; and the bad inputs."""
+images, for every method: SemiREST with bagging over several windows, with fusion, the distance
+alone, one pass; PatchCore; REB with plain and with fine-tuned features; HaloAE with padded halo
+blocks. The CLI export + predict --runtime onnxruntime per method; and the bad inputs."""
 from __future__ import annotations
 
 import csv
@@ -46,6 +47,31 @@ def test_channel_pool_matrix_is_adaptive_average_pooling(c, out):
     assert torch.allclose(x[:, 0] @ _pool_matrix(c, out), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("hw", [(16, 16), (13, 21), (5, 3)])
+def test_halo_attention_runs_in_onnxruntime_as_in_torch(hw):
+    """HaloAE's layer (core/methods/haloae.py) at map sides that are and are not multiples of the block."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    from core.deploy.export import OPSET
+    from core.methods.haloae import HaloAttention
+    torch.manual_seed(0)
+    a = HaloAttention(12, block=8, halo=4, heads=3, dim_head=4).eval()
+    with torch.no_grad():
+        a.rel_row.normal_()
+        a.rel_col.normal_()
+    x = torch.randn(1, 12, *hw)
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(a, (x,), buf, dynamo=False, opset_version=OPSET, input_names=["x"])
+        ref = a(x).numpy()
+    got = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-5
+
+
 # ---------------------------------------------------------------------------------------------
 # real images
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +93,27 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     api.fit(normals, root / "semirest.pt", cfg, "cpu", resume=False)
     api.fit(normals, root / "patchcore.pt", cfg.updated({"method": "patchcore"}), "cpu", resume=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def other_models(tmp_path_factory):
+    """REB with plain features and with a 6-step DefectMaker fine-tune, and a HaloAE whose halo
+    blocks of 6 do not divide the 16x16 map (so the graph pads and masks), on 6 real normals."""
+    if not (PIPED / "ground_truth").is_dir():
+        pytest.skip(f"real data not found at {PIPED}")
+    root = tmp_path_factory.mktemp("export-other")
+    cfg = tiny_config()
+    normals = sorted((PIPED / "train" / "good").glob("*.png"))[:6]
+    torch.manual_seed(0)
+    api.fit(normals, root / "reb.pt", cfg.updated({"method": "reb", "reb": {"finetune": False}}),
+            "cpu", resume=False)
+    api.fit(normals, root / "reb-finetuned.pt", cfg.updated({"method": "reb", "reb": {
+        "finetune": True, "finetune_steps": 6, "finetune_head_steps": 2, "finetune_batch": 4}}),
+        "cpu", resume=False)
+    api.fit(normals, root / "haloae.pt", cfg.updated({"method": "haloae", "haloae": {
+        "width": 16, "latent": 8, "depth": 1, "heads": 2, "dim_head": 8, "block": 6, "halo": 3,
+        "batch": 2, "steps": 10, "pool_per_normal": 1}}), "cpu", resume=False)
     return root
 
 
@@ -116,6 +163,38 @@ def test_patchcore_export_matches_torch_on_real_images(models, tmp_path):
     assert meta["method"] == "patchcore" and meta["bagging"] is None
 
 
+@pytest.mark.parametrize("name", ["reb", "reb-finetuned"])
+def test_reb_export_matches_torch_on_real_images(other_models, tmp_path, name):
+    model = other_models / f"{name}.pt"
+    b = ModelBundle.load(model)
+    assert bool(b.backbone_state) is (name == "reb-finetuned")     # the case is the one it claims
+    meta, ref = _parity(model, tmp_path / "onnx", _images())
+    assert meta["method"] == "reb" and meta["finetuned_backbone"] is bool(b.backbone_state)
+    assert meta["ldknn_lambda"] == b.config.reb.ldknn_lambda and meta["bagging"] is None
+    # the densities matter: the LDKNN map is far from the plain distance the PatchCore head gives
+    from core.data.datasets import prepare_image
+    img = read_image(_images(0, 1)[0])
+    x = prepare_image(img, b.config.features.image_size, b.config.features.size_multiple)
+    dist = ref.detector.bank.nearest(ref.encoder.encode([x], with_position=False)[0])[0]
+    assert np.abs(ref.block_map(img) - dist).max() > 100 * TOL
+
+
+def test_haloae_export_matches_torch_on_real_images(other_models, tmp_path):
+    model = other_models / "haloae.pt"
+    h = ModelBundle.load(model).config.haloae
+    assert 16 % h.block                                        # the map is padded to whole blocks
+    meta, _ = _parity(model, tmp_path / "onnx", _images())
+    assert meta["method"] == "haloae" and meta["bagging"] is None and meta["fusion_weight"] is None
+
+
+def test_reb_and_haloae_export_to_openvino(other_models, tmp_path):
+    pytest.importorskip("openvino")
+    for name in ("reb-finetuned", "haloae"):
+        out = tmp_path / name
+        meta = json.loads(export_model(other_models / f"{name}.pt", out, fmt="openvino").read_text())
+        assert meta["check_openvino"]["max_abs_map_diff"] <= TOL and (out / "model.xml").is_file()
+
+
 def test_openvino_export_matches_torch_on_real_images(models, tmp_path):
     pytest.importorskip("openvino")
     model = _variant(models, 0.5)
@@ -139,8 +218,10 @@ def test_export_for_another_image_size(models, tmp_path):
     assert meta["outputs"]["anomaly_map"] == [1, 115, 256]
 
 
-def test_cli_export_then_predict_with_onnxruntime_writes_the_same_outputs(models, tmp_path, capsys):
-    model = _variant(models, 0.5)
+@pytest.mark.parametrize("name", ["semirest", "reb-finetuned", "haloae"])
+def test_cli_export_then_predict_with_onnxruntime_writes_the_same_outputs(name, request, tmp_path, capsys):
+    model = (_variant(request.getfixturevalue("models"), 0.5) if name == "semirest"
+             else request.getfixturevalue("other_models") / f"{name}.pt")
     folder = tmp_path / "imgs"
     folder.mkdir()
     for p in _images():

@@ -93,6 +93,47 @@ def test_halo_attention_is_local():
     assert not torch.allclose(ox[..., 24:, 24:], oy[..., 24:, 24:])
 
 
+class _UnfoldHalo(HaloAttention):
+    """The key windows cut with ``Tensor.unfold``, as the layer did before it gathered them by
+    index (the ONNX exporter cannot convert an unfold of a padded map): the reference."""
+
+    def key_windows(self, t, h, w):
+        win, b, halo = self.window, self.block, self.halo
+        kv = torch.nn.functional.pad(t, (halo,) * 4).unfold(2, win, b).unfold(3, win, b)
+        hp, wp = self.padded_size(h, w)
+        inside = torch.zeros(1, 1, hp + 2 * halo, wp + 2 * halo)
+        inside[..., halo:halo + h, halo:halo + w] = 1
+        real = inside.unfold(2, win, b).unfold(3, win, b).reshape(-1, win * win) > 0.5
+        return kv.reshape(*t.shape[:2], -1, win * win), real
+
+
+@pytest.mark.parametrize("block,halo,hw", [(8, 4, (13, 21)), (8, 4, (16, 16)), (4, 2, (7, 10)),
+                                           (8, 4, (3, 3)), (8, 4, (32, 24)), (4, 3, (9, 5))])
+def test_gathered_halo_windows_give_the_unfold_layers_output_exactly(block, halo, hw):
+    torch.manual_seed(0)
+    a = HaloAttention(12, block, halo, heads=3, dim_head=4)
+    ref = _UnfoldHalo(12, block, halo, heads=3, dim_head=4)
+    ref.load_state_dict(a.state_dict())
+    x = torch.randn(2, 12, *hw)
+    with torch.no_grad():
+        assert torch.equal(a(x), ref(x))
+    assert torch.equal(a.key_mask(*hw), ref.key_windows(torch.zeros(1, 1, *a.padded_size(*hw)), *hw)[1])
+
+
+def test_haloae_error_map_is_the_unfold_layers_exactly():
+    """The whole auto-encoder (the cpu preset's shape), its attention swapped for the unfold form."""
+    import copy
+    torch.manual_seed(0)
+    m = build_haloae(40, preset("cpu").haloae).eval()
+    ref = copy.deepcopy(m)
+    swapped = [mod for mod in ref.modules() if type(mod) is HaloAttention]
+    for mod in swapped:
+        mod.__class__ = _UnfoldHalo
+    assert len(swapped) == 2 * preset("cpu").haloae.depth
+    f = torch.randn(1, 16, 24, 40)
+    assert torch.equal(m.error_map(f), ref.error_map(f))
+
+
 @pytest.mark.parametrize("hw", [(32, 24), (8, 40), (16, 16)])
 def test_haloae_reconstructs_maps_of_model_input_sizes(hw):
     """The cpu preset's model inputs are multiples of 64 px, i.e. maps of multiples of 8 positions,
