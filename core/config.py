@@ -481,7 +481,7 @@ def load_config(path: str | Path | None = None, preset_name: str | None = None,
 # data-dependent (3.6 s per step was measured with the cpu preset on a set of larger, varied image
 # sizes), so the run also states its own estimate after its first steps (core/progress.py).
 MEASURED_SECONDS_PER_STEP = {
-    ("cpu", "cpu"): (0.25, "128-px images, 1 thread"),      # docs/benchmarks.md
+    ("cpu", "cpu"): (0.65, "128-px images, 1 thread of a busy 2-core machine"),   # docs/benchmarks.md (Swin width 192)
     ("paper", "cpu"): (72.0, "2 cores"),                      # issue 14
 }
 
