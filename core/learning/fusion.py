@@ -21,14 +21,21 @@ import numpy as np
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, math.inf)
 
 
+def combine(prob, nd, weight: float):
+    """The fused score of a probability map and a normalised distance map (d / d_ref): numpy arrays
+    or torch tensors alike (the exported graph uses it on tensors, core/methods/semirest.py)."""
+    if weight == 0:
+        return prob
+    if math.isinf(weight):
+        return nd
+    return (prob + weight * nd) / (1.0 + weight)
+
+
 def fuse(prob: np.ndarray, dist: np.ndarray, weight: float, d_ref: float) -> np.ndarray:
     """Fused block scores (float32) of one image's probability and distance block maps."""
     if weight == 0:
         return prob.astype(np.float32)
-    nd = dist / max(d_ref, 1e-12)
-    if math.isinf(weight):
-        return nd.astype(np.float32)
-    return ((prob + weight * nd) / (1.0 + weight)).astype(np.float32)
+    return np.asarray(combine(prob, dist / max(d_ref, 1e-12), weight), np.float32)
 
 
 def distance_reference(normal_dists: list[np.ndarray]) -> float:

@@ -33,7 +33,7 @@ from ..errors import ConfigError, LabelError
 from ..eval.anomaly_map import eval_hw, postprocess
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
-from ..learning.fusion import fuse
+from ..learning.fusion import combine, fuse
 from ..learning.model import build_model, model_tokens, predict_maps, sliding_windows
 from ..learning.training import Trainer, block_maps
 from ..learning.trainset import build_material
@@ -197,7 +197,7 @@ class SemiRestHead(nn.Module):
 
     Bagging (Eq. 10) as core.learning.model.predict_map: every sliding window of the map in one
     batch, each token's probability averaged over the windows that cover it (a scatter-add and a
-    constant count). Fusion as core.learning.fusion.fuse; with an infinite weight (the distance
+    constant count). Fusion as core.learning.fusion.combine; with an infinite weight (the distance
     alone) no Swin is in the graph."""
 
     def __init__(self, det: SemiREST, rows: int, cols: int):
@@ -235,8 +235,7 @@ class SemiRestHead(nn.Module):
             return nd
         tokens = model_tokens(self.swin, residual(f, nb.view(f.shape), self.residual_kind))
         p = self._bagged(tokens) if self.bagging else self.swin(tokens[None]).softmax(-1)[0, :, :, 1]
-        w = self.fusion_weight
-        return p if w == 0 else (p + w * nd) / (1.0 + w)
+        return combine(p, nd, self.fusion_weight)
 
 
 def labelled_items(labels: list[ImageLabel], cfg: Config) -> list[Labelled]:
