@@ -49,6 +49,9 @@ def run(args) -> dict:
     from .mixed_sizes import size_summary
     out["sizes"] = size_summary(root)
     out["backbone"] = bundle.backbone
+    # the Swin's size, so that a report can tell runs of different presets apart (decision 0020
+    # changed the cpu preset's width while older result files stayed)
+    out["swin"] = {k: getattr(bundle.config.swin, k) for k in ("embed_dim", "num_heads", "depth", "mu", "step")}
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
     out["semirest"] = res.metrics
     out["semirest_ms"] = res.timings_ms

@@ -60,6 +60,17 @@ def _commit() -> str:
         return "?"
 
 
+def swin_line(rows: list[dict]) -> str:
+    """Which Swin sizes these result files were measured with (recorded by bench/job.py since
+    2026-11-30; older files say nothing), so that a table never mixes presets silently."""
+    sizes = sorted({(r["swin"]["embed_dim"], r["swin"]["num_heads"]) for r in rows if "swin" in r})
+    unknown = sum("swin" not in r for r in rows)
+    said = [f"width {w}, {h} heads" for w, h in sizes] + ([f"not recorded in {unknown} of {len(rows)} "
+                                                         "result files"] if unknown else [])
+    return ("Swin: " + "; ".join(said) + ("" if len(sizes) <= 1 else
+                                          " (MIXED SIZES: the means mix presets)") + ".")
+
+
 def _mean_sd(vals: list[float]) -> str:
     if not vals:
         return "-"
@@ -262,7 +273,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
         "## Unsupervised: SemiREST vs PatchCore",
         "",
     ]
-    lines += unsup_table(unsup)
+    lines += [swin_line(unsup), ""] + unsup_table(unsup)
     # the shared tools sit beside the shared data (../shared/{data/piped,tools}), wherever the
     # checkout is (a git worktree is not beside them)
     data = getattr(args, "data", None)
@@ -305,7 +316,8 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "Sup trains from scratch with block labels, Semi fine-tunes on pseudo-masks made "
                   "from one rotated box per defect component (decision 0015), Tag fine-tunes with "
                   "ResMixMatch on image tags; 3 of the 10 labelled images are held out to choose "
-                  "checkpoints (core/eval/realval.py).", ""]
+                  "checkpoints (core/eval/realval.py). "
+                  + swin_line([r for r in rows if r["protocol"] != "unsup"]), ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)

@@ -55,3 +55,6 @@ def test_ray_jobs_give_the_results_of_child_processes(local_ray, tmp_path, capsy
     for key in ("semirest", "patchcore"):
         assert results["ray"][key] == results["local"][key]
     assert results["ray"]["n_test"] == results["local"]["n_test"] > 0
+    # the job records the Swin it trained (the tiny config's), and the report says so
+    assert results["local"]["swin"]["embed_dim"] == 32 and results["local"]["swin"]["num_heads"] == 2
+    assert "Swin: width 32, 2 heads." in (tmp_path / "local" / "benchmarks.md").read_text()

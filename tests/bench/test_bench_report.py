@@ -128,3 +128,13 @@ def test_phase_peak_sees_the_memory_of_its_own_phase_only():
     if big.mb is None:
         pytest.skip("this kernel cannot reset its peak-RSS mark (/proc/self/clear_refs)")
     assert big.mb - small.mb > 150
+
+def test_swin_line_says_the_sizes_and_flags_mixed_presets():
+    from bench.report import swin_line
+    a, b, c = _row("A", "sup", 0, 0.5), _row("B", "sup", 0, 0.5), _row("C", "sup", 0, 0.5)
+    a["swin"] = b["swin"] = {"embed_dim": 192, "num_heads": 6, "depth": 4, "mu": 16, "step": 8}
+    assert swin_line([a, b]) == "Swin: width 192, 6 heads."
+    assert "not recorded in 1 of 3 result files" in swin_line([a, b, c])
+    c["swin"] = {"embed_dim": 96, "num_heads": 3, "depth": 4, "mu": 16, "step": 8}
+    line = swin_line([a, c])
+    assert "width 96, 3 heads; width 192, 6 heads" in line and "MIXED SIZES" in line
