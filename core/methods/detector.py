@@ -53,6 +53,10 @@ class Detector:
     """A trained model of one method, ready to score images (see the module docstring)."""
 
     name: ClassVar[str]
+    # ONNX node-name prefixes (torch.onnx names nodes by module path; the graph's head is "head")
+    # of the matrix products an int8 export may quantise (core/deploy/export.py, decision 0021):
+    # only layers measured to keep the maps; empty: the method exports in float32 only
+    int8_layers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, bundle, device: torch.device, encoder, bagging: bool | None = None):
         self.bundle = bundle

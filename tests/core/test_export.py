@@ -249,6 +249,49 @@ def test_cli_export_then_predict_with_onnxruntime_writes_the_same_outputs(name, 
     assert len({r["score"] for r in o}) > 1
 
 
+def test_int8_export_quantises_the_swin_and_keeps_the_maps(models, tmp_path, capsys):
+    """--quantize int8: the Swin blocks' matrix products become int8 ones, the bank search and
+    the embedding stay float32, and the maps on real images stay within INT8_TOLERANCE of torch's."""
+    import onnx
+
+    from core.deploy.export import INT8_TOLERANCE
+    model = _variant(models, 0.0)                   # the Swin alone, bagged: int8 moves every pixel
+    exp = tmp_path / "int8"
+    assert main(["export", "--model", str(model), "--out", str(exp), "--quantize", "int8"]) == 0
+    assert "int8" in capsys.readouterr().out
+    meta = json.loads((exp / JSON_NAME).read_text())
+    assert meta["quantize"] == "int8" and meta["check"]["max_abs_map_diff"] <= INT8_TOLERANCE
+    assert meta["check_float32"]["max_abs_map_diff"] <= TOL
+    nodes = onnx.load(str(exp / ONNX_NAME)).graph.node
+    weights = {i.name for i in onnx.load(str(exp / ONNX_NAME)).graph.initializer}
+    float_mm = [n.name for n in nodes if n.op_type == "MatMul"]
+    # in the Swin blocks only attention's products of two activations stay float (no weights)
+    assert not [n.name for n in nodes if n.op_type == "MatMul" and n.name.startswith("/head/swin/blocks.")
+                and n.input[1] in weights]
+    assert "/head/nearest/MatMul" in float_mm and "/head/swin/embed/MatMul" in float_mm
+    n_int = sum(n.op_type == "MatMulInteger" for n in nodes)
+    assert n_int == meta["int8_layers"]["matmuls"] == 4 * ModelBundle.load(model).config.swin.depth
+    ort, ref = ExportPredictor(exp, threads=1), Predictor(ModelBundle.load(model), "cpu")
+    assert "int8" in ort.summary()
+    worst = 0.0
+    for p in _images():
+        img = read_image(p)
+        a, b = ref.predict(img), ort.predict(img)
+        worst = max(worst, float(np.abs(a.anomaly_map - b.anomaly_map).max()))
+        assert abs(a.score - b.score) <= INT8_TOLERANCE
+    assert 0 < worst <= INT8_TOLERANCE, worst        # int8 (not a float32 copy), and close
+
+
+def test_int8_is_refused_where_it_was_not_measured(models, tmp_path):
+    with pytest.raises(ExportError, match=r"patchcore\.pt: int8 quantisation is measured for SemiREST"):
+        export_model(models / "patchcore.pt", tmp_path / "a", quantize="int8")
+    with pytest.raises(ExportError, match="is for ONNX Runtime"):
+        export_model(models / "semirest.pt", tmp_path / "b", fmt="openvino", quantize="int8")
+    with pytest.raises(ExportError, match="choose one of none, int8"):
+        export_model(models / "semirest.pt", tmp_path / "c", quantize="fp8")
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
