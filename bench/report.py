@@ -298,6 +298,11 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "same batch size, measured interleaved; the ratio is whole / backbone (issue 12's "
                   "targets: <= 2x with bagging, <= 1.3x without). The ratios are the robust figures "
                   "on a shared machine.", ""] + ratios
+    from .quantize import table as int8_table
+    q = int8_table(results / "quantize")
+    if q:
+        lines += ["", "### int8 export against float32 (bench/quantize.py, `semirest export --quantize int8`)",
+                  ""] + q
     if mixed:
         lines += ["", "## Images of many sizes (unsupervised)", "",
                   "Real PIPED images and masks, each cropped to 45-100 % of each side, stretched to a "

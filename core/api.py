@@ -270,20 +270,26 @@ class EvalResult:
 def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | None = None,
              device: str = "auto", progress: ProgressCallback | None = None,
              cancel_event: threading.Event | None = None, samples: list[Sample] | None = None,
-             bagging: bool | None = None) -> EvalResult:
+             bagging: bool | None = None, runtime: str = "torch") -> EvalResult:
     """Pixel AP, PRO (FPR <= 0.3, normalised), pixel AUROC and image AUROC on the test split
     (or on ``samples``), scored as ``../shared/tools/metrics.py`` and the MVTec protocol score:
     each map resized (bilinear) to its mask's own size, pixels of all images pooled. When the
     test images differ in size, every map and mask goes to the most common size instead (maps
-    bilinear, masks nearest), so that the pooled arrays stack."""
+    bilinear, masks nearest), so that the pooled arrays stack.
+
+    ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest
+    export``, scored as its runtime gives the maps (an int8 export's accuracy, say)."""
     from .eval.metrics import evaluate as metric_eval
-    bundle = _load(model)
+    if runtime == "torch":
+        pred = Predictor(_load(model), resolve_device(device), bagging=bagging)
+    else:
+        from .deploy.export import load_runtime
+        pred = load_runtime(model, runtime)
     report = Reporter(progress, cancel_event)
     if samples is None:
         samples = load_mvtec(data, category).test
     if not samples:
         raise InputError(Path(data), "no test images to evaluate on")
-    pred = Predictor(bundle, resolve_device(device), bagging=bagging)
     maps, masks, scores, times = [], [], [], []
     for start in range(0, len(samples), PREDICT_BATCH):
         part = samples[start:start + PREDICT_BATCH]

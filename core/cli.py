@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--init", help="semi/tag: the unsupervised model to start from (trained here if absent)")
     e.add_argument("--json-out", help="also write the result JSON to this file")
     e.add_argument("--no-bagging", action="store_true", help="one Swin pass per image instead of bagging")
+    e.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
+                   help="onnxruntime / openvino: --model is a folder written by `semirest export`, "
+                        "scored on the test split as that runtime maps it (protocol unsup)")
     _add_config(e)
     _add_common(e)
 
@@ -272,6 +275,20 @@ def cmd_eval(args, out: _Output) -> int:
     if args.protocol == "unsup" and not args.model:
         raise SemiRestError("eval --protocol unsup needs --model (train one with `semirest train`)")
     category = args.category
+    if args.runtime != "torch":
+        if args.protocol != "unsup":
+            raise SemiRestError(f"eval --runtime {args.runtime} scores an export as it is: protocol unsup only "
+                                f"(an export cannot be trained with --protocol {args.protocol})")
+        res = api.evaluate(args.model, args.data, category, runtime=args.runtime, progress=out.render)
+        payload = {"category": category or Path(args.data).name, "protocol": "unsup", "model": str(args.model),
+                   "runtime": args.runtime, "metrics": res.metrics, "n_test": res.n_images,
+                   "median_ms": res.timings_ms}
+        if args.json_out:
+            atomic_write_text(args.json_out, json.dumps(payload, indent=1, default=str))
+        out.result(payload, _metrics_table(res.metrics, f"{payload['category']}, export {args.model} "
+                                           f"({args.runtime}), {res.n_images} test images") + "\n"
+                   + json.dumps(res.metrics))
+        return 0
     model = Path(args.model) if args.model else Path(f"{category or Path(args.data).name}-{args.protocol}-seed{seed}.pt")
     run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
                            args.n_anomalous, init=args.init, progress=out.render,

@@ -234,7 +234,8 @@ def _quantize_int8(model, data: bytes, scopes: tuple[str, ...]) -> tuple[bytes, 
     nodes = [n.name for n in g.node
              if n.op_type == "MatMul" and n.name.startswith(scopes) and n.input[1] in weights]
     if not nodes:
-        raise ExportError(f"{model}: no layer of the graph is under {', '.join(scopes)}; nothing to quantise")
+        raise ExportError(f"{model}: its graph has no layer that int8 applies to (a model that scores "
+                          "with the nearest-neighbour distance alone runs no Swin); export it in float32")
     try:
         # the tool reads and writes files; a private folder, removed whatever happens
         with tempfile.TemporaryDirectory(prefix="semirest-int8-") as tmp:

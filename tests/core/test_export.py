@@ -280,6 +280,18 @@ def test_int8_export_quantises_the_swin_and_keeps_the_maps(models, tmp_path, cap
         worst = max(worst, float(np.abs(a.anomaly_map - b.anomaly_map).max()))
         assert abs(a.score - b.score) <= INT8_TOLERANCE
     assert 0 < worst <= INT8_TOLERANCE, worst        # int8 (not a float32 copy), and close
+    # `semirest eval --runtime onnxruntime` scores the export on the whole test split, as torch does
+    j = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(exp), "--runtime", "onnxruntime", "--data", str(PIPED.parent),
+                 "--category", PIPED.name, "--json-out", str(j)]) == 0
+    got = json.loads(j.read_text())
+    ref_m = api.evaluate(model, PIPED.parent, PIPED.name, device="cpu").metrics
+    assert got["runtime"] == "onnxruntime" and got["n_test"] == len(list((PIPED / "test").rglob("*.png")))
+    for k in ("pixel_ap", "image_auroc"):
+        assert abs(got["metrics"][k] - ref_m[k]) <= 0.01, (k, got["metrics"][k], ref_m[k])
+    assert main(["eval", "--model", str(exp), "--runtime", "onnxruntime", "--data", str(PIPED.parent),
+                 "--category", PIPED.name, "--protocol", "semi"]) == 2
+    assert "protocol unsup only" in _error_line(capsys)
 
 
 def test_int8_is_refused_where_it_was_not_measured(models, tmp_path):
@@ -289,7 +301,9 @@ def test_int8_is_refused_where_it_was_not_measured(models, tmp_path):
         export_model(models / "semirest.pt", tmp_path / "b", fmt="openvino", quantize="int8")
     with pytest.raises(ExportError, match="choose one of none, int8"):
         export_model(models / "semirest.pt", tmp_path / "c", quantize="fp8")
-    assert not any((tmp_path / d).exists() for d in "abc")
+    with pytest.raises(ExportError, match="distance alone runs no Swin"):
+        export_model(_variant(models, math.inf), tmp_path / "d", quantize="int8")
+    assert not any((tmp_path / d).exists() for d in "abcd")
 
 
 # ---------------------------------------------------------------------------------------------
