@@ -142,9 +142,12 @@ def test_predictor_equals_reference_on_real_images(real_model, fusion_weight):
         for i, (img, got) in enumerate(zip(imgs, batch)):
             block, amap, score = _reference(bundle, enc, bank, swin, img, bagging, out_hws[i])
             assert got.anomaly_map.shape == img.shape[:2]
-            assert np.abs(got.block_map - block).max() <= TOL
-            assert np.abs(got.anomaly_map - amap).max() <= TOL
-            assert abs(got.score - score) <= TOL
+            # float32 agrees to a relative 1e-5: fused maps hold distances / d_ref, up to about 12
+            # large, where the batched and the one-image searches round differently (1.1e-5 seen)
+            tol = TOL * max(1.0, float(np.abs(block).max()))
+            assert np.abs(got.block_map - block).max() <= tol
+            assert np.abs(got.anomaly_map - amap).max() <= tol
+            assert abs(got.score - score) <= tol
         assert np.abs(single.anomaly_map - batch[0].anomaly_map).max() <= TOL
         # the maps are not flat: the comparison above can see a misplaced window
         assert batch[0].block_map.std() > 1e-3
