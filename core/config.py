@@ -169,7 +169,8 @@ class SemiConfig:
     """ResMixMatch (component 15, Algorithm 1)."""
 
     steps: int = 2000
-    lr: float = 3e-5                    # [3e-5]
+    lr: float = 3e-5                    # [3e-5] ResMixMatch's (boxes: resmixmatch, tags); pseudo-masks
+                                        # train like Sup at train.lr (3e-5 there: no change, 2026-11-30)
     window_fraction: float = 0.1        # p [1/10]
     b_normal: int = 3                   # [3]
     b_synthetic: int = 3                # [3]
