@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.deploy.export import QUANTIZATIONS as KINDS   # "none" (float32) first, then "int8"
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "bench-results" / "quantize"
-KINDS = ("none", "int8")          # core.deploy.export.QUANTIZATIONS, float32 first
 
 
 def measure(model: Path, data: Path, category: str, work: Path, threads: int, n_timed: int = 24,

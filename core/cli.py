@@ -280,28 +280,24 @@ def cmd_eval(args, out: _Output) -> int:
             raise SemiRestError(f"eval --runtime {args.runtime} scores an export as it is: protocol unsup only "
                                 f"(an export cannot be trained with --protocol {args.protocol})")
         res = api.evaluate(args.model, args.data, category, runtime=args.runtime, progress=out.render)
-        payload = {"category": category or Path(args.data).name, "protocol": "unsup", "model": str(args.model),
-                   "runtime": args.runtime, "metrics": res.metrics, "n_test": res.n_images,
-                   "median_ms": res.timings_ms}
-        if args.json_out:
-            atomic_write_text(args.json_out, json.dumps(payload, indent=1, default=str))
-        out.result(payload, _metrics_table(res.metrics, f"{payload['category']}, export {args.model} "
-                                           f"({args.runtime}), {res.n_images} test images") + "\n"
-                   + json.dumps(res.metrics))
-        return 0
-    model = Path(args.model) if args.model else Path(f"{category or Path(args.data).name}-{args.protocol}-seed{seed}.pt")
-    run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
-                           args.n_anomalous, init=args.init, progress=out.render,
-                           bagging=False if args.no_bagging else None)
-    split, res, ds_name = run.split, run.result, run.dataset.name
-    payload = {"category": ds_name, "protocol": args.protocol, "seed": seed, "model": str(model),
-               "metrics": res.metrics, "n_test": res.n_images, "moved": [str(p) for p in split.moved],
-               "median_ms": res.timings_ms}
+        ds_name, moved = category or Path(args.data).name, []
+        payload = {"category": ds_name, "protocol": "unsup", "model": str(args.model), "runtime": args.runtime}
+        title = f"{ds_name}, export {args.model} ({args.runtime}), {res.n_images} test images"
+    else:
+        model = Path(args.model) if args.model else Path(f"{category or Path(args.data).name}-{args.protocol}-seed{seed}.pt")
+        run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
+                               args.n_anomalous, init=args.init, progress=out.render,
+                               bagging=False if args.no_bagging else None)
+        res, ds_name, moved = run.result, run.dataset.name, run.split.moved
+        payload = {"category": ds_name, "protocol": args.protocol, "seed": seed, "model": str(model),
+                   "moved": [str(p) for p in moved]}
+        title = f"{ds_name}, protocol {args.protocol}, {res.n_images} test images"
+    payload.update(metrics=res.metrics, n_test=res.n_images, median_ms=res.timings_ms)
     if args.json_out:
         atomic_write_text(args.json_out, json.dumps(payload, indent=1, default=str))
-    text = _metrics_table(res.metrics, f"{ds_name}, protocol {args.protocol}, {res.n_images} test images")
-    if split.moved:
-        text += f"\nmoved into training (seed {seed}): " + ", ".join(p.name for p in split.moved)
+    text = _metrics_table(res.metrics, title)
+    if moved:
+        text += f"\nmoved into training (seed {seed}): " + ", ".join(p.name for p in moved)
     out.result(payload, text + "\n" + json.dumps(res.metrics))
     return 0
 

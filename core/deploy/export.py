@@ -133,7 +133,8 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
                           f"exportable methods: {', '.join(m.title for m in BY_NAME.values() if m.exports)}")
     layers = detector_class(bundle.method).int8_layers
     if quantize == "int8" and not layers:
-        raise ExportError(f"{model}: int8 quantisation is measured for SemiREST's Swin only; "
+        measured = ", ".join(m.title for m in BY_NAME.values() if detector_class(m.name).int8_layers)
+        raise ExportError(f"{model}: int8 quantisation is measured for {measured} only; "
                           f"{BY_NAME[bundle.method].title} models export in float32")
     if bundle.config.bank.search != "exact" and len(bundle.bank_state["features"]):
         raise ExportError(f"{model}: its bank search is {bundle.config.bank.search!r}; the exported graph "
@@ -161,20 +162,20 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ExportError(f"{model}: cannot be exported to ONNX ({first})") from exc
     data = buf.getvalue()
-    check_result = _check(model, bundle, data, (w0, h0), bagging) if check and _has("onnxruntime") else None
+    # torch's map of the probe image, computed once for every graph checked against it
+    probe = _Probe(bundle, (w0, h0), bagging) if check else None
+    check_result = _check(model, probe, _ort_runner(data)) if probe and _has("onnxruntime") else None
     fp32_check = None
     if quantize == "int8":
         data, n_int8 = _quantize_int8(model, data, layers)
         fp32_check = check_result
-        check_result = (_check(model, bundle, data, (w0, h0), bagging, tolerance=INT8_TOLERANCE)
-                        if check else None)
+        check_result = _check(model, probe, _ort_runner(data), INT8_TOLERANCE) if probe else None
     # An earlier export in this folder stops being one before its graph is replaced: a crash
     # between the two writes must not leave a description beside a graph it does not describe.
     (out_dir / JSON_NAME).unlink(missing_ok=True)
     onnx_path = out_dir / ONNX_NAME
     atomic_write_bytes(onnx_path, data)
-    ov_check = _write_openvino(onnx_path, out_dir, model, bundle, (w0, h0), bagging, check) \
-        if fmt == "openvino" else None
+    ov_check = _write_openvino(onnx_path, out_dir, model, probe) if fmt == "openvino" else None
     calib = bundle.calibration
     ext = graph.extractor
     meta = {
@@ -255,20 +256,31 @@ def _quantize_int8(model, data: bytes, scopes: tuple[str, ...]) -> tuple[bytes, 
                           f"({exc.strerror or exc}); nothing was written") from exc
 
 
-def _check(model, bundle, onnx_bytes: bytes, image_wh: tuple[int, int], bagging, run=None,
-           tolerance: float = PARITY_TOLERANCE) -> dict:
-    """The probe image through torch's Predictor and through the export (ONNX Runtime on
-    ``onnx_bytes``, or ``run``): largest differences; an error past ``tolerance``."""
-    from ..data.datasets import resize_to_input
-    from .inference import Predictor
-    img = _probe_image(*image_wh)
-    ref = Predictor(bundle, "cpu", bagging=bagging).predict(img)
-    if run is None:
-        sess = _session(onnx_bytes, threads=None)
-        run = lambda x: sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})   # noqa: E731
-    f = bundle.config.features
-    x = resize_to_input(img, *model_input_size(image_wh[0], image_wh[1], f.image_size, f.size_multiple))
-    amap, score, _ = run(np.ascontiguousarray(x[None]))
+class _Probe:
+    """The probe image as the graph takes it (resized to the model input, batch of one) and the torch
+    Predictor's prediction of it: what every graph of one export is checked against."""
+
+    def __init__(self, bundle, image_wh: tuple[int, int], bagging):
+        from ..data.datasets import resize_to_input
+        from .inference import Predictor
+        img = _probe_image(*image_wh)
+        f = bundle.config.features
+        x = resize_to_input(img, *model_input_size(image_wh[0], image_wh[1], f.image_size, f.size_multiple))
+        self.x = np.ascontiguousarray(x[None])
+        self.ref = Predictor(bundle, "cpu", bagging=bagging).predict(img)
+
+
+def _ort_runner(onnx: Path | bytes, threads: int | None = None):
+    """A graph in ONNX Runtime as a function: input batch -> [anomaly_map, score, block_map]."""
+    sess = _session(onnx, threads)
+    return lambda x: sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+
+
+def _check(model, probe: _Probe, run, tolerance: float = PARITY_TOLERANCE) -> dict:
+    """The probe image through torch (``probe.ref``) and through a graph (``run``: ONNX Runtime or
+    OpenVINO): largest differences; an error past ``tolerance``."""
+    ref = probe.ref
+    amap, score, _ = run(probe.x)
     diff = float(np.abs(amap[0] - ref.anomaly_map).max())
     if diff > tolerance:
         raise ExportError(f"{model}: the exported graph's map differs from the torch model's by "
@@ -276,16 +288,14 @@ def _check(model, bundle, onnx_bytes: bytes, image_wh: tuple[int, int], bagging,
     return {"max_abs_map_diff": diff, "score_diff": abs(float(score[0]) - ref.score)}
 
 
-def _write_openvino(onnx_path: Path, out_dir: Path, model, bundle, image_wh, bagging, check) -> dict | None:
-    """The ONNX graph as OpenVINO IR (float32 weights: parity before size), checked like the ONNX."""
+def _write_openvino(onnx_path: Path, out_dir: Path, model, probe: _Probe | None) -> dict | None:
+    """The ONNX graph as OpenVINO IR (float32 weights: parity before size), checked like the ONNX
+    (``probe``: None, no check)."""
     import shutil
-    import tempfile
 
     import openvino as ov
     ir = ov.convert_model(str(onnx_path))
-    result = None
-    if check:
-        result = _check(model, bundle, b"", image_wh, bagging, run=_openvino_runner(ir, None))
+    result = _check(model, probe, _openvino_runner(ir, None)) if probe else None
     # save_model writes model.xml and model.bin (found by the .xml's stem): into a temporary folder
     # beside, then each moved into place; the JSON written after them marks the export whole
     tmp = Path(tempfile.mkdtemp(prefix=".openvino-", dir=out_dir))
@@ -382,8 +392,7 @@ class ExportPredictor:
         self.meta = read_export(folder, runtime)
         graph = Path(self.meta["_graph"])
         if runtime == "onnxruntime":
-            sess = _session(graph, threads)
-            self._run = lambda x: sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+            self._run = _ort_runner(graph, threads)
         else:
             _require("openvino")
             try:

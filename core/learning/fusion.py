@@ -31,11 +31,16 @@ def combine(prob, nd, weight: float):
     return (prob + weight * nd) / (1.0 + weight)
 
 
+def normalised(dist, d_ref: float):
+    """A distance map on the fusion's scale, d / d_ref (numpy or torch alike)."""
+    return dist / max(d_ref, 1e-12)
+
+
 def fuse(prob: np.ndarray, dist: np.ndarray, weight: float, d_ref: float) -> np.ndarray:
     """Fused block scores (float32) of one image's probability and distance block maps."""
     if weight == 0:
         return prob.astype(np.float32)
-    return np.asarray(combine(prob, dist / max(d_ref, 1e-12), weight), np.float32)
+    return np.asarray(combine(prob, normalised(dist, d_ref), weight), np.float32)
 
 
 def distance_reference(normal_dists: list[np.ndarray]) -> float:

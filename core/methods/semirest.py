@@ -33,7 +33,7 @@ from ..errors import ConfigError, LabelError
 from ..eval.anomaly_map import eval_hw, postprocess
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
-from ..learning.fusion import combine, fuse
+from ..learning.fusion import combine, fuse, normalised
 from ..learning.model import build_model, model_tokens, predict_maps, sliding_windows
 from ..learning.training import Trainer, block_maps
 from ..learning.trainset import build_material
@@ -234,7 +234,7 @@ class SemiRestHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         f = feats if self.pos is None else feats + self.pos
         dist, _, nb = self.nearest(f.reshape(-1, f.shape[-1]))
-        nd = dist.view(self.rows, self.cols) / max(self.fusion_ref, 1e-12)
+        nd = normalised(dist.view(self.rows, self.cols), self.fusion_ref)
         if not self.use_swin:
             return nd
         tokens = model_tokens(self.swin, residual(f, nb.view(f.shape), self.residual_kind))
