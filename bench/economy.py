@@ -8,7 +8,8 @@ defect types, core/data/protocols.draw_anomalous) and the first ``n`` of them ar
 
 - masks (protocol ``sup``): pixel masks, trained from scratch as in the paper;
 - blocks (``blocks``): the cells Eq. 14 marks on the block tool's grid, trained from scratch;
-- boxes (``semi``): one rotated box per defect component, ResMixMatch from the unsup model;
+- boxes (``semi``): one rotated box per defect component, pseudo-masks (decision 0015) trained
+  from the unsup model;
 - tags (``tag``): "defective" only, ResMixMatch from the unsup model.
 
 All drawn images leave the test set, so every point of a seed is tested on the same images, and
@@ -179,6 +180,7 @@ def headline(v: list[tuple[int, str, str]]) -> str:
 def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
     """The markdown section of docs/benchmarks.md (and its plot beside it), or [] without
     economy results. ``ladder``: the counts asked for (a class drawn fewer is reported clipped)."""
+    from .report import swin_line    # report imports this module lazily
     rows = load(results)
     if not rows:
         return []
@@ -193,15 +195,16 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
              f"{', '.join(map(str, s['seeds']))}: {len(rows)} of the {expected} trainings that these "
              f"classes, kinds ({', '.join(KINDS[k] for k in kinds_seen)}), counts "
              f"({', '.join(map(str, ns_seen))}) and seeds make"
-             + (" (the full protocol: 8 classes x 4 kinds x 4 counts x 3 seeds = 384)." if expected < 384 else "."),
+             + (" (the full protocol: 8 classes x 4 kinds x 4 counts x 3 seeds = 384)." if expected < 384 else ".")
+             + " " + swin_line([r for r in rows if r["protocol"] in KINDS]),
              "",
              "For each class and seed, the largest count of defective test images is drawn once "
              "(stratified over defect types) and the first n of them are labelled, so the labelled "
              "sets are nested; every drawn image leaves the test set, so every row of a class and "
              "seed, Unsup and PatchCore included, is scored on the same test images. Masks and blocks "
              "train from scratch (blocks: the cells Eq. 14 marks, eps+ 25%, on the block tool's grid); "
-             "boxes (one rotated box per defect component, decision 0015) and tags fine-tune the "
-             "class's unsupervised model with ResMixMatch. With 4 or more labelled images, 30% of "
+             "boxes (one rotated box per defect component) fine-tune the class's unsupervised model "
+             "on pseudo-masks (decision 0015), tags with ResMixMatch. With 4 or more labelled images, 30% of "
              "them are held out to choose checkpoints (core/eval/realval.py). Seconds are **estimated** "
              "by the label cost model (core/data/labelcost.py, the paper's Fig. 6 priors: boxes ~5 s, "
              "blocks ~17 s, masks >= 32 s for a typical defect; tags 2 s, our assumption), summed "

@@ -155,6 +155,9 @@ def test_report_section_table_plot_and_warnings(tmp_path):
     rows = _claim_rows(0.5, 0.1)
     rows.append(_result("B", "blocks", 2, 0, 0.65, 40.0, test_set="other"))   # stale: other test images
     rows.append(_result("C", "sup", 2, 0, 0.3, 80.0, unsup=0.3, pc=0.2, pool=5, n_def=10))   # clipped
+    for r in rows[:-1]:
+        r["swin"] = {"embed_dim": 192, "num_heads": 6}
+    rows[-1]["swin"] = {"embed_dim": 96, "num_heads": 3}   # a job of another preset
     _write(res, rows)
     out = tmp_path / "docs" / "benchmarks.md"
     out.parent.mkdir()
@@ -162,6 +165,7 @@ def test_report_section_table_plot_and_warnings(tmp_path):
     text = out.read_text()
     assert "## Label economy" in text
     assert "Over 3 classes (A, B, C) and seeds 0" in text
+    assert "Swin: width 96, 3 heads; width 192, 6 heads (MIXED SIZES" in text
     # masks, n=2: A 0.60, B 0.70, C 0.30 -> mean 53.3; gain over each run's own Unsup: +6.7
     assert "| masks | 2 | 3 | 53.3 | +6.7 | 160 | 80.0 |" in text
     assert "| boxes | 10 | 2 | 60.0 | +5.0 | 100 | 10.0 |" in text
