@@ -58,3 +58,23 @@ def test_code_cites_the_method_description_inside_the_repository():
             for a, b in re.findall(r"(\d+)(?:-(\d+))?", m.group(1)):
                 missing += [f"{p.name}: {n}" for n in range(int(a), int(b or a) + 1) if n not in numbered]
     assert outside == [] and missing == []
+
+
+def test_readme_preset_table_matches_the_presets():
+    """The README's preset table is written by hand; it once said width 96 for the cpu preset after
+    decision 0020 made it 192. Its numeric columns must be what ``core.config.preset`` builds."""
+    import re
+    from core.config import PRESETS, preset
+    rows = {}
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\| `(\w+)` \|", line)
+        if m and m.group(1) in PRESETS:
+            rows[m.group(1)] = [c.strip() for c in line.strip("|").split("|")]
+    assert set(rows) == set(PRESETS)
+    for name, cells in rows.items():
+        c = preset(name)
+        _, _, size, _, swin, window, steps, _ = cells
+        assert size == str(c.features.image_size), name
+        assert swin == f"{c.swin.embed_dim}/{c.swin.num_heads}/{c.swin.depth}", name
+        assert window == f"{c.swin.mu}/{c.swin.step}", name
+        assert steps.startswith(f"{c.train.steps} (+{c.semi.steps} "), name
