@@ -55,3 +55,27 @@ def test_shipped_label_costs_match_the_benchmark_report():
     mean_row = [line for line in ap_table.splitlines() if line.startswith("| **mean**")][0]
     for col in ("PatchCore", "Unsup", "Sup", "Semi", "Tag"):
         assert f"**{costs['pixel_ap'][col]:.1f}**" in mean_row
+
+
+def test_too_few_labels_to_hold_out_are_called_unchecked(qtbot):
+    """Below train.real_val_min_labelled nothing is held out (core/eval/realval.py): the panel says
+    so for the selected labels, with or without a benchmark file, and stops saying it at the bar."""
+    from core.config import TrainConfig
+    least = TrainConfig.real_val_min_labelled
+    for costs in (COSTS, None):
+        panel = TrainPanel(label_costs=costs)
+        qtbot.addWidget(panel)
+        panel.set_label_counts({"masks": 0, "blocks": 0, "boxes": 2, "tags": least, "all": 2 + least})
+        boxes = _select(panel, "boxes")
+        assert "2 labelled images: none can be held out" in boxes
+        assert not panel.bench_hint.isHidden()
+        assert "none can be held out" not in _select(panel, "tags")        # enough to hold some out
+        assert "none can be held out" not in _select(panel, "masks")       # no masks: nothing to warn of
+        assert "none can be held out" not in _select(panel, "unsupervised")
+        _select(panel, "boxes")
+        panel.set_label_counts({"masks": 0, "blocks": 0, "boxes": least, "tags": 0, "all": least})
+        assert "none can be held out" not in panel.bench_hint.text()       # the count changed under it
+        panel.set_label_counts({"masks": 0, "blocks": 0, "boxes": 1, "tags": 0, "all": 1})
+        assert "1 labelled image: none can be held out to check that it helps" in panel.bench_hint.text()
+        panel.method.setCurrentIndex(panel.method.findData("patchcore"))   # learns nothing from labels
+        assert "none can be held out" not in panel.bench_hint.text()
