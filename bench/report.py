@@ -309,7 +309,8 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "longest side of 96-320 px and an aspect ratio changed by 0.6-1.6, in grayscale "
                   "(bench/mixed_sizes.py, seed 0): every image its own size, as on real lines. Same "
                   "settings as above; the dry run (core/preflight.py) runs first when a set has 16 "
-                  "normals or more. Train s is the whole fit; s per step the optimisation alone.", ""]
+                  "normals or more. Train s is the whole fit; s per step the optimisation alone. "
+                  + swin_line(mixed), ""]
         lines += mixed_sizes_table(mixed, unsup)
     if any(p in {r["protocol"] for r in rows} for p in ("sup", "semi", "tag")):
         seeds = sorted({r["seed"] for r in rows if r["protocol"] != "unsup"})
