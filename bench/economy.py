@@ -204,9 +204,9 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
              "seed, Unsup and PatchCore included, is scored on the same test images. Masks and blocks "
              "train from scratch (blocks: the cells Eq. 14 marks, eps+ 25%, on the block tool's grid); "
              "boxes (one rotated box per defect component) fine-tune the class's unsupervised model "
-             "on pseudo-masks (decision 0015), tags with ResMixMatch. With 4 or more labelled images, 30% of "
-             "them are held out to choose checkpoints (core/eval/realval.py). Seconds are **estimated** "
-             "by the label cost model (core/data/labelcost.py, the paper's Fig. 6 priors: boxes ~5 s, "
+             "on pseudo-masks (decisions 0015 and 0022), tags with ResMixMatch. With 4 or more "
+             "labelled images, 30% of them are held out to choose checkpoints (core/eval/realval.py). "
+             "Seconds are **estimated** by the label cost model (core/data/labelcost.py, the paper's Fig. 6 priors: boxes ~5 s, "
              "blocks ~17 s, masks >= 32 s for a typical defect; tags 2 s, our assumption), summed "
              "over the n labelled images; no person drew these labels. Means are over the runs "
              "(class, seed) each row has.", ""]

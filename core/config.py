@@ -189,6 +189,11 @@ class SemiConfig:
                                         # decision 0015) | resmixmatch (Algorithm 1 on the boxed
                                         # blocks [paper])
     pseudo_threshold: float = 0.5       # pseudo-masks: belief at which a boxed block counts as defective
+    pseudo_belief: str = "swin"         # pseudo-masks' belief: swin (the start model's probability;
+                                        # decision 0022) | max (of it and the distance belief)
+
+
+PSEUDO_BELIEFS = ("max", "swin")    # SemiConfig.pseudo_belief (core/learning/pseudomask.py)
 
 
 @dataclass
@@ -323,6 +328,9 @@ class Config:
             raise ConfigError(f"semi.checkpoint: expected last or validation, got {self.semi.checkpoint!r}")
         if self.semi.boxes not in ("pseudo_mask", "resmixmatch"):
             raise ConfigError(f"semi.boxes: expected pseudo_mask or resmixmatch, got {self.semi.boxes!r}")
+        if self.semi.pseudo_belief not in PSEUDO_BELIEFS:
+            raise ConfigError(f"semi.pseudo_belief: expected one of {', '.join(PSEUDO_BELIEFS)}, "
+                              f"got {self.semi.pseudo_belief!r}")
         if t.paste_per_label < 0:
             raise ConfigError(f"train.paste_per_label: expected 0 or more, got {t.paste_per_label}")
         if t.val_generator not in ("defectmaker", "memseg"):

@@ -46,6 +46,10 @@ def test_protocol_table_means_spread_and_same_split_baselines():
     assert "Semi at least Unsup + 5: MISSED (+5.0)" not in bars and "Semi at least Unsup + 5: met (+5.0)" in bars
     assert "Semi within 3 of Sup: MISSED (-20.0)" in bars
     assert "Tag at least Unsup: MISSED (-10.0)" in bars
+    # a Tag that kept its start: the same AP up to float noise is judged as printed, met
+    same = bar_lines({**means, "Tag": means["Unsup"] - 1e-9})[0]
+    assert "Tag at least Unsup: met (+0.0)" in same
+    assert "Tag at least Unsup: MISSED (-0.1)" in bar_lines({**means, "Tag": means["Unsup"] - 0.001})[0]
 
 
 def test_write_report_from_result_files(tmp_path):

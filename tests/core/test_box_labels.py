@@ -133,3 +133,36 @@ def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(t
     res = api.predict(b, [labels[0].image, normals[1], normals[2]], tmp_path / "out", "cpu", maps="npy")
     for r, p in zip(res, [labels[0].image, normals[1], normals[2]]):
         assert np.load(r.map_file).shape == cv2.imread(str(p)).shape[:2]
+
+
+@pytest.mark.parametrize("belief", ["swin", "max"])
+def test_pseudo_masks_belief_the_swin_alone_or_with_the_distance(tiny_cfg, belief):
+    """Decision 0022: by default a boxed block's belief is the start model's probability alone; a
+    block far from the bank that the Swin calls normal (the normal blocks beside a thin fibre) is
+    left unlabelled, where ``max`` with the distance belief would call it defective."""
+    cfg = tiny_cfg.updated({"swin": {"mu": 8, "step": 8, "window": 8}, "semi": {"pseudo_belief": belief}})
+    model = _Oracle()
+    model.register_buffer("input_scale", torch.tensor(1.0))
+    t = np.full((8, 8), BLOCK_NORMAL, np.int8)
+    t[1:3, 1:3] = BLOCK_UNKNOWN
+    v = np.zeros((8, 8), np.float32)
+    v[1, 1] = 0.9                                   # the Swin is sure of this one
+    boxed = _token_image(v, t)
+    far = boxed.feats.float()
+    far[2, 1, 1] = 2.0                              # far from the bank, probability 0
+    boxed.feats = far.half()
+    normal = _token_image(np.linspace(0.6, 0.8, 64).reshape(8, 8) ** 2, np.zeros((8, 8)), kind="normal",
+                          label_kind=None)
+    material = SimpleNamespace(bank=SimpleNamespace(features=np.zeros((1, 4), np.float32)),
+                               val=[normal], normals=[normal], defective=[boxed])
+    assert pseudo_masks(model, material, cfg, "cpu", threshold=0.5) == 1
+    new = boxed.targets.numpy()
+    assert new[1, 1] == BLOCK_ANOMALOUS
+    assert new[2, 1] == (BLOCK_IGNORE if belief == "swin" else BLOCK_ANOMALOUS)
+
+
+def test_pseudo_belief_is_checked():
+    from core.config import ConfigError, preset
+    assert preset("cpu").semi.pseudo_belief == preset("paper").semi.pseudo_belief == "swin"
+    with pytest.raises(ConfigError, match="semi.pseudo_belief"):
+        preset("cpu").updated({"semi": {"pseudo_belief": "distance"}}).validate()
