@@ -4,7 +4,7 @@ seconds (core/data/labelcost.py).
 
     python -m bench.next_label --data ../shared/data/piped --category PA_BDP01_TL \\
         [--k 2 5] [--seeds 0 1] [--kind mask|boxes] [--preset cpu] [--config tiny.yaml] \\
-        [--device auto] --out next_label.json
+        [--device auto] [--threads 1] [--unsup-from runs/bench] [--results DIR] [--out all.json]
 
 Per class and seed: the test split is cut in two halves (seeded): a *pool* a person would label
 from, and a *held-out* half the AP is measured on. An unsupervised model is trained on the train
@@ -16,8 +16,12 @@ fine-tune the unsupervised model, as `semirest eval --protocol semi` does) and e
 held-out half. The ranking is computed once, from the unsupervised model (in the app it is
 recomputed after every label): this measures the first pick of k, the cheapest setting.
 
-Costs 1 + 3 x len(k) trainings per class and seed: run it on a GPU; on a laptop CPU with the cpu
-preset, about 3 minutes per training.
+Costs 1 + 3 x len(k) trainings per class and seed (3 x len(k) with ``--unsup-from``, which takes
+the unsupervised model the benchmark's unsupervised wave kept, ``<dir>/<class>-unsup-0.pt``:
+training is deterministic, so it is the model this script would train): run it on a GPU; on 2 CPU
+cores with the cpu preset, about 6 minutes per training. Each class and seed is written as soon as
+it is done to ``docs/bench-results/next_label/<class>-<kind>-<seed>.json`` (``--results``), and the
+report (bench/report.py, ``table``) makes a table of them.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 STRATEGIES = ("ranked", "random", "top_score")
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "bench-results" / "next_label"
 
 
 def _label(sample, kind: str):
@@ -75,6 +81,7 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
     from core.data.datasets import load_mvtec
     from core.data.images import read_image
     from core.deploy.inference import Predictor
+    from core.deploy.modelfile import ModelBundle
     cfg = load_config(args.config, preset_name=args.preset)
     ds = load_mvtec(args.data, category)
     rng = np.random.default_rng(seed)
@@ -83,8 +90,14 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
     pool = [test[i] for i in perm[: len(test) // 2]]
     held = [test[i] for i in perm[len(test) // 2:]]
     t0 = time.perf_counter()
-    unsup = work / f"{category}-unsup-{seed}.pt"
-    bundle = api.fit(ds.train, unsup, cfg, args.device, resume=False)
+    kept = Path(args.unsup_from) / f"{category}-unsup-0.pt" if args.unsup_from else None
+    if kept is not None and kept.exists():
+        unsup, bundle = kept, ModelBundle.load(kept)
+        if bundle.config.features != cfg.features or bundle.config.swin != cfg.swin:
+            raise SystemExit(f"{kept}: trained with other settings than --preset/--config")
+    else:
+        unsup = work / f"{category}-unsup-{seed}.pt"
+        bundle = api.fit(ds.train, unsup, cfg, args.device, resume=False)
     base = api.evaluate(bundle, args.data, samples=held, device=args.device).metrics
     pred = Predictor(bundle, args.device)
     predictions = []
@@ -93,7 +106,8 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
         predictions.append((p.score, p.block_map))
     order = orders(pool, predictions, seed)
     out = {"category": category, "seed": seed, "kind": args.kind, "pool": len(pool), "held_out": len(held),
-           "pool_defective": sum(s.is_anomalous for s in pool), "unsup": base, "runs": []}
+           "pool_defective": sum(s.is_anomalous for s in pool), "unsup": base, "unsup_model": str(unsup),
+           "swin": {k: getattr(cfg.swin, k) for k in ("embed_dim", "num_heads", "depth")}, "runs": []}
     for name in STRATEGIES:
         for k in args.k:
             picked = [pool[i] for i in order[name][:k]]
@@ -113,6 +127,61 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
     return out
 
 
+def load(results: Path = RESULTS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))] if Path(results).is_dir() else []
+
+
+def table(results: Path = RESULTS) -> list[str]:
+    """The report's section (empty without results): per class and seed, each strategy's pixel AP
+    gain over the unsupervised model on the held-out half at each k, with what its picks cost; then
+    the means over the runs and each strategy's gain per labelling minute."""
+    rows = load(results)
+    if not rows:
+        return []
+    ks = sorted({r["k"] for rec in rows for r in rec["runs"]})
+    head = "| class | seed | kind | Unsup AP | " + " | ".join(
+        f"{s}, k = {k}: defective, est. s, AP (gain)" for s in STRATEGIES for k in ks) + " |"
+    lines = [head, "|" + "---|" * (4 + len(STRATEGIES) * len(ks))]
+    gains: dict[tuple, list] = {}
+    for rec in rows:
+        base = rec["unsup"]["pixel_ap"]
+        cells = []
+        for s in STRATEGIES:
+            for k in ks:
+                r = next((r for r in rec["runs"] if r["strategy"] == s and r["k"] == k), None)
+                if r is None:
+                    cells.append("-")
+                    continue
+                g = r["metrics"]["pixel_ap"] - base
+                gains.setdefault((s, k), []).append((g, r["label_seconds"]))
+                cells.append(f"{r['defective_picked']}, {r['label_seconds']:.0f}, "
+                             f"{100 * r['metrics']['pixel_ap']:.1f} ({100 * g:+.1f})")
+        lines.append(f"| {rec['category']} | {rec['seed']} | {rec['kind']} | {100 * base:.1f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "| strategy | " + " | ".join(f"k = {k}: mean gain, mean est. s, gain per labelling minute"
+                                                for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for s in STRATEGIES:
+        cells = []
+        for k in ks:
+            v = gains.get((s, k), [])
+            if not v:
+                cells.append("-")
+                continue
+            g, sec = float(np.mean([x[0] for x in v])), float(np.mean([x[1] for x in v]))
+            cells.append(f"{100 * g:+.1f}, {sec:.0f} s, {100 * g / max(sec / 60, 1e-9):+.2f} per min")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    runs = len(rows)
+    swins = sorted({"/".join(str(r["swin"][k]) for k in ("embed_dim", "num_heads", "depth"))
+                    for r in rows if "swin" in r})
+    return ["Per class and seed, the test split is halved (seeded): a pool to label from and a "
+            "held-out half that every AP here is measured on. The unsupervised model scores the pool "
+            "once; each strategy's first k picks are labelled from the ground truth (a defective "
+            "image by its kind, a normal one tagged normal at 2 s) with the cost model's "
+            f"**estimated** seconds, and a model is trained with them. {runs} class/seed run(s); "
+            f"Swin {', '.join(swins) or 'not recorded'} (width/heads/depth). One seed of one "
+            "class cannot carry a claim: read the means with the number of runs.", ""] + lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -123,17 +192,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--config")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--workdir", default="runs/next_label")
-    p.add_argument("--out", default="next_label.json")
+    p.add_argument("--unsup-from", help="take <dir>/<class>-unsup-0.pt (the bench's unsupervised "
+                                        "models) instead of training it, when it exists")
+    p.add_argument("--results", default=str(RESULTS), help="one JSON per class, seed and kind")
+    p.add_argument("--out", help="also every record in one JSON file")
     args = p.parse_args(argv)
     from core.device import resolve_device
-    args.device = str(resolve_device(args.device))
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    results = [run_class(args, c, s, work) for c in args.category for s in args.seeds]
     from core.fileio import atomic_write_text
-    atomic_write_text(Path(args.out), json.dumps(results, indent=2, default=float))
-    print(f"wrote {args.out}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    args.device = str(resolve_device(args.device))
+    work, results_dir = Path(args.workdir), Path(args.results)
+    work.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for c in args.category:
+        for s in args.seeds:
+            rec = run_class(args, c, s, work)
+            results.append(rec)
+            f = results_dir / f"{c}-{args.kind}-{s}.json"
+            atomic_write_text(f, json.dumps(rec, indent=1, default=float) + "\n")
+            print(f"wrote {f}", flush=True)
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps(results, indent=2, default=float))
+        print(f"wrote {args.out}")
     return 0
 
 

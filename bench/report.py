@@ -337,6 +337,10 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
             atomic_write_text(costs_out, json.dumps(label_costs(rows, ap_means, seeds), indent=1) + "\n")
     from .economy import LADDER, section
     lines += section(results, out, getattr(args, "ladder", None) or LADDER)
+    from .next_label import table as next_label_table
+    nl = next_label_table(results / "next_label")
+    if nl:
+        lines += ["", "## Which image to label next (bench/next_label.py)", ""] + nl
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():
         lines += ["", notes.read_text()]
