@@ -54,6 +54,14 @@ def run(args) -> dict:
     out["swin"] = {k: getattr(bundle.config.swin, k) for k in ("embed_dim", "num_heads", "depth", "mu", "step")}
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
     out["semirest"] = res.metrics
+    if bundle.training.get("pseudo_masks"):
+        # how many of the blocks the boxes' pseudo-masks made defective are defective in the true
+        # masks of the same images (the sup split moves the same ones), and how many they found
+        from core.data.protocols import make_protocol
+        sup = make_protocol(ds, "sup", args.n_anomalous, args.seed, pool=args.pool,
+                            block_grid=(cfg.features.image_size, 8), eps_pos=cfg.train.eps_pos_real)
+        if sup.moved == split.moved:
+            out["pseudo_masks"] = pseudo_mask_quality(bundle.training["pseudo_masks"], split.labels, sup.labels, cfg)
     out["semirest_ms"] = res.timings_ms
     out["semirest_peak_mb"] = peak.mb      # fit + evaluation (bench/memory.py)
     if not args.skip_onnx:
@@ -97,6 +105,30 @@ def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
     if BY_NAME[method].exports and not args.skip_onnx:
         out[f"{method}_onnx"] = onnx_timing(path, samples, args.threads, Path(args.workdir))
     return out
+
+
+def pseudo_mask_quality(record: list[dict], box_labels, mask_labels, cfg) -> dict:
+    """Precision and recall of the pseudo-masks a model file recorded (core/learning/pseudomask.py
+    ``pseudo_mask_record``) against Eq. 14's targets of the true masks (``mask_labels``, the same
+    images as ``box_labels`` in the same order), over the blocks inside the boxes."""
+    from core.data.labels import BLOCK_ANOMALOUS, BLOCK_UNKNOWN
+    from core.learning.pseudomask import read_rows
+    from core.methods.semirest import labelled_items
+    truth = [(b.name, b.targets == BLOCK_UNKNOWN, m.targets == BLOCK_ANOMALOUS)
+             for b, m in zip(labelled_items(box_labels, cfg), labelled_items(mask_labels, cfg))]
+    tp = fp = fn = images = 0
+    for e in record:
+        boxed, pos = read_rows(e["boxed"]), read_rows(e["defective"])
+        g = next((g for name, unk, g in truth if name == e["name"] and unk.shape == boxed.shape
+                  and (unk == boxed).all()), None)
+        if g is None:       # not one of these images (or its boxes differ): not scored
+            continue
+        images += 1
+        tp += int((pos & g).sum())
+        fp += int((pos & ~g).sum())
+        fn += int((boxed & g & ~pos).sum())
+    return {"images": images, "positives": tp + fp, "precision": tp / max(tp + fp, 1),
+            "recall": tp / max(tp + fn, 1)}
 
 
 def split_fingerprint(samples, root: Path) -> str:

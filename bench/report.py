@@ -233,6 +233,21 @@ def bar_lines(means: dict[str, float]) -> list[str]:
             f"Tag at least Unsup: {ok(t >= u)} ({t - u:+.1f}).", ""]
 
 
+def pseudo_mask_line(rows: list[dict]) -> list[str]:
+    """The boxes' pseudo-masks against the true masks of the same images (bench/job.py records it
+    for semi runs since the model file keeps them), per class over its seeds; [] without any."""
+    per: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["protocol"] == "semi" and r.get("pseudo_masks", {}).get("images"):
+            per.setdefault(r["category"], []).append(r["pseudo_masks"])
+    if not per:
+        return []
+    cells = [f"{c} {np.mean([q['precision'] for q in v]):.2f} / {np.mean([q['recall'] for q in v]):.2f}"
+             for c, v in sorted(per.items())]
+    return ["Pseudo-masks of the boxes against the true masks' Eq. 14 blocks, over the blocks inside "
+            "the boxes of the trained images (precision / recall): " + "; ".join(cells) + ".", ""]
+
+
 def label_costs(rows: list[dict], means: dict[str, float], seeds: list[int]) -> dict:
     """What each kind of label bought on this benchmark, for the app's Train panel
     (resources/label_costs.json): mean pixel AP per protocol column, and where it came from."""
@@ -332,7 +347,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
             lines += [f"### {name}", ""] + table + [""]
             if metric == "pixel_ap":
                 ap_means = means
-                lines += bar_lines(means)
+                lines += bar_lines(means) + pseudo_mask_line(rows)
         if costs_out is not None:
             atomic_write_text(costs_out, json.dumps(label_costs(rows, ap_means, seeds), indent=1) + "\n")
     from .economy import LADDER, section

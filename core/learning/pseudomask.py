@@ -70,6 +70,29 @@ def pseudo_masks(model, material, cfg, device, threshold: float) -> int:
     return n
 
 
+def _rows(a: np.ndarray) -> list[str]:
+    return ["".join("1" if v else "0" for v in row) for row in a]
+
+
+def pseudo_mask_record(boxed: list[np.ndarray], material) -> list[dict]:
+    """What the model file keeps of the pseudo-masks: per box-labelled image of
+    ``material.defective`` (in its order; ``boxed``: their blocks inside boxes, the unknown blocks
+    before :func:`pseudo_masks`), its file name, those blocks and the ones made defective, each as
+    rows of "0"/"1". Small (a character a block); it lets the benchmark score the pseudo-masks
+    against true masks (bench/job.py) and tells what a box taught. A list, not a dict by name: two
+    labelled images may share a file name (test/crack/000.png, test/hole/000.png)."""
+    items = [it for it in material.defective if it.label_kind == "boxes"]
+    if len(items) != len(boxed):
+        raise ValueError(f"{len(boxed)} box regions for {len(items)} box-labelled images")
+    return [{"name": it.name, "boxed": _rows(b), "defective": _rows(b & (it.targets.numpy() == BLOCK_ANOMALOUS))}
+            for it, b in zip(items, boxed)]
+
+
+def read_rows(rows: list[str]) -> np.ndarray:
+    """:func:`pseudo_mask_record`'s rows back to a boolean array."""
+    return np.array([[c == "1" for c in r] for r in rows], dtype=bool).reshape(len(rows), -1)
+
+
 class PseudoMaskTrainer(Trainer):
     """The stage that trains on pseudo-masks: Eq. 11 like masks (core/learning/training.py), for
     ``semi.steps`` steps from the model the labels start from, which stays a candidate."""

@@ -128,6 +128,7 @@ class SemiREST(Detector):
                                   labelled_val=labelled_val)
         if init is not None:
             material.residual_scale = init.residual_scale
+        pseudo_record = None      # the boxes' pseudo-masks, when there are boxes (decision 0015)
         has_hard = any(not (d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
         has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
         fp = _fingerprint(cfg, normal_paths, labels or [], init_from)
@@ -140,10 +141,13 @@ class SemiREST(Detector):
         else:
             result = trainer.start_point()
         if has_unknown and cfg.semi.boxes == "pseudo_mask" and any(d.label_kind == "boxes" for d in material.defective):
-            from ..learning.pseudomask import PseudoMaskTrainer, pseudo_masks   # decision 0015
+            from ..learning.pseudomask import (PseudoMaskTrainer, pseudo_mask_record,   # decision 0015
+                                                pseudo_masks)
             start = build_model(material.feature_dim, cfg, material.residual_scale).to(dev)
             start.load_state_dict(result.state)
+            boxed = [(d.targets == BLOCK_UNKNOWN).numpy() for d in material.defective if d.label_kind == "boxes"]
             n = pseudo_masks(start, material, cfg, dev, cfg.semi.pseudo_threshold)
+            pseudo_record = pseudo_mask_record(boxed, material)
             report.log(f"boxes: pseudo-masks for {n} images from the start model")
             boxes = PseudoMaskTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".boxes.ckpt"),
                                       init_state=result.state, fingerprint=fp)
@@ -186,7 +190,8 @@ class SemiREST(Detector):
                 train_seconds=result.seconds, steps=result.steps,
                 normal_images=len(train_p), val_images=len(val_p), bank_images=bank_names,
                 init_from=str(init_from) if isinstance(init_from, (str, Path)) else None,
-                synthetic_images=len(material.synthetic), **label_record(labels)))
+                synthetic_images=len(material.synthetic), **label_record(labels),
+                **({"pseudo_masks": pseudo_record} if pseudo_record else {})))
         bundle.save(out)
         ckpt.unlink(missing_ok=True)
         ckpt.with_suffix(".semi.ckpt").unlink(missing_ok=True)

@@ -142,3 +142,49 @@ def test_swin_line_says_the_sizes_and_flags_mixed_presets():
     c["swin"] = {"embed_dim": 96, "num_heads": 3, "depth": 4, "mu": 16, "step": 8}
     line = swin_line([a, c])
     assert "width 96, 3 heads; width 192, 6 heads" in line and "MIXED SIZES" in line
+
+
+def test_pseudo_mask_line_averages_each_class_over_its_seeds():
+    from bench.report import pseudo_mask_line
+    rows = [_row("A", "sup", 0, 0.7, 0.5, 0.6), _row("A", "semi", 0, 0.6), _row("A", "semi", 1, 0.6),
+            _row("B", "semi", 0, 0.6)]
+    assert pseudo_mask_line(rows) == []          # older result files have no record
+    rows[1]["pseudo_masks"] = {"images": 7, "precision": 0.8, "recall": 0.4}
+    rows[2]["pseudo_masks"] = {"images": 7, "precision": 0.6, "recall": 0.6}
+    rows[3]["pseudo_masks"] = {"images": 0, "precision": 0.0, "recall": 0.0}    # nothing scored
+    (line, _) = pseudo_mask_line(rows)
+    assert "A 0.70 / 0.50." in line and "B " not in line
+
+
+def test_pseudo_mask_quality_scores_the_recorded_blocks_against_the_true_masks(tmp_path):
+    """bench/job.py: the model file's pseudo-mask record against Eq. 14's blocks of the true mask of
+    the same image, matched by name and box region (names repeat across defect types)."""
+    import numpy as np
+    from bench.job import pseudo_mask_quality
+    from core.config import preset
+    from core.data.images import write_png
+    from core.data.labels import ImageLabel, boxes_from_mask
+    from core.learning.pseudomask import _rows
+    from core.methods.semirest import labelled_items
+    cfg = preset("cpu")
+    size = cfg.features.image_size
+    mask = np.zeros((size, size), bool)
+    mask[64:72, 40:120] = True                   # a thin horizontal defect: 10 blocks of one row
+    img = tmp_path / "crack" / "000.png"
+    write_png(img, np.full((size, size, 3), 128, np.uint8))
+    box = ImageLabel(img, width=size, height=size, boxes=boxes_from_mask(mask))
+    full = ImageLabel(img, width=size, height=size, mask=mask)
+    (b,) = labelled_items([box], cfg)
+    boxed = b.targets == -1
+    truth = np.zeros_like(boxed)
+    truth[8, 5:15] = True
+    assert (truth & ~boxed).sum() == 0
+    guess = np.zeros_like(boxed)
+    guess[8, 5:10] = True                        # half of the defect
+    guess[9, 5] = boxed[9, 5]                    # and a normal block if the box holds one
+    rec = [{"name": "000.png", "boxed": _rows(boxed), "defective": _rows(guess)},
+           {"name": "000.png", "boxed": _rows(np.zeros_like(boxed)), "defective": _rows(guess)}]  # another image
+    q = pseudo_mask_quality(rec, [box], [full], cfg)
+    fp = int(guess[9, 5])
+    assert q["images"] == 1 and q["positives"] == 5 + fp
+    assert q["precision"] == pytest.approx(5 / (5 + fp)) and q["recall"] == pytest.approx(0.5)

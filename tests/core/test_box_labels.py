@@ -1,6 +1,7 @@
 """How boxes teach (decision 0015): Eq. 15's ignore band, label paste and pseudo-masks."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,7 @@ from core.data.geometry import BlockGrid
 from core.synthetic.labelpaste import Labelled, paste, paste_labelled
 from core.data.labels import (BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_NORMAL, BLOCK_UNKNOWN, RotatedBox,
                               block_labels_from_boxes)
-from core.learning.pseudomask import pseudo_masks
+from core.learning.pseudomask import pseudo_mask_record, pseudo_masks, read_rows
 from core.learning.trainset import TokenImage
 
 
@@ -90,9 +91,17 @@ def test_pseudo_masks_keep_the_believed_blocks_of_each_box_and_ignore_the_rest(t
                           label_kind=None)
     material = SimpleNamespace(bank=SimpleNamespace(features=np.zeros((1, 4), np.float32)),
                                val=[normal], normals=[normal], defective=[boxed, tagged])
+    before = [t == BLOCK_UNKNOWN]
     assert pseudo_masks(model, material, cfg, "cpu", threshold=0.5) == 1
     new = boxed.targets.numpy()
     assert new[1, 1] == BLOCK_ANOMALOUS and new[2, 2] == BLOCK_IGNORE and new[1, 2] == BLOCK_IGNORE
+    # what the model file keeps: the boxed blocks and the ones made defective, as rows of 0/1
+    (rec,) = pseudo_mask_record(before, material)
+    assert rec["name"] == "x" and len(rec["boxed"]) == 8 and rec["boxed"][1] == "01100000"
+    assert (read_rows(rec["boxed"]) == before[0]).all()
+    assert (read_rows(rec["defective"]) == (new == BLOCK_ANOMALOUS)).all()
+    with pytest.raises(ValueError, match="box regions"):
+        pseudo_mask_record(before * 2, material)
     assert new[5, 6] == BLOCK_ANOMALOUS and (new[5:7, 5:7] == BLOCK_ANOMALOUS).sum() == 1   # the box's best
     assert (new[t == BLOCK_NORMAL] == BLOCK_NORMAL).all()        # outside the boxes: unchanged
     assert (tagged.targets.numpy() == BLOCK_UNKNOWN).all()       # tags stay with ResMixMatch
@@ -130,6 +139,16 @@ def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(t
     assert any("pseudo-masks for" in e.message for e in events if e.stage == "log")
     assert any("label paste:" in e.message for e in events if e.stage == "log")
     assert len(b.validation["real_defect_images"]) == 1 and np.isfinite(b.validation["val_real_ap"])
+    # the model file keeps each trained box image's pseudo-mask (and those of their pasted copies):
+    # inside its boxes, at least one block
+    recs = b.training["pseudo_masks"]
+    own = [r["name"] for r in recs if "-pasted-on-" not in r["name"]]
+    assert len(own) == 3 and set(own) <= {Path(lab.image).name for lab in labels}
+    assert len(recs) > 3
+    for r in recs:
+        boxed, bad = read_rows(r["boxed"]), read_rows(r["defective"])
+        assert boxed.any() and bad.any() and not (bad & ~boxed).any()
+    assert "pseudo_masks" not in start.training
     res = api.predict(b, [labels[0].image, normals[1], normals[2]], tmp_path / "out", "cpu", maps="npy")
     for r, p in zip(res, [labels[0].image, normals[1], normals[2]]):
         assert np.load(r.map_file).shape == cv2.imread(str(p)).shape[:2]
