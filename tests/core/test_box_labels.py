@@ -149,6 +149,8 @@ def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(t
         boxed, bad = read_rows(r["boxed"]), read_rows(r["defective"])
         assert boxed.any() and bad.any() and not (bad & ~boxed).any()
     assert "pseudo_masks" not in start.training
+    from core.deploy.modelfile import ModelBundle
+    assert ModelBundle.load(tmp_path / "boxes.pt").training["pseudo_masks"] == recs
     res = api.predict(b, [labels[0].image, normals[1], normals[2]], tmp_path / "out", "cpu", maps="npy")
     for r, p in zip(res, [labels[0].image, normals[1], normals[2]]):
         assert np.load(r.map_file).shape == cv2.imread(str(p)).shape[:2]
