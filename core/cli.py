@@ -316,7 +316,10 @@ def cmd_info(args, out) -> int:
     from .deploy.modelfile import ModelBundle
     b = ModelBundle.load(args.model)
     print(b.summary())
-    print(json.dumps({"training": b.training, "calibration": {k: v for k, v in b.calibration.items()
+    training = dict(b.training)
+    if "pseudo_masks" in training:     # a row of 0/1 per block row and image: the counts say enough here
+        training["pseudo_masks"] = b.pseudo_mask_counts()
+    print(json.dumps({"training": training, "calibration": {k: v for k, v in b.calibration.items()
                                                               if not isinstance(v, list)}}, indent=1, default=str))
     return 0
 

@@ -231,4 +231,17 @@ class ModelBundle:
             parts.append(f"validation pixel AP {val['val_pixel_ap']:.3f} (step {val.get('step')})")
         if tr.get("seconds"):
             parts.append(f"trained {tr['seconds']:.0f} s on {tr.get('device', '?')}")
+        pm = self.pseudo_mask_counts()
+        if pm:
+            parts.append(f"boxes: {pm['defective']} of {pm['boxed']} boxed blocks taken as defective "
+                         f"({pm['images']} images, decision 0022)")
         return ", ".join(parts)
+
+    def pseudo_mask_counts(self) -> dict | None:
+        """{"images", "boxed", "defective"} of the pseudo-masks the boxes trained on
+        (``training.pseudo_masks``), None when the model learned from no boxes."""
+        rec = self.training.get("pseudo_masks")
+        if not rec:
+            return None
+        count = lambda key: sum(row.count("1") for r in rec for row in r[key])   # noqa: E731
+        return {"images": len(rec), "boxed": count("boxed"), "defective": count("defective")}

@@ -108,7 +108,7 @@ def test_pseudo_masks_keep_the_believed_blocks_of_each_box_and_ignore_the_rest(t
 
 
 
-def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(tiny_cfg, tmp_path):
+def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(tiny_cfg, tmp_path, capsys):
     """The hidden sets mix sizes and grayscale: boxes, label paste (same-size normals only) and
     pseudo-masks must cope, and the model must predict every size."""
     import cv2
@@ -151,6 +151,16 @@ def test_boxes_on_grayscale_images_of_several_sizes_train_through_pseudo_masks(t
     assert "pseudo_masks" not in start.training
     from core.deploy.modelfile import ModelBundle
     assert ModelBundle.load(tmp_path / "boxes.pt").training["pseudo_masks"] == recs
+    counts = b.pseudo_mask_counts()
+    assert counts["images"] == len(recs) and 0 < counts["defective"] <= counts["boxed"]
+    assert f"{counts['defective']} of {counts['boxed']} boxed blocks" in b.summary()
+    assert start.pseudo_mask_counts() is None and "boxed" not in start.summary()
+    import json
+    from core.cli import main as cli
+    capsys.readouterr()
+    assert cli(["info", "--model", str(tmp_path / "boxes.pt")]) == 0
+    text = capsys.readouterr().out
+    assert json.loads(text[text.index("{"):])["training"]["pseudo_masks"] == counts
     res = api.predict(b, [labels[0].image, normals[1], normals[2]], tmp_path / "out", "cpu", maps="npy")
     for r, p in zip(res, [labels[0].image, normals[1], normals[2]]):
         assert np.load(r.map_file).shape == cv2.imread(str(p)).shape[:2]
