@@ -168,7 +168,10 @@ def table(results: Path = RESULTS) -> list[str]:
                 cells.append("-")
                 continue
             g, sec = float(np.mean([x[0] for x in v])), float(np.mean([x[1] for x in v]))
-            cells.append(f"{100 * g:+.1f}, {sec:.0f} s, {100 * g / max(sec / 60, 1e-9):+.2f} per min")
+            # per minute only from a minute of labels on: a point lost on 4 s of normal tags is
+            # not "-15 points per minute"
+            rate = f"{100 * g / (sec / 60):+.2f} per min" if sec >= 60 else "under a minute of labels"
+            cells.append(f"{100 * g:+.1f}, {sec:.0f} s, {rate}")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     runs = len(rows)
     swins = sorted({"/".join(str(r["swin"][k]) for k in ("embed_dim", "num_heads", "depth"))
