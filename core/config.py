@@ -191,6 +191,9 @@ class SemiConfig:
     pseudo_threshold: float = 0.5       # pseudo-masks: belief at which a boxed block counts as defective
     pseudo_belief: str = "swin"         # pseudo-masks' belief: swin (the start model's probability;
                                         # decision 0022) | max (of it and the distance belief)
+    unchecked_tags: bool = False        # train ResMixMatch on defective tags when too few labelled
+                                        # images for any to be held out (train.real_val_min_labelled)?
+                                        # Off: the model keeps its start (decision 0023)
 
 
 PSEUDO_BELIEFS = ("max", "swin")    # SemiConfig.pseudo_belief (core/learning/pseudomask.py)

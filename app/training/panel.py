@@ -177,6 +177,11 @@ class TrainPanel(QWidget):
         if (key in (None, "unsupervised") or not n or n >= least
                 or not USES_LABELS.get(self.method.currentData(), False)):
             return ""
+        if key == "tags":     # core/methods/semirest.py, decision 0023: unchecked tags are not trained on
+            return (f"<b>{n} tagged image{'s' if n != 1 else ''}: none can be held out to check that "
+                    f"{'they help' if n != 1 else 'it helps'}, so training will not use "
+                    f"{'them' if n != 1 else 'it'}</b>: the model stays as it starts (from {least} tags on, "
+                    "some are held out and the tags are trained on where they help).")
         return (f"<b>{n} labelled image{'s' if n != 1 else ''}: none can be held out to check that "
                 f"{'they help' if n != 1 else 'it helps'}</b> (from {least} on, "
                 f"{TrainConfig.real_val_fraction:.0%} are held out and the model without them competes); "

@@ -79,3 +79,7 @@ def test_too_few_labels_to_hold_out_are_called_unchecked(qtbot):
         assert "1 labelled image: none can be held out to check that it helps" in panel.bench_hint.text()
         panel.method.setCurrentIndex(panel.method.findData("patchcore"))   # learns nothing from labels
         assert "none can be held out" not in panel.bench_hint.text()
+        panel.method.setCurrentIndex(panel.method.findData("semirest"))
+        panel.set_label_counts({"masks": 0, "blocks": 0, "boxes": 0, "tags": 2, "all": 2})
+        assert "2 tagged images: none can be held out" in _select(panel, "tags")    # decision 0023
+        assert "training will not use them" in panel.bench_hint.text()

@@ -146,6 +146,33 @@ def test_boxes_as_pseudo_masks_fine_tune_and_improve_on_boxed_defects(piped, tmp
     assert auc_semi > auc_start, (auc_start, auc_semi)
 
 
+@pytest.mark.parametrize("n_tags", [2, 4])
+def test_tags_too_few_to_check_leave_the_model_at_its_start(piped, tmp_path, tiny_cfg, n_tags):
+    """Decision 0023: with fewer defective tags than train.real_val_min_labelled nothing can check
+    ResMixMatch on them, so it does not run and the model keeps its start (semi.unchecked_tags
+    trains anyway); from that many on, some are held out and ResMixMatch runs."""
+    ds = load_mvtec(piped, "PA_BRG01_RL")
+    tags = [ImageLabel(s.path, tag="defective") for s in ds.test if s.is_anomalous][:n_tags]
+    cfg = tiny_cfg.updated({"train": {"preflight_min_images": 0}})
+    assert n_tags == 4 or n_tags < cfg.train.real_val_min_labelled
+    start = api.fit(ds.train[:8], tmp_path / "start.pt", cfg, "cpu")
+    events = []
+    tagged = api.fit(ds.train[:8], tmp_path / "tags.pt", cfg, "cpu", labels=tags, init_from=start,
+                     progress=events.append)
+    logs = [e.message for e in events if e.stage == "log"]
+    stages = [h.get("stage") for h in tagged.validation["history"]]
+    same = all(torch.equal(tagged.swin_state[k], start.swin_state[k]) for k in start.swin_state)
+    if n_tags == 2:
+        assert any("too few for any to be held out" in m and "keeps its start" in m for m in logs), logs
+        assert "ResMixMatch" not in stages and same
+        forced = api.fit(ds.train[:8], tmp_path / "forced.pt", cfg.updated({"semi": {"unchecked_tags": True}}),
+                         "cpu", labels=tags, init_from=start)
+        assert "ResMixMatch" in [h.get("stage") for h in forced.validation["history"]]
+    else:
+        assert not any("too few for any to be held out" in m for m in logs)
+        assert "ResMixMatch" in stages
+
+
 # ---------------------------------------------------------------------------------------------
 # bad labels
 # ---------------------------------------------------------------------------------------------
