@@ -170,7 +170,8 @@ class TrainPanel(QWidget):
         """A warning when the selected labels are too few for any to be held out (core/eval/realval.py):
         then nothing checks that they help, and the trained model replaces its start unchecked. On
         the benchmark's economy run, boxes on 2 images lost 6 points of pixel AP on a class of thin
-        fibres (docs/benchmarks.md), where 4 or more are checked and the start can stay."""
+        fibres before decision 0022 (0.9 after it), where 4 or more are checked and the start can
+        stay; tags that few are not trained on at all (decision 0023)."""
         key = self.supervision.currentData()
         n = self.label_counts.get(key)
         least = TrainConfig.real_val_min_labelled
