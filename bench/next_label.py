@@ -128,7 +128,8 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
 
 
 def load(results: Path = RESULTS) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(results).glob("*.json"))] if Path(results).is_dir() else []
+    from .report import _load    # the report imports this module lazily
+    return _load(Path(results)) if Path(results).is_dir() else []
 
 
 def table(results: Path = RESULTS) -> list[str]:
@@ -173,16 +174,14 @@ def table(results: Path = RESULTS) -> list[str]:
             rate = f"{100 * g / (sec / 60):+.2f} per min" if sec >= 60 else "under a minute of labels"
             cells.append(f"{100 * g:+.1f}, {sec:.0f} s, {rate}")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    runs = len(rows)
-    swins = sorted({"/".join(str(r["swin"][k]) for k in ("embed_dim", "num_heads", "depth"))
-                    for r in rows if "swin" in r})
+    from .report import swin_line
     return ["Per class and seed, the test split is halved (seeded): a pool to label from and a "
             "held-out half that every AP here is measured on. The unsupervised model scores the pool "
             "once; each strategy's first k picks are labelled from the ground truth (a defective "
             "image by its kind, a normal one tagged normal at 2 s) with the cost model's "
-            f"**estimated** seconds, and a model is trained with them. {runs} class/seed run(s); "
-            f"Swin {', '.join(swins) or 'not recorded'} (width/heads/depth). One seed of one "
-            "class cannot carry a claim: read the means with the number of runs.", ""] + lines
+            f"**estimated** seconds, and a model is trained with them. {len(rows)} class/seed run(s). "
+            + swin_line(rows) + " One seed of one class cannot carry a claim: read the means with "
+            "the number of runs.", ""] + lines
 
 
 def main(argv: list[str] | None = None) -> int:

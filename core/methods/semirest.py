@@ -154,17 +154,17 @@ class SemiREST(Detector):
             boxes.fit_started = t0
             trainers.append(boxes)
             result = boxes.run(previous=result)
-            has_unknown = any((d.targets == BLOCK_UNKNOWN).any() for d in material.defective)
+        # what is still unknown after the boxes' pseudo-masks: left to ResMixMatch
         unknown_kinds = {d.label_kind for d in material.defective if (d.targets == BLOCK_UNKNOWN).any()}
-        if has_unknown and unknown_kinds == {"tag"} and not labelled_val and not cfg.semi.unchecked_tags:
+        if unknown_kinds == {"tag"} and not labelled_val and not cfg.semi.unchecked_tags:
             # Decision 0023: tags never beat their start where held-out tags checked them, and unchecked
             # (too few to hold any out) they lost up to 3.6 points: do not train on them unchecked.
             report.log(f"tags: {sum(d.label_kind == 'tag' for d in material.defective)} defective tag(s), "
                        f"too few for any to be held out (train.real_val_min_labelled = "
                        f"{cfg.train.real_val_min_labelled}): not trained on; the model keeps its start "
                        f"(semi.unchecked_tags: true trains on them anyway)")
-            has_unknown = False
-        if has_unknown:
+            unknown_kinds = set()
+        if unknown_kinds:
             from ..learning.resmixmatch import ResMixMatchTrainer   # boxes / defective tags: Algorithm 1
             semi = ResMixMatchTrainer(cfg, material, dev, report, checkpoint=ckpt.with_suffix(".semi.ckpt"),
                                       init_state=result.state, fingerprint=fp)

@@ -81,7 +81,7 @@ def test_table_reports_gains_over_unsup_and_per_labelling_minute(tmp_path):
     assert "| ranked | +10.0, 90 s, +6.67 per min |" in text
     assert "| random | +0.0, 32 s, under a minute of labels |" in text
     assert "| top_score | +5.0, 90 s, +3.33 per min |" in text
-    assert "2 class/seed run(s)" in text and "Swin 192/6/4" in text
+    assert "2 class/seed run(s)" in text and "Swin: width 192, 6 heads." in text
 
 
 def test_report_includes_the_next_label_section(tmp_path):
