@@ -91,6 +91,11 @@ def table(results: Path = RESULTS) -> list[str]:
             "exports' maps on the timed images.", ""] + lines
 
 
+def kept_unsup_classes(work: Path, data: Path) -> list[str]:
+    """The classes of ``data`` whose unsupervised seed-0 model the bench kept in ``work``."""
+    return sorted(c.name for c in data.iterdir() if (work / f"{c.name}-unsup-0.pt").exists())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     work, data, results = Path(args.workdir), Path(args.data), Path(args.results)
-    classes = args.classes or sorted(c.name for c in data.iterdir() if (work / f"{c.name}-unsup-0.pt").exists())
+    classes = args.classes or kept_unsup_classes(work, data)
     if not classes:
         print(f"no unsupervised models in {work}: run `python -m bench` first", file=sys.stderr)
         return 2

@@ -315,6 +315,10 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "same batch size, measured interleaved; the ratio is whole / backbone (issue 12's "
                   "targets: <= 2x with bagging, <= 1.3x without). The ratios are the robust figures "
                   "on a shared machine.", ""] + ratios
+    from .precision import LOW, table as precision_table
+    pt = precision_table(results / "precision")
+    if pt:
+        lines += ["", f"### {LOW} against float32 (bench/precision.py, `--precision {LOW}`)", ""] + pt
     from .quantize import table as int8_table
     q = int8_table(results / "quantize")
     if q:

@@ -27,29 +27,32 @@ def _chunks(items: list, n: int) -> list[list]:
     return [items[i:i + n] for i in range(0, len(items) - n + 1, n)]   # whole batches only
 
 
-def measure(bundle, images: list[np.ndarray], device: str = "cpu", passes: int = 3) -> dict:
-    """Speed of ``bundle`` (a ModelBundle) on ``images`` (uint8 RGB; at least 8): see the module."""
+def measure(bundle, images: list[np.ndarray], device: str = "cpu", passes: int = 3,
+            precisions: tuple[str, ...] = ("float32",)) -> dict:
+    """Speed of ``bundle`` (a ModelBundle) on ``images`` (uint8 RGB; at least 8): see the module.
+    ``precisions``: the Swin's float types to time (core/deploy/precision.py), each a row set."""
     from core.data.datasets import prepare_image
     from core.deploy.inference import Predictor
 
     if len(images) < max(BATCHES):
         raise ValueError(f"speed needs at least {max(BATCHES)} images, got {len(images)}")
-    preds = {bag: Predictor(bundle, device, bagging=bag) for bag in (True, False)}
-    enc = preds[True].encoder
+    settings = [(bag, prec) for prec in precisions for bag in (True, False)]
+    preds = {s: Predictor(bundle, device, bagging=s[0], precision=s[1]) for s in settings}
+    enc = preds[settings[0]].encoder
     fcfg = bundle.config.features
     prepared = [prepare_image(im, fcfg.image_size, fcfg.size_multiple) for im in images]
     sync = (lambda: torch.cuda.synchronize(device)) if str(device).startswith("cuda") else (lambda: None)
 
-    def whole(bag, batch):
-        preds[bag].predict_batch(batch)
+    def whole(setting, batch):
+        preds[setting].predict_batch(batch)
 
     def backbone(batch):
         enc.encode(batch)
 
     jobs = {}
     for b in BATCHES:
-        for bag in (True, False):
-            jobs[("whole", bag, b)] = (lambda batch, bag=bag: whole(bag, batch), _chunks(images, b))
+        for st in settings:
+            jobs[("whole", st, b)] = (lambda batch, st=st: whole(st, batch), _chunks(images, b))
         jobs[("backbone", None, b)] = (backbone, _chunks(prepared, b))
     times: dict[tuple, list[float]] = {k: [] for k in jobs}
     stages: dict[tuple, list[dict]] = {k: [] for k in jobs if k[0] == "whole"}
@@ -69,10 +72,11 @@ def measure(bundle, images: list[np.ndarray], device: str = "cpu", passes: int =
     rows = []
     for b in BATCHES:
         bb = float(np.median(times[("backbone", None, b)]))
-        for bag in (True, False):
-            ms = float(np.median(times[("whole", bag, b)]))
-            st = stages[("whole", bag, b)]
-            rows.append({"batch": b, "bagging": bag, "ms": ms, "backbone_ms": bb, "ratio": ms / bb,
+        for bag, prec in settings:
+            ms = float(np.median(times[("whole", (bag, prec), b)]))
+            st = stages[("whole", (bag, prec), b)]
+            rows.append({"batch": b, "bagging": bag, "precision": prec, "ms": ms, "backbone_ms": bb,
+                         "ratio": ms / bb,
                          "stages_ms": {k: float(np.median([s[k] for s in st])) for k in st[0]}})
     return {"threads": torch.get_num_threads(), "device": str(device), "n_images": len(images),
             "passes": passes, "rows": rows}
@@ -113,7 +117,8 @@ def speed_lines(rows: list[dict]) -> list[str]:
         if not sp:
             continue
         for b in BATCHES:
-            by = {x["bagging"]: x for x in sp["rows"] if x["batch"] == b}
+            by = {x["bagging"]: x for x in sp["rows"]
+                  if x["batch"] == b and x.get("precision", "float32") == "float32"}
             if not by:
                 continue
             bag, nob = by[True], by[False]

@@ -117,13 +117,16 @@ PREDICT_BATCH = 8
 def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir: str | Path | None = None,
             device: str = "auto", progress: ProgressCallback | None = None,
             cancel_event: threading.Event | None = None, maps: str = "none",
-            runtime: str = "torch") -> list[ImageResult]:
+            runtime: str = "torch", precision: str = "float32") -> list[ImageResult]:
     """Score images (a folder or a list of paths); with ``out_dir`` write heatmaps, overlays and
     ``scores.csv``; ``maps="npy"`` also writes each raw float32 map at the image's own size as
     ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file.
 
     ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest export``
-    (core/deploy/export.py), run with that engine on the CPU; the outputs are written the same way."""
+    (core/deploy/export.py), run with that engine on the CPU; the outputs are written the same way.
+    ``precision``: the torch runtime's Swin precision (core/deploy/precision.py)."""
+    if runtime != "torch" and precision != "float32":
+        raise ConfigError(f"precision {precision} applies to the torch runtime; an export runs as exported")
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
     if out_dir:
@@ -139,8 +142,8 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
     paths = image_paths(images)
     if runtime == "torch":
         dev = resolve_device(device)
-        report.log(f"model: {summary}; device {dev}")
-        pred = Predictor(bundle, dev)
+        pred = Predictor(bundle, dev, precision=precision)
+        report.log(f"model: {summary}; device {dev}" + (f", {precision}" if precision != "float32" else ""))
     else:
         report.log(f"model: {summary}")
     style = MapStyle.of(calibration, maps)
@@ -270,7 +273,7 @@ class EvalResult:
 def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | None = None,
              device: str = "auto", progress: ProgressCallback | None = None,
              cancel_event: threading.Event | None = None, samples: list[Sample] | None = None,
-             bagging: bool | None = None, runtime: str = "torch") -> EvalResult:
+             bagging: bool | None = None, runtime: str = "torch", precision: str = "float32") -> EvalResult:
     """Pixel AP, PRO (FPR <= 0.3, normalised), pixel AUROC and image AUROC on the test split
     (or on ``samples``), scored as ``../shared/tools/metrics.py`` and the MVTec protocol score:
     each map resized (bilinear) to its mask's own size, pixels of all images pooled. When the
@@ -281,7 +284,9 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
     export``, scored as its runtime gives the maps (an int8 export's accuracy, say)."""
     from .eval.metrics import evaluate as metric_eval
     if runtime == "torch":
-        pred = Predictor(_load(model), resolve_device(device), bagging=bagging)
+        pred = Predictor(_load(model), resolve_device(device), bagging=bagging, precision=precision)
+    elif precision != "float32":
+        raise ConfigError(f"precision {precision} applies to the torch runtime; an export runs as exported")
     else:
         from .deploy.export import load_runtime
         pred = load_runtime(model, runtime)
@@ -321,7 +326,8 @@ class ProtocolRun:
 def run_protocol(data: str | Path, category: str | None, protocol: str, model: str | Path,
                  cfg: Config | None = None, device: str = "auto", seed: int = 0, n_anomalous: int = 10,
                  init: str | Path | None = None, pool: int | None = None, retrain: bool = False,
-                 progress: ProgressCallback | None = None, bagging: bool | None = None) -> ProtocolRun:
+                 progress: ProgressCallback | None = None, bagging: bool | None = None,
+                 precision: str = "float32") -> ProtocolRun:
     """The paper's protocols, one code path for ``semirest eval --protocol`` and the benchmark:
     move ``n_anomalous`` defective test images (seeded, stratified; the first of a draw of
     ``pool``) into training with ``protocol``'s labels, train ``model`` from the category's normals
@@ -350,7 +356,8 @@ def run_protocol(data: str | Path, category: str | None, protocol: str, model: s
         train_s = time.perf_counter() - t0
     else:
         bundle = _load(model)
-    res = evaluate(bundle, data, samples=split.test, device=device, progress=progress, bagging=bagging)
+    res = evaluate(bundle, data, samples=split.test, device=device, progress=progress, bagging=bagging,
+                   precision=precision)
     return ProtocolRun(split, ds, model, bundle, res, train_s)
 
 

@@ -32,6 +32,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-json", action="store_true", help="JSON lines on stdout instead of progress bars")
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    from .deploy.precision import DEFAULT_PRECISION, PRECISIONS
+    p.add_argument("--precision", choices=list(PRECISIONS), default=DEFAULT_PRECISION,
+                   help="the Swin's float type (torch runtime): bfloat16 is about 2.7x faster there on "
+                        "CPUs with AMX or AVX512-BF16 and on recent GPUs, maps within about 0.003 of "
+                        "float32's; float16: GPUs only (docs/decisions/0024-inference-precision.md)")
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     from .config import DEFAULT_PRESET, PRESETS
     from .methods import METHODS
@@ -82,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
                     help="torch: the model file; onnxruntime / openvino: --model is a folder written "
                          "by `semirest export`, run with ONNX Runtime / OpenVINO on the CPU")
+    _add_precision(pr)
     _add_common(pr)
 
     x = sub.add_parser("export", help="write the whole inference path as ONNX for a fixed image size")
@@ -110,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
                    help="onnxruntime / openvino: --model is a folder written by `semirest export`, "
                         "scored on the test split as that runtime maps it (protocol unsup)")
+    _add_precision(e)
     _add_config(e)
     _add_common(e)
 
@@ -240,10 +250,10 @@ def cmd_predict(args, out: _Output) -> int:
         if args.runtime != "torch":
             raise SemiRestError(f"--ray runs the torch model file; --runtime {args.runtime} runs in one process only")
         res = predict_ray(args.model, args.images, args.out, None if args.ray == "local" else args.ray,
-                          args.device, args.maps, progress=out.render)
+                          args.device, args.maps, progress=out.render, precision=args.precision)
     else:
         res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
-                          maps=args.maps, runtime=args.runtime)
+                          maps=args.maps, runtime=args.runtime, precision=args.precision)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
                 "scores": {safe_name(r.path): r.score for r in res}},
@@ -279,7 +289,8 @@ def cmd_eval(args, out: _Output) -> int:
         if args.protocol != "unsup":
             raise SemiRestError(f"eval --runtime {args.runtime} scores an export as it is: protocol unsup only "
                                 f"(an export cannot be trained with --protocol {args.protocol})")
-        res = api.evaluate(args.model, args.data, category, runtime=args.runtime, progress=out.render)
+        res = api.evaluate(args.model, args.data, category, runtime=args.runtime, progress=out.render,
+                           precision=args.precision)
         ds_name, moved = category or Path(args.data).name, []
         payload = {"category": ds_name, "protocol": "unsup", "model": str(args.model), "runtime": args.runtime}
         title = f"{ds_name}, export {args.model} ({args.runtime}), {res.n_images} test images"
@@ -287,7 +298,7 @@ def cmd_eval(args, out: _Output) -> int:
         model = Path(args.model) if args.model else Path(f"{category or Path(args.data).name}-{args.protocol}-seed{seed}.pt")
         run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
                                args.n_anomalous, init=args.init, progress=out.render,
-                               bagging=False if args.no_bagging else None)
+                               bagging=False if args.no_bagging else None, precision=args.precision)
         res, ds_name, moved = run.result, run.dataset.name, run.split.moved
         payload = {"category": ds_name, "protocol": args.protocol, "seed": seed, "model": str(model),
                    "moved": [str(p) for p in moved]}

@@ -65,13 +65,13 @@ def _read_done(out: Path, path: Path, stem: str, ident: dict, maps: str) -> dict
 class _Scorer:
     """A Ray actor: loads the model once, then scores batches of rows and writes their outputs."""
 
-    def __init__(self, model: str, device: str, out: str, maps: str, ident: dict):
+    def __init__(self, model: str, device: str, out: str, maps: str, ident: dict, precision: str = "float32"):
         from .api import MapStyle
         from .deploy.inference import Predictor
         from .deploy.modelfile import ModelBundle
         from .device import resolve_device
         bundle = ModelBundle.load(model)
-        self.pred = Predictor(bundle, resolve_device(device))
+        self.pred = Predictor(bundle, resolve_device(device), precision=precision)
         self.style = MapStyle.of(bundle.calibration, maps)
         self.out, self.ident = Path(out), ident
 
@@ -122,14 +122,18 @@ def _init(ray, address: str | None) -> None:
 
 def predict_ray(model: str | Path, images, out_dir: str | Path, address: str | None = None,
                 device: str = "auto", maps: str = "none", progress=None,
-                cancel_event: threading.Event | None = None) -> list:
+                cancel_event: threading.Event | None = None, precision: str = "float32") -> list:
     """:func:`core.api.predict` on a Ray cluster (``address``: ``"auto"``, ``HOST:PORT`` or None
     for a local Ray on this machine's cores). Same outputs and ``scores.csv``; images whose outputs
-    a previous run already wrote are skipped. Returns the :class:`~core.api.ImageResult` list."""
+    a previous run already wrote are skipped (by the same model at the same ``precision``).
+    Returns the :class:`~core.api.ImageResult` list."""
     from .api import MIN_FREE_PREDICT_BYTES, ImageResult, MapStyle, _load, image_paths, output_stems, write_scores
     from .progress import Reporter
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
+    from .deploy.precision import PRECISIONS
+    if precision not in PRECISIONS:     # the actors check the device (float16: GPU actors only)
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     ray = _ray()
     model, out = Path(model), Path(out_dir)
     ensure_writable(out, MIN_FREE_PREDICT_BYTES)
@@ -139,6 +143,8 @@ def predict_ray(model: str | Path, images, out_dir: str | Path, address: str | N
     paths = image_paths(images)
     stems = output_stems(paths)
     ident = model_identity(model)
+    if precision != "float32":      # maps of another precision are not "already done"
+        ident["precision"] = precision
     done = {s: m for p, s in zip(paths, stems) if (m := _read_done(out, p, s, ident, maps))}
     todo = [{"path": str(p), "stem": s} for p, s in zip(paths, stems) if s not in done]
     report.log(f"model: {bundle.summary()}; {len(paths)} images, {len(done)} already done, "
@@ -162,7 +168,8 @@ def predict_ray(model: str | Path, images, out_dir: str | Path, address: str | N
         ds = ray.data.from_items(todo).map_batches(
             _Scorer, batch_size=PREDICT_BATCH, concurrency=actors, batch_format="numpy",
             fn_constructor_kwargs={"model": str(model.resolve()), "device": "auto" if gpus else "cpu",
-                                   "out": str(out.resolve()), "maps": maps, "ident": ident}, **res)
+                                   "out": str(out.resolve()), "maps": maps, "ident": ident,
+                                   "precision": precision}, **res)
         n = len(done)
         try:
             for row in ds.iter_rows():

@@ -23,6 +23,7 @@ from ..data.datasets import prepare_image
 from ..eval.anomaly_map import eval_hw, postprocess
 from ..methods import detector_class
 from .modelfile import ModelBundle
+from .precision import DEFAULT_PRECISION, check_precision
 
 
 @dataclass
@@ -60,7 +61,8 @@ class Predictor:
     that method's :class:`core.methods.detector.Detector`): resizing, batching by input size, the
     method's block maps, post-processing, image scores and per-stage timings."""
 
-    def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", bagging: bool | None = None):
+    def __init__(self, bundle: ModelBundle, device: torch.device | str = "cpu", bagging: bool | None = None,
+                 precision: str = DEFAULT_PRECISION):
         self.bundle = bundle
         self.cfg = bundle.config
         self.device = torch.device(device)
@@ -73,7 +75,9 @@ class Predictor:
             self.encoder.batch_size = 1
             self.encoder.extractor.net.to(memory_format=torch.channels_last)
         self.bagging = self.cfg.swin.bagging if bagging is None else bagging
-        self.detector = detector_class(self.method)(bundle, self.device, self.encoder, self.bagging)
+        self.precision = check_precision(precision, self.device)    # core/deploy/precision.py
+        self.detector = detector_class(self.method)(bundle, self.device, self.encoder, self.bagging,
+                                                    self.precision)
 
     def block_map(self, img: np.ndarray, timer: _Timer | None = None) -> np.ndarray:
         return self.block_maps([img], timer)[0]

@@ -164,8 +164,11 @@ class ModelBundle:
         enc = Encoder(self.config.features, device, backbone=self.backbone)
         if self.backbone_state:
             net = enc.extractor.net
+            # weights of blocks the extractor no longer runs (core/embedding/features.py)
+            cut = tuple(getattr(net, "dropped_prefixes", ()))
+            state = {k: v for k, v in self.backbone_state.items() if not (cut and k.startswith(cut))}
             try:
-                net.load_state_dict(self.backbone_state)
+                net.load_state_dict(state)
             except RuntimeError as exc:   # names the first mismatching tensors
                 first = str(exc).strip().splitlines()
                 raise InputError(None, f"the model's adapted {self.backbone} weights do not fit "

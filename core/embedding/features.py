@@ -169,10 +169,28 @@ def build_backbone(name: str, cfg: FeatureConfig) -> torch.nn.Module:
                 "(timm caches them), (b) point features.weights or SEMIREST_WEIGHTS at a local "
                 "wide_resnet50_2 .pth/.safetensors file (timm or torchvision layout), or (c) use "
                 "--backbone tf_efficientnet_lite0 (offline ImageNet weights).") from exc
+    _drop_blocks_after_last_feature(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _drop_blocks_after_last_feature(model: torch.nn.Module) -> None:
+    """timm's EfficientNet feature model runs every block, also the stride-32 ones after the
+    stride-16 map we take (EfficientNet-Lite0: blocks 5 and 6, about a fifth of its time), and
+    throws their output away. Cut them: the features are the same, bit for bit. (timm's
+    FeatureListNet, used for the ResNets, already stops at the last feature.)
+    ``model.dropped_prefixes`` names the cut weights, which older model files may still carry."""
+    stage_idx = getattr(model, "_stage_out_idx", None)
+    blocks = getattr(model, "blocks", None)
+    model.dropped_prefixes = ()
+    if not stage_idx or blocks is None or getattr(model, "feature_hooks", None) is not None:
+        return
+    keep = max(stage_idx)                 # the output of blocks[i] is taken when i + 1 is in it
+    if keep < len(blocks):
+        model.dropped_prefixes = tuple(f"blocks.{i}." for i in range(keep, len(blocks)))
+        model.blocks = blocks[:keep]
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch
 from .. import __version__
 from ..config import Config
 from ..data.labels import ImageLabel
+from ..deploy.precision import DEFAULT_PRECISION
 from ..errors import ConfigError
 from ..progress import Reporter
 
@@ -57,13 +58,20 @@ class Detector:
     # of the matrix products an int8 export may quantise (core/deploy/export.py, decision 0021):
     # only layers measured to keep the maps; empty: the method exports in float32 only
     int8_layers: ClassVar[tuple[str, ...]] = ()
+    # the inference precisions the method runs in (core/deploy/precision.py, decision 0024)
+    precisions: ClassVar[tuple[str, ...]] = (DEFAULT_PRECISION,)
 
-    def __init__(self, bundle, device: torch.device, encoder, bagging: bool | None = None):
+    def __init__(self, bundle, device: torch.device, encoder, bagging: bool | None = None,
+                 precision: str = DEFAULT_PRECISION):
         self.bundle = bundle
         self.cfg: Config = bundle.config
         self.device = device
         self.encoder = encoder            # the Predictor's (it sets CPU batch size and layout)
         self.bagging = self.cfg.swin.bagging if bagging is None else bagging
+        if precision not in self.precisions:
+            raise ConfigError(f"precision {precision}: the {self.name} method runs in "
+                              f"{' or '.join(self.precisions)} only")
+        self.precision = precision
 
     @classmethod
     def fit(cls, job: FitJob):

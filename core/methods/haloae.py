@@ -423,8 +423,8 @@ class HaloAEDetector(Detector):
 
     name = "haloae"
 
-    def __init__(self, bundle, device, encoder, bagging=None):
-        super().__init__(bundle, device, encoder, bagging)
+    def __init__(self, bundle, device, encoder, bagging=None, precision="float32"):
+        super().__init__(bundle, device, encoder, bagging, precision)
         self.model = build_haloae(bundle.feature_dim, self.cfg.haloae)
         self.model.load_state_dict(bundle.method_state)
         self.model.to(device).eval()

@@ -106,8 +106,8 @@ class PatchCoreDetector(Detector):
 
     name = "patchcore"
 
-    def __init__(self, bundle, device, encoder, bagging=None):
-        super().__init__(bundle, device, encoder, bagging)
+    def __init__(self, bundle, device, encoder, bagging=None, precision="float32"):
+        super().__init__(bundle, device, encoder, bagging, precision)
         self.bank = bundle.bank(device)
 
     def group_maps(self, xs: list[np.ndarray], timer) -> list[np.ndarray]:

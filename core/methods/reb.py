@@ -72,8 +72,8 @@ class RebDetector(Detector):
 
     name = "reb"
 
-    def __init__(self, bundle, device, encoder, bagging=None):
-        super().__init__(bundle, device, encoder, bagging)   # encoder: with the adapted weights
+    def __init__(self, bundle, device, encoder, bagging=None, precision="float32"):
+        super().__init__(bundle, device, encoder, bagging, precision)   # encoder: with the adapted weights
         self.bank = bundle.bank(device)
         density = bundle.bank_state.get("density")
         if density is None:

@@ -26,6 +26,7 @@ from ..data.geometry import BlockGrid
 from ..data.images import read_image
 from ..data.labels import BLOCK_UNKNOWN, ImageLabel
 from ..deploy.modelfile import ModelBundle
+from ..deploy.precision import PRECISIONS, low_precision
 from ..embedding.bank import NearestEntry, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
@@ -52,9 +53,10 @@ class SemiREST(Detector):
     # int8 there kept a dev class's pixel AP to the digit; the bank search and the residual's
     # embedding are left float32 (quantising them cost 14 points: decision 0021)
     int8_layers = ("/head/swin/blocks.",)
+    precisions = PRECISIONS      # the Swin runs under autocast; backbone and search stay float32
 
-    def __init__(self, bundle, device, encoder, bagging=None):
-        super().__init__(bundle, device, encoder, bagging)
+    def __init__(self, bundle, device, encoder, bagging=None, precision="float32"):
+        super().__init__(bundle, device, encoder, bagging, precision)
         self.model = bundle.swin(device)
         self.bank = bundle.bank(device)
         self.bank_t = torch.from_numpy(self.bank.features).to(device)
@@ -74,8 +76,9 @@ class SemiREST(Detector):
             fd = f.to(self.device)
             nb = self.bank_t[torch.from_numpy(idx).to(self.device)]
             r = residual(fd, nb, self.cfg.bank.residual)
-            m = predict_maps(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
-                             self.cfg.swin.step, self.bagging)
+            with low_precision(self.device, self.precision):
+                m = predict_maps(self.model, model_tokens(self.model, r), self.cfg.swin.mu,
+                                 self.cfg.swin.step, self.bagging)
             maps = m.float().cpu().numpy()
         if self.fusion_weight:
             return [fuse(mp, d, self.fusion_weight, self.fusion_ref) for mp, d in zip(maps, dist)]

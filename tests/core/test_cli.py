@@ -108,6 +108,30 @@ def test_predict_any_image_kind_and_size(model, tmp_path, capsys):
         assert all(v <= 1.0 for v in scores)
 
 
+def test_predict_in_bfloat16_and_its_errors(model, demo_data, tmp_path, capsys):
+    """--precision bfloat16 scores like float32 (close scores, same outputs); float16 on the CPU
+    and a precision with an export are refused with the reason, before anything is written."""
+    imgs = str(demo_data / "test" / "defect")
+    outs = {}
+    for prec in ("float32", "bfloat16"):
+        outs[prec] = tmp_path / prec
+        assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(outs[prec]),
+                     "--device", "cpu", "--precision", prec]) == 0
+    rows = {p: (o / "scores.csv").read_text(encoding="utf-8").splitlines()[1:] for p, o in outs.items()}
+    assert [r.split(",")[0] for r in rows["float32"]] == [r.split(",")[0] for r in rows["bfloat16"]]
+    diffs = [abs(float(a.split(",")[1]) - float(b.split(",")[1]))
+             for a, b in zip(rows["float32"], rows["bfloat16"])]
+    assert max(diffs) <= 0.05
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(tmp_path / "f16"),
+                 "--device", "cpu", "--precision", "float16"]) == 2
+    assert "float16 runs on a CUDA device only" in capsys.readouterr().err
+    assert not (tmp_path / "f16" / "scores.csv").exists()
+    assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(tmp_path / "x"),
+                 "--runtime", "onnxruntime", "--precision", "bfloat16"]) == 2
+    assert "applies to the torch runtime" in capsys.readouterr().err
+
+
 def test_eval_prints_table_and_json(model, demo_data, capsys, tmp_path):
     js = tmp_path / "r.json"
     assert main(["eval", "--model", str(model), "--data", str(demo_data), "--device", "cpu",

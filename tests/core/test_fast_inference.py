@@ -192,3 +192,41 @@ def test_bench_speed_measures_every_setting(real_model):
         assert set(r["stages_ms"]) == {"backbone", "search", "swin", "post"}
     with pytest.raises(ValueError, match="at least 8 images"):
         measure(bundle, imgs[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# --precision (core/deploy/precision.py, decision 0024)
+# ---------------------------------------------------------------------------------------------
+def test_bfloat16_runs_the_swin_only_and_stays_close(real_model):
+    """bfloat16 changes the Swin's arithmetic (the maps differ from float32's) but not what it
+    finds (within a few hundredths on real images), and leaves the backbone and search exact."""
+    from core.deploy.inference import Predictor
+    bundle, _, _, _, imgs = real_model
+    imgs = list(imgs)
+    ref, low = (Predictor(bundle, "cpu", precision=p) for p in ("float32", "bfloat16"))
+    a, b = ref.predict_batch(imgs), low.predict_batch(imgs)
+    diff = max(float(np.abs(x.block_map - y.block_map).max()) for x, y in zip(a, b))
+    assert 0.0 < diff <= 0.1     # random, large weights (real models: bench/precision.py)
+    # the same blocks stand out: per image, the block maps rank blocks alike
+    for x, y in zip(a, b):
+        assert np.corrcoef(x.block_map.ravel(), y.block_map.ravel())[0, 1] > 0.99
+        assert y.block_map.dtype == np.float32
+    # features and the neighbour search are untouched by the Swin's precision
+    from core.data.datasets import prepare_image
+    cfg = bundle.config
+    x = [prepare_image(imgs[0], cfg.features.image_size, cfg.features.size_multiple)]
+    assert torch.equal(ref.encoder.encode(x)[0], low.encoder.encode(x)[0])
+
+
+def test_precision_errors_are_clear(real_model):
+    from core.deploy.inference import Predictor
+    from core.errors import ConfigError
+    from core.methods import detector_class
+    bundle, enc, _, _, _ = real_model
+    with pytest.raises(ConfigError, match="float16 runs on a CUDA device only"):
+        Predictor(bundle, "cpu", precision="float16")
+    with pytest.raises(ConfigError, match="expected one of float32, bfloat16, float16"):
+        Predictor(bundle, "cpu", precision="int4")
+    # methods without a network to speed up say so instead of silently running float32
+    with pytest.raises(ConfigError, match="patchcore method runs in float32 only"):
+        detector_class("patchcore")(bundle, torch.device("cpu"), enc, None, "bfloat16")

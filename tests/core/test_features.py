@@ -210,6 +210,31 @@ def test_extractor_uses_the_same_weights_as_the_classifier(lite0_classifier):
     torch.testing.assert_close(feats[..., 40:], s16.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
 
 
+def test_extractor_stops_after_the_stride_16_block_with_the_same_features(cpu_extractor):
+    """timm's EfficientNet feature model runs the stride-32 blocks too and drops their output; the
+    extractor cuts them (about a fifth of the backbone's time) and its features stay bit for bit
+    those of the uncut model. A model file's adapted weights that still hold the cut blocks load."""
+    import timm
+    net = cpu_extractor.net
+    assert len(net.blocks) == 5 and net.dropped_prefixes == ("blocks.5.", "blocks.6.")
+    full = timm.create_model(LITE0, pretrained=False, features_only=True, out_indices=(2, 3)).eval()
+    assert len(full.blocks) == 7
+    missing, unexpected = full.load_state_dict(net.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith(("blocks.5.", "blocks.6.")) for k in missing)
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        cut, whole = net(x), full(x)
+    assert len(cut) == len(whole) == 2 and all(torch.equal(a, b) for a, b in zip(cut, whole))
+    # an older REB model file: its backbone_state still carries blocks 5 and 6
+    from core.deploy.modelfile import ModelBundle
+    from core.config import preset as _preset
+    state = {k: v.clone() for k, v in full.state_dict().items()}
+    state["blocks.4.0.conv_pw.weight"] = state["blocks.4.0.conv_pw.weight"] * 1.5   # adapted
+    b = ModelBundle(_preset("cpu"), LITE0, 152, {}, {}, 1.0, backbone_state=state)
+    enc = b.encoder("cpu")
+    assert torch.equal(enc.extractor.net.blocks[4][0].conv_pw.weight, state["blocks.4.0.conv_pw.weight"])
+
+
 def test_extractor_matches_anomalib_patchcore_embedding(lite0_classifier, cpu_extractor):
     # anomalib's PatchcoreModel: each stage through AvgPool2d(3, 1, 1) (the zero padding counts in
     # the border averages), the stride-16 map resized bilinearly to the stride-8 grid, both
