@@ -11,14 +11,13 @@ It reads the models the unsupervised wave keeps (``runs/bench/<class>-unsup-0.pt
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .quantize import kept_unsup_classes
+from .quantize import kept_models_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "bench-results" / "precision"
@@ -89,25 +88,14 @@ def table(results: Path = RESULTS) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--workdir", default=str(ROOT / "runs" / "bench"))
-    p.add_argument("--classes", nargs="+")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--results", default=str(RESULTS))
-    args = p.parse_args(argv)
-    import torch
-    torch.set_num_threads(args.threads)
+    run = kept_models_run(__doc__, RESULTS, argv)
+    if run is None:
+        return 2
+    args, work, data, results, classes = run
     from core.deploy.precision import cpu_has_fast_bf16
     if not cpu_has_fast_bf16():
         print(f"note: this CPU has no AMX or AVX512-BF16: {LOW} is emulated and slow here", file=sys.stderr)
-    work, data, results = Path(args.workdir), Path(args.data), Path(args.results)
-    classes = args.classes or kept_unsup_classes(work, data)
-    if not classes:
-        print(f"no unsupervised models in {work}: run `python -m bench` first", file=sys.stderr)
-        return 2
     from core.fileio import atomic_write_text
-    results.mkdir(parents=True, exist_ok=True)
     for c in classes:
         r = measure(work / f"{c}-unsup-0.pt", data, c, args.threads)
         atomic_write_text(results / f"{c}.json", json.dumps(r, indent=1))

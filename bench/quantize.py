@@ -96,13 +96,16 @@ def kept_unsup_classes(work: Path, data: Path) -> list[str]:
     return sorted(c.name for c in data.iterdir() if (work / f"{c.name}-unsup-0.pt").exists())
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def kept_models_run(doc: str, results_default: Path, argv=None):
+    """The command line of a bench script that measures the kept unsupervised models (this one,
+    bench/precision.py): ``(args, work, data, results, classes)``, torch's threads set, the
+    results folder made; None (after saying why) when there is no model to measure."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--workdir", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--classes", nargs="+")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--results", default=str(results_default))
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
@@ -110,9 +113,17 @@ def main(argv=None) -> int:
     classes = args.classes or kept_unsup_classes(work, data)
     if not classes:
         print(f"no unsupervised models in {work}: run `python -m bench` first", file=sys.stderr)
-        return 2
-    from core.fileio import atomic_write_text
+        return None
     results.mkdir(parents=True, exist_ok=True)
+    return args, work, data, results, classes
+
+
+def main(argv=None) -> int:
+    run = kept_models_run(__doc__, RESULTS, argv)
+    if run is None:
+        return 2
+    args, work, data, results, classes = run
+    from core.fileio import atomic_write_text
     from core.errors import ExportError
     for c in classes:
         try:

@@ -75,6 +75,21 @@ def tiny_config():
     })
 
 
+def kept_unsup_model(demo_data: Path, work: Path) -> Path:
+    """A tiny unsupervised model of ``demo_data`` where the bench keeps one
+    (``work/<class>-unsup-0.pt``), scoring with the Swin alone (validation may keep the distance
+    alone on a tiny model, which runs no Swin): what bench/quantize.py and bench/precision.py read."""
+    from core import api
+    from core.deploy.modelfile import ModelBundle
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{demo_data.name}-unsup-0.pt"
+    api.fit(sorted((demo_data / "train" / "good").glob("*.png")), path, tiny_config(), "cpu", resume=False)
+    model = ModelBundle.load(path)
+    model.calibration["fusion"] = {**(model.calibration.get("fusion") or {"d_ref": 10.0}), "weight": 0.0}
+    model.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A generated MVTec-layout category (fast; no outside data)."""

@@ -6,23 +6,15 @@ import json
 
 import pytest
 
-from core import api
-from core.deploy.modelfile import ModelBundle
-from tests.conftest import tiny_config
+from tests.conftest import kept_unsup_model
 
 
 def test_precision_bench_measures_both_and_the_report_shows_them(demo_data, tmp_path):
     from bench import precision
     from bench.report import write_report
     work = tmp_path / "work"
-    work.mkdir()
+    kept_unsup_model(demo_data, work)
     name = demo_data.name
-    api.fit(sorted((demo_data / "train" / "good").glob("*.png")), work / f"{name}-unsup-0.pt",
-            tiny_config(), "cpu", resume=False)
-    model = ModelBundle.load(work / f"{name}-unsup-0.pt")
-    # the Swin alone scores (validation may keep the distance alone on a tiny model: no Swin)
-    model.calibration["fusion"] = {**(model.calibration.get("fusion") or {"d_ref": 10.0}), "weight": 0.0}
-    model.save(work / f"{name}-unsup-0.pt")
     res = tmp_path / "results"
     assert precision.main(["--data", str(demo_data.parent), "--workdir", str(work),
                            "--results", str(res / "precision")]) == 0

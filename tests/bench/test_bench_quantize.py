@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from core import api
-from core.deploy.modelfile import ModelBundle
-from tests.conftest import tiny_config
+from tests.conftest import kept_unsup_model
 
 pytest.importorskip("onnxruntime")
 
@@ -17,13 +15,7 @@ def test_quantize_bench_measures_both_exports_and_the_report_shows_them(demo_dat
     from bench import quantize
     from bench.report import write_report
     work = tmp_path / "work"
-    work.mkdir()
-    api.fit(sorted((demo_data / "train" / "good").glob("*.png")), work / f"{demo_data.name}-unsup-0.pt",
-            tiny_config(), "cpu", resume=False)
-    model = ModelBundle.load(work / f"{demo_data.name}-unsup-0.pt")
-    # the Swin alone scores (validation may keep the distance alone on a tiny model: no Swin to quantise)
-    model.calibration["fusion"] = {**(model.calibration.get("fusion") or {"d_ref": 10.0}), "weight": 0.0}
-    model.save(work / f"{demo_data.name}-unsup-0.pt")
+    kept_unsup_model(demo_data, work)
     res = tmp_path / "results"
     assert quantize.main(["--data", str(demo_data.parent), "--workdir", str(work),
                           "--results", str(res / "quantize")]) == 0
