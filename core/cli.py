@@ -35,8 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_precision(p: argparse.ArgumentParser) -> None:
     from .deploy.precision import DEFAULT_PRECISION, PRECISIONS
     p.add_argument("--precision", choices=list(PRECISIONS), default=DEFAULT_PRECISION,
-                   help="the Swin's float type (torch runtime): bfloat16 is about 2.7x faster there on "
-                        "CPUs with AMX or AVX512-BF16 and on recent GPUs, maps within about 0.003 of "
+                   help="the Swin's float type (torch runtime): bfloat16 made whole inference 1.7-1.9x "
+                        "faster on a CPU with AMX (also for recent GPUs), maps within about 0.003 of "
                         "float32's; float16: GPUs only (docs/decisions/0024-inference-precision.md)")
 
 
