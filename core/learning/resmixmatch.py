@@ -85,7 +85,7 @@ class ResMixMatchTrainer(Trainer):
         logits, labels, valid = [], [], []
         for f, nbr, tg in gather_windows(picks, self.device).values():
             r, keep = pcr_dropout(model_tokens(self.model, self.augment(f.float(), nbr)), t.pcr_dropout, self.gen)
-            logits.append(self.model(r).reshape(-1, 2))
+            logits.append(self.forward(r).reshape(-1, 2))
             labels.append(tg.reshape(-1))
             valid.append(keep.reshape(-1))
         l_f = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid),
@@ -115,7 +115,7 @@ class ResMixMatchTrainer(Trainer):
         y_star = tg.repeat(m, 1, 1)
         # step 3: guess pseudo-labels: sharpened mean prediction over the copies
         with torch.no_grad():
-            p = self.model(copies).softmax(-1)[..., 1].view(m, n, h, w).mean(0)
+            p = self.forward(copies).softmax(-1)[..., 1].view(m, n, h, w).mean(0)
             guess = sharpen(p, s.temperature).repeat(m, 1, 1)
         # steps 3-5: flatten; X = known-normal tokens (target 0), U = unknown (target = guess)
         x_flat = copies.reshape(-1, d)
@@ -132,7 +132,7 @@ class ResMixMatchTrainer(Trainer):
         y_mixed[order] = ym
         tokens, keep = pcr_dropout(x_mixed.view(m * n, h, w, d), self.cfg.train.pcr_dropout, self.gen)
         # step 8-9: predictions and the two focal losses
-        logits = self.model(tokens).reshape(-1, 2)
+        logits = self.forward(tokens).reshape(-1, 2)
         keep = keep.reshape(-1)
         hard_pos = y_mixed > 0.5
         l_x = mixmatch_focal(logits, y_mixed, hard_pos, s.alpha_x, s.gamma_x, keep & is_x)

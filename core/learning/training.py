@@ -28,6 +28,7 @@ from ..embedding.residuals import knn_residual, pcr_dropout, residual
 from ..eval.realval import validate_real
 from ..fileio import atomic_write_with
 from ..progress import Reporter
+from ..deploy.precision import check_precision, low_precision
 from .losses import focal_loss
 from .model import ResidualSwin, build_model, model_tokens, predict_map, sliding_windows
 from .trainset import Material, TokenImage
@@ -142,6 +143,7 @@ class Trainer:
         self.model = build_model(material.feature_dim, cfg, material.residual_scale).to(self.device)
         if init_state is not None:
             self.model.load_state_dict(init_state)
+        self.precision = check_precision(cfg.train.precision, self.device)
         self.bank_t = torch.from_numpy(material.bank.features).to(self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
         self.sampler = WindowSampler(cfg, cfg.train.seed)
@@ -158,6 +160,12 @@ class Trainer:
     lr = property(lambda self: self.cfg.train.lr)
     total_steps = property(lambda self: self.cfg.train.steps)
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The Swin's logits for training, at ``train.precision`` (autocast for a low one; the
+        losses always see float32)."""
+        with low_precision(self.device, self.precision):
+            return self.model(tokens).float()
+
     def step_loss(self, step: int) -> tuple[torch.Tensor, dict]:
         t = self.cfg.train
         picks = (self.sampler.pick(self.m.normals, t.b_normal, t.window_fraction)
@@ -167,7 +175,7 @@ class Trainer:
         for f, nbr, tg in gather_windows(picks, self.device).values():
             r = self.augment(f.float(), nbr)
             r, keep = pcr_dropout(model_tokens(self.model, r), t.pcr_dropout, self.gen)
-            logits.append(self.model(r).reshape(-1, 2))
+            logits.append(self.forward(r).reshape(-1, 2))
             labels.append(tg.reshape(-1))
             valid.append(keep.reshape(-1))
         loss = focal_loss(torch.cat(logits), torch.cat(labels), t.focal_alpha, t.focal_gamma, torch.cat(valid),

@@ -52,9 +52,10 @@ def test_model_file_is_self_contained(trained):
     assert any(e.stage == "log" and "tf_efficientnet_lite0" in e.message for e in events)
 
 
-def test_heatmap_higher_on_impurity_blocks(trained):
-    ds, out, bundle, _ = trained
-    pred = Predictor(ModelBundle.load(out), "cpu")
+def _impurity_auc(ds, model_path) -> tuple[float, float, float]:
+    """Block AUROC of impurity blocks against clean blocks of 8 defective test images, and the
+    mean score of each."""
+    pred = Predictor(ModelBundle.load(model_path), "cpu")
     defective = [s for s in ds.test if s.is_anomalous][:8]
     on, off = [], []
     for s in defective:
@@ -68,11 +69,36 @@ def test_heatmap_higher_on_impurity_blocks(trained):
         off += block[labels == 0].tolist()
     assert len(on) > 10
     from sklearn.metrics import roc_auc_score
+    return roc_auc_score([1] * len(on) + [0] * len(off), on + off), float(np.mean(on)), float(np.mean(off))
+
+
+def test_heatmap_higher_on_impurity_blocks(trained):
+    ds, out, bundle, _ = trained
     # impurity blocks score higher than clean blocks of the same images: on average, and as a
     # ranking (a random map gives 0.5; the bare nearest-neighbour distance gives about 0.95)
-    assert np.mean(on) > np.mean(off)
-    auc = roc_auc_score([1] * len(on) + [0] * len(off), on + off)
+    auc, on, off = _impurity_auc(ds, out)
+    assert on > off
     assert auc > 0.85, auc
+
+
+def test_training_in_bfloat16_learns_the_same(trained, tmp_path):
+    """train.precision bfloat16 (decision 0024) runs the Swin's training passes under autocast:
+    other weights than float32's (the arithmetic changed), stored as float32, and a model that
+    finds the impurities as well. float16 on the CPU is refused before anything is built."""
+    from core.errors import ConfigError
+    ds, out, bundle, _ = trained
+    cfg = bundle.config.updated({"train": {"precision": "bfloat16"}})
+    low = api.fit(ds.train[:10], tmp_path / "bf16.pt", cfg, "cpu", resume=False)
+    assert low.config.train.precision == "bfloat16"
+    assert all(v.dtype == torch.float32 for v in low.swin_state.values() if v.is_floating_point())
+    assert any(not torch.equal(a, low.swin_state[k]) for k, a in bundle.swin_state.items()
+               if a.is_floating_point())
+    auc, on, off = _impurity_auc(ds, tmp_path / "bf16.pt")
+    assert on > off and auc > 0.85, auc
+    with pytest.raises(ConfigError, match="float16 runs on a CUDA device only"):
+        api.fit(ds.train[:10], tmp_path / "f16.pt", bundle.config.updated({"train": {"precision": "float16"}}),
+                "cpu", resume=False)
+    assert not (tmp_path / "f16.pt").exists()
 
 
 def test_image_scores_rank_defective_above_good(trained):
