@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-root", help="where coco/labelme/dota labels find their images")
     t.add_argument("--init", help="start from this model (e.g. the unsupervised one, for boxes or tags)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing <out>.ckpt and start over")
+    from .deploy.precision import PRECISIONS
+    t.add_argument("--precision", dest="train_precision", choices=list(PRECISIONS),
+                   help="train.precision: the Swin's float type while training (default float32; "
+                        "bfloat16 trained about 1.8x faster per step on a CPU with AMX with the same "
+                        "test pixel AP on the dev classes; float16: GPUs only; decision 0024)")
     _add_config(t)
     _add_common(t)
 
@@ -153,7 +158,14 @@ def _config(args):
         over.setdefault("features", {})["backbone"] = args.backbone
     if getattr(args, "seed", None) is not None:
         over.setdefault("train", {})["seed"] = args.seed
+    if getattr(args, "train_precision", None):
+        over.setdefault("train", {})["precision"] = args.train_precision
     cfg = load_config(args.config, preset_name=args.preset, overrides=over)
+    if getattr(args, "train_precision", None) not in (None, "float32"):
+        from .methods import BY_NAME
+        if not BY_NAME[cfg.method].train_precision:
+            raise ConfigError(f"--precision {args.train_precision}: {BY_NAME[cfg.method].title} has no "
+                              f"network whose training it speeds up")
     if getattr(args, "steps", None):
         from .methods import BY_NAME     # the steps of the method being trained (core/methods/__init__.py)
         setting = BY_NAME[cfg.method].steps_setting

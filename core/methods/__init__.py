@@ -25,13 +25,14 @@ class Method:
     exports: bool = False      # `semirest export` writes its whole inference path (core/deploy/export.py)
     steps_setting: str | None = "train.steps"   # the "section.field" that --steps sets (None: the
                                                 # method has no optimisation steps)
+    train_precision: bool = False  # its training honours train.precision (core/deploy/precision.py)
 
 
 REGISTRY: tuple[Method, ...] = (
     Method("semirest", "SemiREST",
            "SemiREST: residuals to normal features, classified per 8x8 block by a Swin; "
            "learns from any labels", True, "",
-           "core.methods.semirest:SemiREST", exports=True),
+           "core.methods.semirest:SemiREST", exports=True, train_precision=True),
     Method("patchcore", "PatchCore",
            "PatchCore: distance to the nearest normal feature; no training (the baseline)", False,
            "PatchCore learns from normal images only (images tagged normal join its bank)",

@@ -164,6 +164,29 @@ def test_train_panel_offers_each_method_and_greys_out_labels_for_patchcore(qtbot
 
 
 @pytest.mark.gui
+def test_train_panel_passes_the_training_precision_to_the_worker(qtbot, tmp_path):
+    """Precision (decision 0024) reaches the worker's command line for SemiREST; it is greyed out,
+    and float32 is passed, for a method without a Swin; an unknown one is refused."""
+    from app.training.panel import TrainPanel
+    from app.training.selection import TrainingSet
+    from core.deploy.precision import PRECISIONS
+    panel = TrainPanel()
+    qtbot.addWidget(panel)
+    assert [panel.precision.itemData(i) for i in range(panel.precision.count())] == list(PRECISIONS)
+    assert panel.spec().precision == "float32"
+    panel.precision.setCurrentIndex(panel.precision.findData("bfloat16"))
+    spec = panel.spec().validate()
+    ts = TrainingSet(normals=[tmp_path / "a.png", tmp_path / "b.png"])
+    cmd = prepare_run(tmp_path / "run", spec, ts)
+    assert cmd[cmd.index("--precision") + 1] == "bfloat16"
+    assert "--precision" not in prepare_run(tmp_path / "run2", RunSpec(supervision="unsupervised"), ts)
+    panel.method.setCurrentIndex(panel.method.findData("patchcore"))
+    assert not panel.precision.isEnabled() and panel.spec().precision == "float32"
+    with pytest.raises(TrainSetError, match="unknown precision"):
+        RunSpec(precision="int4").validate()
+
+
+@pytest.mark.gui
 def test_bench_hint_quotes_patchcore_when_it_is_the_method(qtbot):
     from app.training.panel import TrainPanel
     costs = {"pixel_ap": {"PatchCore": 62.4, "Unsup": 67.1, "Sup": 70.0, "Semi": 66.3, "Tag": 66.8},

@@ -132,6 +132,21 @@ def test_predict_in_bfloat16_and_its_errors(model, demo_data, tmp_path, capsys):
     assert "applies to the torch runtime" in capsys.readouterr().err
 
 
+def test_train_precision_flag_sets_the_config_and_is_refused_where_it_means_nothing(demo_data, tiny_yaml,
+                                                                                    tmp_path, capsys):
+    from core.cli import _config, build_parser
+    args = build_parser().parse_args(["train", "--data", str(demo_data), "--out", "m.pt", "--config",
+                                      str(tiny_yaml), "--precision", "bfloat16"])
+    assert _config(args).train.precision == "bfloat16"
+    # eval's --precision is the inference one: it does not change how a protocol trains
+    args = build_parser().parse_args(["eval", "--data", str(demo_data), "--precision", "bfloat16"])
+    assert _config(args).train.precision == "float32"
+    rc = main(["train", "--data", str(demo_data), "--out", str(tmp_path / "pc.pt"), "--method", "patchcore",
+               "--precision", "bfloat16", "--device", "cpu"])
+    assert rc == 2 and "PatchCore has no network" in capsys.readouterr().err
+    assert not (tmp_path / "pc.pt").exists()
+
+
 def test_eval_prints_table_and_json(model, demo_data, capsys, tmp_path):
     js = tmp_path / "r.json"
     assert main(["eval", "--model", str(model), "--data", str(demo_data), "--device", "cpu",
