@@ -52,6 +52,7 @@ def run(args) -> dict:
     # the Swin's size, so that a report can tell runs of different presets apart (decision 0020
     # changed the cpu preset's width while older result files stayed)
     out["swin"] = {k: getattr(bundle.config.swin, k) for k in ("embed_dim", "num_heads", "depth", "mu", "step")}
+    out["train_precision"] = bundle.training.get("precision")   # train.precision as run (decision 0024)
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
     out["semirest"] = res.metrics
     if bundle.training.get("pseudo_masks"):

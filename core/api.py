@@ -64,8 +64,8 @@ def fit(normal_paths: list[Path], out: str | Path, cfg: Config | None = None, de
     ensure_writable(out.parent, MIN_FREE_TRAIN_BYTES)     # now, not after hours of training
     report = Reporter(progress, cancel_event)
     dev = resolve_device(device)
-    from .deploy.precision import check_precision
-    check_precision(cfg.train.precision, dev)              # float16 on a CPU: before any feature
+    from .deploy.precision import check_precision, resolve_precision
+    check_precision(resolve_precision(cfg.train.precision, dev), dev)   # float16 on a CPU: now
     t0 = time.perf_counter()
     normal_paths = [Path(p) for p in normal_paths]
     if len(normal_paths) < 2:

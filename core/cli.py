@@ -74,11 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-root", help="where coco/labelme/dota labels find their images")
     t.add_argument("--init", help="start from this model (e.g. the unsupervised one, for boxes or tags)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing <out>.ckpt and start over")
-    from .deploy.precision import PRECISIONS
-    t.add_argument("--precision", dest="train_precision", choices=list(PRECISIONS),
-                   help="train.precision: the Swin's float type while training (default float32; "
-                        "bfloat16 trained about 1.8x faster per step on a CPU with AMX with the same "
-                        "test pixel AP on the dev classes; float16: GPUs only; decision 0024)")
+    from .deploy.precision import TRAIN_PRECISIONS
+    t.add_argument("--precision", dest="train_precision", choices=list(TRAIN_PRECISIONS),
+                   help="train.precision: the Swin's float type while training (default auto: bfloat16 "
+                        "where the CPU (AMX / AVX512-BF16) or GPU multiplies it, else float32; bfloat16 "
+                        "trained about 1.8x faster per step on a CPU with AMX with the same test pixel "
+                        "AP on the dev classes; float16: GPUs only; decision 0024)")
     _add_config(t)
     _add_common(t)
 
@@ -161,7 +162,7 @@ def _config(args):
     if getattr(args, "train_precision", None):
         over.setdefault("train", {})["precision"] = args.train_precision
     cfg = load_config(args.config, preset_name=args.preset, overrides=over)
-    if getattr(args, "train_precision", None) not in (None, "float32"):
+    if getattr(args, "train_precision", None) not in (None, "float32", "auto"):
         from .methods import BY_NAME
         if not BY_NAME[cfg.method].train_precision:
             raise ConfigError(f"--precision {args.train_precision}: {BY_NAME[cfg.method].title} has no "

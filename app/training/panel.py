@@ -16,11 +16,12 @@ from core.config import TrainConfig
 from core.methods import BY_NAME, METHODS, USES_LABELS
 
 from .selection import BACKBONES, PRESETS, SUPERVISIONS, RunSpec
-from core.deploy.precision import PRECISIONS
+from core.deploy.precision import TRAIN_PRECISIONS
 
-# the Precision choices as the panel words them (one entry per core.deploy.precision.PRECISIONS)
-PRECISION_TEXT = {p: {"float32": "float32 (exact; default)", "bfloat16": "bfloat16 (faster on CPUs with AMX)",
-                      "float16": "float16 (GPU only)"}.get(p, p) for p in PRECISIONS}
+# the Precision choices as the panel words them (one entry per core.deploy.precision.TRAIN_PRECISIONS)
+PRECISION_TEXT = {p: {"auto": "auto (bfloat16 where the hardware has it)", "float32": "float32",
+                      "bfloat16": "bfloat16 (fast on CPUs with AMX, recent GPUs)",
+                      "float16": "float16 (GPU only)"}.get(p, p) for p in TRAIN_PRECISIONS}
 
 # Which benchmark column measures each supervision (bench/report.py, resources/label_costs.json).
 BENCH_COLUMN = {"unsupervised": "Unsup", "masks": "Sup", "blocks": "Sup", "boxes": "Semi", "tags": "Tag"}
@@ -66,7 +67,8 @@ class TrainPanel(QWidget):
         self.precision.setToolTip("The Swin's float type while training. bfloat16 trained about 1.8x "
                                   "faster per step on a CPU with AMX (Intel Xeon 4th gen on) with the "
                                   "same accuracy on the benchmark; on other CPUs it is emulated and "
-                                  "slower. float16: NVIDIA GPUs only.")
+                                  "slower, so auto takes it only where the hardware has it. float16: "
+                                  "NVIDIA GPUs only.")
         self.device = DevicePicker(app_settings, devices)
         form = QFormLayout()
         form.addRow("Method", self.method)
@@ -145,7 +147,7 @@ class TrainPanel(QWidget):
         return RunSpec(supervision=supervision, method=method, preset=self.preset.currentData(),
                        backbone=self.backbone.currentData(), device=self.device.current(),
                        steps=self.steps.value() or None, config=self.config_file,
-                       precision=self.precision.currentData() if self.precision.isEnabled() else "float32")
+                       precision=self.precision.currentData() if self.precision.isEnabled() else "auto")
 
     def set_spec(self, spec: RunSpec) -> None:
         for combo, value in ((self.method, spec.method), (self.supervision, spec.supervision),

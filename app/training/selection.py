@@ -29,7 +29,7 @@ from pathlib import Path
 from core.config import BACKBONE_CHOICES, DEFAULT_PRESET
 from core.config import PRESETS as CORE_PRESETS
 from core.data.labels import ImageLabel, save_label
-from core.deploy.precision import PRECISIONS
+from core.deploy.precision import TRAIN_PRECISIONS
 from core.methods import METHODS, USES_LABELS
 
 SUPERVISIONS: dict[str, str] = {
@@ -65,7 +65,7 @@ class RunSpec:
     steps: int | None = None             # None: the preset's
     config: str | None = None            # a YAML of settings over the preset (advanced; tests)
     init_model: str | None = None        # start from this model file (retrain with corrections)
-    precision: str = "float32"           # train.precision (core/deploy/precision.py, decision 0024)
+    precision: str = "auto"              # train.precision (core/deploy/precision.py, decision 0024)
 
     def validate(self) -> "RunSpec":
         if self.supervision not in SUPERVISIONS:
@@ -81,8 +81,8 @@ class RunSpec:
             raise TrainSetError(f"unknown backbone {self.backbone!r}")
         if self.steps is not None and self.steps < 1:
             raise TrainSetError("steps must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise TrainSetError(f"unknown precision {self.precision!r}; one of {list(PRECISIONS)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise TrainSetError(f"unknown precision {self.precision!r}; one of {list(TRAIN_PRECISIONS)}")
         return self
 
     def as_dict(self) -> dict:
@@ -210,7 +210,7 @@ def prepare_run(run_dir: Path, spec: RunSpec, ts: TrainingSet) -> list[str]:
         cmd += ["--steps", str(int(spec.steps))]
     if spec.init_model:
         cmd += ["--init", _ref(Path(spec.init_model), run_dir)]
-    if spec.precision != "float32":
+    if spec.precision != "auto":          # auto: the config's default
         cmd += ["--precision", spec.precision]
     return cmd
 

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 # torch is imported inside the functions: the CLI lists PRECISIONS without paying torch's start-up
 PRECISIONS = ("float32", "bfloat16", "float16")
 DEFAULT_PRECISION = "float32"
+# train.precision also takes "auto" (its default): bfloat16 where the hardware multiplies it
+# (resolve_precision), float32 elsewhere. Measured on the 8 dev classes: the same test pixel AP
+# to 0.02 points, about 1.8x faster training steps on a CPU with AMX (decision 0024).
+TRAIN_PRECISIONS = ("auto",) + PRECISIONS
 
 
 def check_precision(precision: str, device: "torch.device") -> str:
@@ -48,6 +52,19 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: "torch.device") -> str:
+    """``auto`` -> ``bfloat16`` on a CPU that multiplies bfloat16 in hardware and on a CUDA device
+    that supports it, else ``float32``; any other value as it is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "bfloat16" if cpu_has_fast_bf16() else DEFAULT_PRECISION
+    if device.type == "cuda":
+        import torch
+        return "bfloat16" if torch.cuda.is_bf16_supported() else DEFAULT_PRECISION
+    return DEFAULT_PRECISION
 
 
 def low_precision(device: "torch.device", precision: str):

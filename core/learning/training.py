@@ -28,7 +28,7 @@ from ..embedding.residuals import knn_residual, pcr_dropout, residual
 from ..eval.realval import validate_real
 from ..fileio import atomic_write_with
 from ..progress import Reporter
-from ..deploy.precision import check_precision, low_precision
+from ..deploy.precision import check_precision, low_precision, resolve_precision
 from .losses import focal_loss
 from .model import ResidualSwin, build_model, model_tokens, predict_map, sliding_windows
 from .trainset import Material, TokenImage
@@ -143,7 +143,7 @@ class Trainer:
         self.model = build_model(material.feature_dim, cfg, material.residual_scale).to(self.device)
         if init_state is not None:
             self.model.load_state_dict(init_state)
-        self.precision = check_precision(cfg.train.precision, self.device)
+        self.precision = check_precision(resolve_precision(cfg.train.precision, self.device), self.device)
         self.bank_t = torch.from_numpy(material.bank.features).to(self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
         self.sampler = WindowSampler(cfg, cfg.train.seed)

@@ -26,7 +26,7 @@ from ..data.geometry import BlockGrid
 from ..data.images import read_image
 from ..data.labels import BLOCK_UNKNOWN, ImageLabel
 from ..deploy.modelfile import ModelBundle
-from ..deploy.precision import PRECISIONS, low_precision
+from ..deploy.precision import PRECISIONS, low_precision, resolve_precision
 from ..embedding.bank import NearestEntry, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
@@ -96,6 +96,9 @@ class SemiREST(Detector):
         cfg, out, dev, device, report, t0 = job.cfg, job.out, job.dev, job.device, job.report, job.t0
         normal_paths, labels, resume, init_from = job.normal_paths, job.labels, job.resume, job.init_from
         report.log(plan_line(cfg, dev.type))
+        precision = resolve_precision(cfg.train.precision, dev)
+        report.log(f"training precision: {precision}" + (" (auto: what this device multiplies fastest)"
+                                                        if cfg.train.precision == "auto" else ""))
         ckpt = checkpoint_path(out)
         if not resume:
             ckpt.unlink(missing_ok=True)
@@ -199,7 +202,7 @@ class SemiREST(Detector):
                 job,
                 # every process of a resumed run, not only the last one
                 seconds=max(x.earlier_fit_seconds for x in trainers) + time.perf_counter() - t0,
-                train_seconds=result.seconds, steps=result.steps,
+                train_seconds=result.seconds, steps=result.steps, precision=precision,
                 normal_images=len(train_p), val_images=len(val_p), bank_images=bank_names,
                 init_from=str(init_from) if isinstance(init_from, (str, Path)) else None,
                 synthetic_images=len(material.synthetic), **label_record(labels),

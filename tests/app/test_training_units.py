@@ -165,15 +165,15 @@ def test_train_panel_offers_each_method_and_greys_out_labels_for_patchcore(qtbot
 
 @pytest.mark.gui
 def test_train_panel_passes_the_training_precision_to_the_worker(qtbot, tmp_path):
-    """Precision (decision 0024) reaches the worker's command line for SemiREST; it is greyed out,
-    and float32 is passed, for a method without a Swin; an unknown one is refused."""
+    """Precision (decision 0024) reaches the worker's command line for SemiREST (auto, the default,
+    is the config's own); it is greyed out for a method without a Swin; an unknown one is refused."""
     from app.training.panel import TrainPanel
     from app.training.selection import TrainingSet
-    from core.deploy.precision import PRECISIONS
+    from core.deploy.precision import TRAIN_PRECISIONS
     panel = TrainPanel()
     qtbot.addWidget(panel)
-    assert [panel.precision.itemData(i) for i in range(panel.precision.count())] == list(PRECISIONS)
-    assert panel.spec().precision == "float32"
+    assert [panel.precision.itemData(i) for i in range(panel.precision.count())] == list(TRAIN_PRECISIONS)
+    assert panel.spec().precision == "auto"
     panel.precision.setCurrentIndex(panel.precision.findData("bfloat16"))
     spec = panel.spec().validate()
     ts = TrainingSet(normals=[tmp_path / "a.png", tmp_path / "b.png"])
@@ -181,7 +181,7 @@ def test_train_panel_passes_the_training_precision_to_the_worker(qtbot, tmp_path
     assert cmd[cmd.index("--precision") + 1] == "bfloat16"
     assert "--precision" not in prepare_run(tmp_path / "run2", RunSpec(supervision="unsupervised"), ts)
     panel.method.setCurrentIndex(panel.method.findData("patchcore"))
-    assert not panel.precision.isEnabled() and panel.spec().precision == "float32"
+    assert not panel.precision.isEnabled() and panel.spec().precision == "auto"
     with pytest.raises(TrainSetError, match="unknown precision"):
         RunSpec(precision="int4").validate()
 

@@ -140,7 +140,7 @@ def test_train_precision_flag_sets_the_config_and_is_refused_where_it_means_noth
     assert _config(args).train.precision == "bfloat16"
     # eval's --precision is the inference one: it does not change how a protocol trains
     args = build_parser().parse_args(["eval", "--data", str(demo_data), "--precision", "bfloat16"])
-    assert _config(args).train.precision == "float32"
+    assert _config(args).train.precision == "auto"
     rc = main(["train", "--data", str(demo_data), "--out", str(tmp_path / "pc.pt"), "--method", "patchcore",
                "--precision", "bfloat16", "--device", "cpu"])
     assert rc == 2 and "PatchCore has no network" in capsys.readouterr().err

@@ -21,7 +21,8 @@ def trained(piped, tmp_path_factory):
     torch.manual_seed(0)
     cfg = preset("cpu").updated({
         "swin": {"embed_dim": 48, "num_heads": 2, "depth": 2},
-        "train": {"steps": 120, "val_every": 40, "checkpoint_every": 40, "warmup_steps": 10},
+        "train": {"steps": 120, "val_every": 40, "checkpoint_every": 40, "warmup_steps": 10,
+                  "precision": "float32"},
     })
     ds = load_mvtec(piped, "PA_FLR01_TL")
     out = tmp_path_factory.mktemp("e2e") / "model.pt"
@@ -89,7 +90,8 @@ def test_training_in_bfloat16_learns_the_same(trained, tmp_path):
     ds, out, bundle, _ = trained
     cfg = bundle.config.updated({"train": {"precision": "bfloat16"}})
     low = api.fit(ds.train[:10], tmp_path / "bf16.pt", cfg, "cpu", resume=False)
-    assert low.config.train.precision == "bfloat16"
+    assert low.config.train.precision == "bfloat16" and low.training["precision"] == "bfloat16"
+    assert bundle.training["precision"] == "float32"
     assert all(v.dtype == torch.float32 for v in low.swin_state.values() if v.is_floating_point())
     assert any(not torch.equal(a, low.swin_state[k]) for k, a in bundle.swin_state.items()
                if a.is_floating_point())
@@ -109,3 +111,18 @@ def test_image_scores_rank_defective_above_good(trained):
     assert res.metrics["pixel_auroc"] > 0.8
     assert res.metrics["image_auroc"] > 0.7
     assert set(res.timings_ms) == {"backbone", "search", "swin", "post"}
+
+
+def test_auto_training_precision_follows_the_hardware(monkeypatch):
+    """train.precision auto (the default) is bfloat16 only where the CPU multiplies it in hardware
+    (emulated bfloat16 is slower than float32), and an explicit choice is kept as it is."""
+    from core.config import preset
+    from core.deploy import precision
+    assert preset("cpu").train.precision == "auto" and preset("paper").train.precision == "auto"
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    assert precision.resolve_precision("auto", cpu) == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    assert precision.resolve_precision("auto", cpu) == "float32"
+    assert precision.resolve_precision("bfloat16", cpu) == "bfloat16"
+    assert precision.resolve_precision("float32", cpu) == "float32"
