@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", dest="train_precision", choices=list(TRAIN_PRECISIONS),
                    help="train.precision: the Swin's float type while training (default auto: bfloat16 "
                         "where the CPU (AMX / AVX512-BF16) or GPU multiplies it, else float32; bfloat16 "
-                        "trained about 1.8x faster per step on a CPU with AMX with the same test pixel "
+                        "trained about 1.6x faster on a CPU with AMX with the same test pixel "
                         "AP on the dev classes; float16: GPUs only; decision 0024)")
     _add_config(t)
     _add_common(t)

@@ -123,7 +123,7 @@ class TrainConfig:
                                         # bfloat16 (autocast), float16 (GPU); auto: bfloat16 where the
                                         # CPU (AMX / AVX512-BF16) or GPU multiplies it, else float32
                                         # (core/deploy/precision.py; decision 0024: same test pixel AP
-                                        # to 0.02 on the 8 dev classes, about 1.8x faster steps)
+                                        # to 0.02 on the 8 dev classes, about 1.6x faster training)
     weight_decay: float = 0.05          # AdamW [0.05]
     grad_clip: float = 1.0              # [1.0]
     ema_decay: float = 0.999            # EMA of the weights for the final model

@@ -64,8 +64,8 @@ class TrainPanel(QWidget):
         self.precision = QComboBox()
         for key, text in PRECISION_TEXT.items():
             self.precision.addItem(text, key)
-        self.precision.setToolTip("The Swin's float type while training. bfloat16 trained about 1.8x "
-                                  "faster per step on a CPU with AMX (Intel Xeon 4th gen on) with the "
+        self.precision.setToolTip("The Swin's float type while training. bfloat16 trained about 1.6x "
+                                  "faster on a CPU with AMX (Intel Xeon 4th gen on) with the "
                                   "same accuracy on the benchmark; on other CPUs it is emulated and "
                                   "slower, so auto takes it only where the hardware has it. float16: "
                                   "NVIDIA GPUs only.")

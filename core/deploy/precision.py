@@ -26,7 +26,7 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 DEFAULT_PRECISION = "float32"
 # train.precision also takes "auto" (its default): bfloat16 where the hardware multiplies it
 # (resolve_precision), float32 elsewhere. Measured on the 8 dev classes: the same test pixel AP
-# to 0.02 points, about 1.8x faster training steps on a CPU with AMX (decision 0024).
+# to 0.02 points, about 1.6x faster training on a CPU with AMX (decision 0024).
 TRAIN_PRECISIONS = ("auto",) + PRECISIONS
 
 
