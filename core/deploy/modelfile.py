@@ -233,7 +233,8 @@ class ModelBundle:
         if "val_pixel_ap" in val:
             parts.append(f"validation pixel AP {val['val_pixel_ap']:.3f} (step {val.get('step')})")
         if tr.get("seconds"):
-            parts.append(f"trained {tr['seconds']:.0f} s on {tr.get('device', '?')}")
+            parts.append(f"trained {tr['seconds']:.0f} s on {tr.get('device', '?')}"
+                         + (f" in {tr['precision']}" if tr.get("precision", "float32") != "float32" else ""))
         pm = self.pseudo_mask_counts()
         if pm:
             parts.append(f"boxes: {pm['defective']} of {pm['boxed']} boxed blocks taken as defective "

@@ -92,6 +92,7 @@ def test_training_in_bfloat16_learns_the_same(trained, tmp_path):
     low = api.fit(ds.train[:10], tmp_path / "bf16.pt", cfg, "cpu", resume=False)
     assert low.config.train.precision == "bfloat16" and low.training["precision"] == "bfloat16"
     assert bundle.training["precision"] == "float32"
+    assert " in bfloat16" in low.summary() and " in bfloat16" not in bundle.summary()   # semirest info
     assert all(v.dtype == torch.float32 for v in low.swin_state.values() if v.is_floating_point())
     assert any(not torch.equal(a, low.swin_state[k]) for k, a in bundle.swin_state.items()
                if a.is_floating_point())
