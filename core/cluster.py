@@ -131,9 +131,8 @@ def predict_ray(model: str | Path, images, out_dir: str | Path, address: str | N
     from .progress import Reporter
     if maps not in ("none", "npy"):
         raise ConfigError(f"maps: expected none or npy, got {maps!r}")
-    from .deploy.precision import PRECISIONS
-    if precision not in PRECISIONS:     # the actors check the device (float16: GPU actors only)
-        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    from .deploy.precision import known_precision
+    known_precision(precision)          # the actors check the device (float16: GPU actors only)
     ray = _ray()
     model, out = Path(model), Path(out_dir)
     ensure_writable(out, MIN_FREE_PREDICT_BYTES)

@@ -298,10 +298,8 @@ class Config:
             raise ConfigError(f"method: unknown method {self.method!r}; choose one of {sorted(METHODS)}")
         if f.backbone not in BACKBONE_CHOICES:
             raise ConfigError(f"features.backbone: unknown backbone {f.backbone!r}")
-        from .deploy.precision import TRAIN_PRECISIONS
-        if t.precision not in TRAIN_PRECISIONS:    # float16 on a CPU is refused when training starts
-            raise ConfigError(f"train.precision: expected one of {', '.join(TRAIN_PRECISIONS)}, "
-                              f"got {t.precision!r}")
+        from .deploy.precision import TRAIN_PRECISIONS, known_precision
+        known_precision(t.precision, TRAIN_PRECISIONS, "train.precision")   # float16 on a CPU: at train start
         if f.image_size % f.size_multiple:
             raise ConfigError(f"features.image_size {f.image_size} must be a multiple of {f.size_multiple}")
         if s.window <= 0 or s.mu <= 0:

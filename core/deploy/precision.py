@@ -14,6 +14,7 @@ moved by up to 0.33 with the backbone in bfloat16, 0.003 with the Swin alone).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -30,10 +31,17 @@ DEFAULT_PRECISION = "float32"
 TRAIN_PRECISIONS = ("auto",) + PRECISIONS
 
 
+def known_precision(precision: str, names: tuple[str, ...] = PRECISIONS, what: str = "precision") -> str:
+    """``precision`` if it is one of ``names``; else the error every caller gives (``what``: the
+    setting's name as the user wrote it)."""
+    if precision not in names:
+        raise ConfigError(f"{what}: expected one of {', '.join(names)}, got {precision!r}")
+    return precision
+
+
 def check_precision(precision: str, device: "torch.device") -> str:
     """``precision`` if it is known and runs on ``device``; a clear error otherwise."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    known_precision(precision)
     if precision == "float16" and device.type != "cuda":
         raise ConfigError("precision float16 runs on a CUDA device only; on the CPU use bfloat16 "
                           "(fast where the CPU has AMX or AVX512-BF16) or float32")
@@ -43,6 +51,7 @@ def check_precision(precision: str, device: "torch.device") -> str:
     return precision
 
 
+@functools.lru_cache(maxsize=1)     # the CPU does not change while the process runs
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16), where bfloat16
     pays off; read from /proc/cpuinfo (Linux) and False where that is absent."""
