@@ -215,6 +215,38 @@ def test_shift_mask_is_minus_inf_across_regions():
     assert math.isinf(float(mask.min()))
 
 
+def test_attention_bias_kept_for_inference_follows_the_weights():
+    # Without gradients the bias + shift mask is built once per (batch, mask, dtype) and kept; it
+    # must give what building it afresh gives, and be rebuilt after the weights change (an
+    # optimiser step, a loaded state), never served stale.
+    blk = _block(2)
+    x = torch.randn(3, 8, 8, 8, generator=torch.Generator().manual_seed(3))
+
+    def fresh(inp):                    # with gradients on, the bias is built every call
+        return blk(inp).detach()
+
+    with torch.no_grad():
+        kept = blk(x)
+        assert blk.attn._bias_cache                        # it was kept
+        assert torch.equal(blk(x), kept)                   # and reused
+        assert torch.allclose(kept, fresh(x), atol=1e-6)
+        assert torch.allclose(blk(x[:1]), fresh(x[:1]), atol=1e-6)   # another batch size
+    opt = torch.optim.SGD([blk.attn.rel_bias], lr=1.0)
+    (blk(x) * torch.randn_like(x)).sum().backward()
+    opt.step()                                             # moves rel_bias in place
+    with torch.no_grad():
+        assert not torch.allclose(blk(x), kept, atol=1e-3)
+        assert torch.allclose(blk(x), fresh(x), atol=1e-6)
+        state = {k: v.clone() for k, v in blk.state_dict().items()}
+        state["attn.rel_bias"].normal_(0, 0.5)
+        blk.load_state_dict(state)                         # copies into the same parameter
+        assert torch.allclose(blk(x), fresh(x), atol=1e-6)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = blk(x)
+    assert any(k[2] == torch.bfloat16 for k in blk.attn._bias_cache)   # kept per dtype
+    assert torch.allclose(low.float(), fresh(x), atol=0.05 * float(fresh(x).abs().max()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Windows always cover the map (regression: a step larger than mu left tokens uncovered -> NaN)
 # ---------------------------------------------------------------------------------------------
