@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.config import SwinConfig, preset
-from core.learning.model import ResidualSwin, predict_map, predict_maps, window_plan
+from core.learning.model import ResidualSwin, even_chunks, predict_map, predict_maps, window_plan
 
 TOL = 1e-5
 
@@ -25,6 +25,17 @@ def _swin(in_dim: int, cfg: SwinConfig, seed: int = 0) -> ResidualSwin:
             elif name.endswith("bias"):
                 p.normal_(0, 0.3)
     return model.eval()
+
+
+@pytest.mark.parametrize("n,most,sizes", [
+    (9, 8, [5, 4]), (9, 16, [9]), (72, 16, [15, 15, 14, 14, 14]), (25, 4, [4, 4, 4, 4, 3, 3, 3]),
+    (1, 8, [1]), (3, 0, [1, 1, 1]),
+])
+def test_even_chunks_cover_everything_in_near_equal_pieces(n, most, sizes):
+    pieces = even_chunks(n, most)
+    assert [p.stop - p.start for p in pieces] == sizes
+    assert pieces[0].start == 0 and pieces[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))
 
 
 @pytest.mark.parametrize("shape,window,mu,step", [
