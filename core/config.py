@@ -12,6 +12,7 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,10 @@ class TrainConfig:
     val_defects_per_normal: float = 4.0  # synthetic defects per held-out normal
     fusion: bool = True                 # fuse the block's NN distance into the map, weight chosen on
                                         # validation (core/learning/fusion.py); False: the Swin's map alone
+    known_defects_weight: float = 1.0   # the blocks labelled defective score test blocks by nearness,
+                                        # s' = (s + w g) / (1 + w) (core/learning/known_defects.py,
+                                        # decision 0025); 0: off. One constant, not chosen per model
+    known_defects_max: int = 4096       # at most this many known-defect blocks (greedy k-centre beyond)
     real_val_fraction: float = 0.3      # labelled defective images held out to validate on real defects
     real_val_min_labelled: int = 4      # ... when at least this many are labelled (then >= 1 held out)
     checkpoint: str = "last"            # validation: the EMA state with the best validation pixel AP;
@@ -341,6 +346,10 @@ class Config:
         if self.semi.pseudo_belief not in PSEUDO_BELIEFS:
             raise ConfigError(f"semi.pseudo_belief: expected one of {', '.join(PSEUDO_BELIEFS)}, "
                               f"got {self.semi.pseudo_belief!r}")
+        if not (math.isfinite(t.known_defects_weight) and t.known_defects_weight >= 0):
+            raise ConfigError(f"train.known_defects_weight: expected a number >= 0, got {t.known_defects_weight}")
+        if t.known_defects_max < 1:
+            raise ConfigError(f"train.known_defects_max: expected 1 or more, got {t.known_defects_max}")
         if t.paste_per_label < 0:
             raise ConfigError(f"train.paste_per_label: expected 0 or more, got {t.paste_per_label}")
         if t.val_generator not in ("defectmaker", "memseg"):

@@ -35,6 +35,7 @@ from ..eval.anomaly_map import eval_hw, postprocess
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
 from ..learning.fusion import combine, fuse, normalised
+from ..learning.known_defects import closeness, exemplars, with_known
 from ..learning.model import build_model, model_tokens, predict_maps, sliding_windows
 from ..learning.training import Trainer, block_maps
 from ..learning.trainset import build_material
@@ -63,13 +64,28 @@ class SemiREST(Detector):
         fusion = bundle.calibration.get("fusion") or {}     # core/learning/fusion.py; absent: the Swin alone
         self.fusion_weight = float(fusion.get("weight", 0.0))
         self.fusion_ref = float(fusion.get("d_ref", 1.0))
+        # the blocks the user labelled defective (core/learning/known_defects.py); absent: none
+        known = bundle.method_state.get("known_defects")
+        self.known_weight = float((bundle.calibration.get("known_defects") or {}).get("weight", 0.0))
+        self.known = (NearestEntry(known.numpy()).to(device)
+                      if known is not None and len(known) and self.known_weight else None)
 
     def group_maps(self, xs: list[np.ndarray], timer) -> list[np.ndarray]:
-        n = len(xs)
         with timer("backbone"):
             f = torch.stack(self.encoder.encode(xs))          # (n, rows, cols, d)
         with timer("search"):
             dist, idx = self.bank.nearest(f)                  # one search for the whole group
+            if self.known is not None:
+                dk = self.known(f.to(self.device).reshape(-1, f.shape[-1]))[0].view(f.shape[:3]).cpu().numpy()
+        maps = self._swin_maps(f, dist, idx, timer)
+        if self.known is not None:
+            return [with_known(m, closeness(d, k), self.known_weight).astype(np.float32)
+                    for m, d, k in zip(maps, dist, dk)]
+        return maps
+
+    def _swin_maps(self, f: torch.Tensor, dist: np.ndarray, idx: np.ndarray, timer) -> list[np.ndarray]:
+        """The Swin's block maps, fused with the nearest-neighbour distance (core/learning/fusion.py)."""
+        n = len(f)
         if math.isinf(self.fusion_weight):     # the distance alone was best on validation: no Swin
             return [fuse(np.zeros_like(d), d, self.fusion_weight, self.fusion_ref) for d in dist]
         with timer("swin"):
@@ -89,7 +105,17 @@ class SemiREST(Detector):
 
     def export_info(self) -> dict:
         return {"bagging": None if math.isinf(self.fusion_weight) else bool(self.bagging),
-                "fusion_weight": str(self.fusion_weight)}
+                "fusion_weight": str(self.fusion_weight),
+                "known_defects": {"entries": 0 if self.known is None else int(self.known.bank.shape[0]),
+                                  "weight": self.known_weight if self.known is not None else 0.0}}
+
+    @classmethod
+    def state_problem(cls, bundle) -> str | None:
+        known = bundle.method_state.get("known_defects")
+        if known is not None and (known.ndim != 2 or known.shape[1] != bundle.feature_dim):
+            return (f"its known-defect blocks must be a (n, {bundle.feature_dim}) tensor, got shape "
+                    f"{tuple(known.shape)}")
+        return None
 
     @classmethod
     def fit(cls, job: FitJob) -> ModelBundle:
@@ -179,7 +205,13 @@ class SemiREST(Detector):
             result = semi.run(previous=result)
         swin = trainer.model
         swin.load_state_dict(result.state)
-        calib = _calibrate(swin, material, cfg, dev)
+        # decision 0025: the blocks labelled defective (boxes: their pseudo-masks), held-out ones too
+        known = (exemplars(material.defective + material.val_real, cfg.train.known_defects_max, cfg.train.seed)
+                 if cfg.train.known_defects_weight else np.zeros((0, material.feature_dim), np.float32))
+        if len(known):
+            report.log(f"known defects: {len(known)} labelled defective blocks score new images by "
+                       f"nearness (weight {cfg.train.known_defects_weight:g})")
+        calib = _calibrate(swin, material, cfg, dev, known)
         bank_state = material.bank.state()
         if cfg.bank.include_val and val_imgs:
             # The hold-outs chose the checkpoint and calibrated; now they join the bank, so that
@@ -198,6 +230,7 @@ class SemiREST(Detector):
             validation={**_chosen_validation(result), "step": result.best_step, "history": result.history,
                         "real_defect_images": [x.name for x in labelled_val]},
             calibration=calib,
+            method_state={"known_defects": torch.from_numpy(known)} if len(known) else {},
             training=training_record(
                 job,
                 # every process of a resumed run, not only the last one
@@ -230,6 +263,8 @@ class SemiRestHead(nn.Module):
         self.rows, self.cols = rows, cols
         self.nearest = NearestEntry(det.bank.features)
         self.fusion_weight, self.fusion_ref = det.fusion_weight, det.fusion_ref
+        self.known = None if det.known is None else NearestEntry(det.known.bank.cpu().numpy())
+        self.known_weight = det.known_weight
         self.use_swin = not math.isinf(self.fusion_weight)
         # the same product Encoder.add_position adds: lambda_pe * code
         pos = cfg.features.lambda_pe * det.encoder.position(rows, cols) if cfg.features.lambda_pe else None
@@ -254,12 +289,18 @@ class SemiRestHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         f = feats if self.pos is None else feats + self.pos
         dist, _, nb = self.nearest(f.reshape(-1, f.shape[-1]))
-        nd = normalised(dist.view(self.rows, self.cols), self.fusion_ref)
+        dist = dist.view(self.rows, self.cols)
+        nd = normalised(dist, self.fusion_ref)
         if not self.use_swin:
-            return nd
-        tokens = model_tokens(self.swin, residual(f, nb.view(f.shape), self.residual_kind))
-        p = self._bagged(tokens) if self.bagging else self.swin(tokens[None]).softmax(-1)[0, :, :, 1]
-        return combine(p, nd, self.fusion_weight)
+            s = nd
+        else:
+            tokens = model_tokens(self.swin, residual(f, nb.view(f.shape), self.residual_kind))
+            p = self._bagged(tokens) if self.bagging else self.swin(tokens[None]).softmax(-1)[0, :, :, 1]
+            s = combine(p, nd, self.fusion_weight)
+        if self.known is None:
+            return s
+        dk = self.known(f.reshape(-1, f.shape[-1]))[0].view(self.rows, self.cols)
+        return with_known(s, closeness(dist, dk), self.known_weight)
 
 
 def labelled_items(labels: list[ImageLabel], cfg: Config) -> list[Labelled]:
@@ -320,9 +361,11 @@ def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], ini
 
 
 @torch.no_grad()
-def _calibrate(model, material, cfg: Config, dev) -> dict:
+def _calibrate(model, material, cfg: Config, dev, known: np.ndarray) -> dict:
     """Calibration (core/eval/calibration.py) from the validation split, after choosing the fusion
-    weight of the nearest-neighbour distance on it when ``train.fusion`` is on (core/learning/fusion.py)."""
+    weight of the nearest-neighbour distance on it when ``train.fusion`` is on (core/learning/fusion.py).
+    ``known``: the known-defect blocks (core/learning/known_defects.py), mixed into the maps that
+    set the scale as they will be at inference."""
     from ..learning.fusion import choose_weight, distance_reference, fuse
     bank_t = torch.from_numpy(material.bank.features).to(dev)
     probs, dists, masks = [], [], []
@@ -345,8 +388,18 @@ def _calibrate(model, material, cfg: Config, dev) -> dict:
         fusion = {"weight": weight, "d_ref": d_ref, "val_pixel_ap": aps}
     else:
         weight, d_ref = 0.0, 1.0
-    maps = [to_map(fuse(p, d, weight, d_ref), m.shape) for p, d, m in zip(probs, dists, masks)]
+    blocks = [fuse(p, d, weight, d_ref) for p, d in zip(probs, dists)]
+    w_known = cfg.train.known_defects_weight if len(known) else 0.0
+    if w_known:
+        entry = NearestEntry(known).to(dev)
+        for i, (it, d) in enumerate(zip(material.val, dists)):
+            f = it.feats.to(dev).float()
+            dk = entry(f.reshape(-1, f.shape[-1]))[0].view(d.shape).cpu().numpy()
+            blocks[i] = with_known(blocks[i], closeness(d, dk), w_known).astype(np.float32)
+    maps = [to_map(b, m.shape) for b, m in zip(blocks, masks)]
     out = calibrate(maps, masks)
     if fusion is not None:
         out["fusion"] = fusion
+    if w_known:
+        out["known_defects"] = {"weight": w_known, "entries": int(len(known))}
     return out

@@ -117,11 +117,21 @@ def other_models(tmp_path_factory):
     return root
 
 
-def _variant(root, weight: float) -> Path:
-    """The SemiREST model with the given fusion weight (0: the Swin alone; inf: the distance)."""
+def _variant(root, weight: float, known: bool = False) -> Path:
+    """The SemiREST model with the given fusion weight (0: the Swin alone; inf: the distance), and
+    with ``known``, known-defect blocks (decision 0025): those of a real defective image that lie
+    farthest from the bank."""
     b = ModelBundle.load(root / "semirest.pt")
     b.calibration["fusion"] = {**(b.calibration.get("fusion") or {"d_ref": 10.0}), "weight": weight}
-    out = root / f"semirest-w{weight}.pt"
+    if known:
+        from core.data.datasets import prepare_image
+        pred = Predictor(b, "cpu")
+        x = prepare_image(read_image(_images(0, 4)[3]), b.config.features.image_size, b.config.features.size_multiple)
+        f = pred.encoder.encode([x])[0].reshape(-1, b.feature_dim)
+        dist, _ = pred.detector.bank.nearest(f)
+        b.method_state["known_defects"] = f[torch.from_numpy(np.argsort(-dist)[:40].copy())].clone()
+        b.calibration["known_defects"] = {"weight": 1.0, "entries": 40}
+    out = root / f"semirest-w{weight}{'-known' if known else ''}.pt"
     b.save(out)
     return out
 
@@ -145,11 +155,19 @@ def _parity(model, out_dir, images, image_size=None, bagging=None):
     return meta, ref
 
 
-@pytest.mark.parametrize("weight,bagging", [(0.0, True), (0.5, True), (math.inf, True), (0.5, False)],
-                         ids=["swin-bagging", "fusion-bagging", "distance-only", "fusion-one-pass"])
-def test_semirest_export_matches_torch_on_real_images(models, tmp_path, weight, bagging):
-    model = _variant(models, weight)
+@pytest.mark.parametrize("weight,bagging,known", [(0.0, True, False), (0.5, True, False), (math.inf, True, False),
+                                                  (0.5, False, False), (0.5, True, True), (math.inf, True, True)],
+                         ids=["swin-bagging", "fusion-bagging", "distance-only", "fusion-one-pass",
+                              "known-defects", "distance-known-defects"])
+def test_semirest_export_matches_torch_on_real_images(models, tmp_path, weight, bagging, known):
+    model = _variant(models, weight, known)
     meta, ref = _parity(model, tmp_path / "onnx", _images(), bagging=bagging)
+    assert meta["known_defects"] == {"entries": 40 if known else 0, "weight": 1.0 if known else 0.0}
+    if known:      # the case is the one it claims: the known defects move the maps
+        off = ModelBundle.load(model)
+        off.calibration["known_defects"]["weight"] = 0.0
+        img = read_image(_images(0, 4)[3])
+        assert np.abs(ref.block_map(img) - Predictor(off, "cpu", bagging=bagging).block_map(img)).max() > 100 * TOL
     cfg = ref.cfg.swin
     if bagging and not math.isinf(weight):   # the case is the one it claims to be
         assert len(sliding_windows(16, 16, cfg.mu, cfg.step)) == 9 and cfg.window < cfg.mu

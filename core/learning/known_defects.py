@@ -1,0 +1,60 @@
+"""The known-defect bank (decision 0025): what the user's located labels teach without training.
+
+The Swin learns from a handful of labelled defects only through a few hundred gradient steps, and on
+the dev classes that bought about 2 points of pixel AP. The labelled blocks themselves say more:
+a test block that looks like a block the user marked defective is likely defective too, whatever
+the Swin learnt. So the features of every block a label marks anomalous (masks and block labels as
+labelled; boxes through their pseudo-masks, decision 0015) are kept beside the bank of normals,
+and each block of a new image gets
+
+    g = d_n / (d_n + d_k)
+
+with ``d_n`` its distance to the nearest normal bank entry (computed anyway for the residual) and
+``d_k`` its distance to the nearest known-defect block: 0 far from every known defect, 1/2 halfway,
+near 1 on a known defect's twin. It is a nearest-neighbour posterior that needs no scale. The map's
+block score ``s`` (the Swin's probability, fused with the distance: core/learning/fusion.py) becomes
+
+    s' = (s + w * g) / (1 + w)          (w = train.known_defects_weight; 0: off)
+
+which stays in [0, 1] for a probability ``s``. ``w`` is one constant, not chosen per model: the
+held-out labelled images favoured ever larger weights while test AP fell beyond w = 2 on every dev
+class (the held-out images' defects are the labelled ones' kin; the test's normal images are many),
+so no validation split here can choose it (numbers in decision 0025).
+
+Tags say nothing about where a defect is: they add no entries.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.labels import BLOCK_ANOMALOUS
+
+
+def exemplars(items, max_entries: int, seed: int = 0) -> np.ndarray:
+    """(k, d) float32 features of the blocks labelled anomalous in ``items`` (TokenImages), at
+    most ``max_entries`` of them (a greedy k-centre choice beyond that, as the bank's coreset);
+    (0, d) without any."""
+    rows = [it.feats[it.targets == BLOCK_ANOMALOUS].float() for it in items]
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        d = items[0].feats.shape[-1] if items else 0
+        return np.zeros((0, d), np.float32)
+    feats = torch.cat(rows)
+    if len(feats) > max_entries:
+        from ..embedding.bank import approximate_greedy_coreset
+        feats = feats[torch.from_numpy(approximate_greedy_coreset(feats, max_entries, seed=seed))]
+    return np.ascontiguousarray(feats.numpy(), np.float32)
+
+
+def closeness(d_normal, d_known):
+    """g = d_n / (d_n + d_k) per block (numpy arrays or torch tensors alike): 0 where a block is
+    on a normal entry, 1 where it is on a known defect."""
+    return d_normal / (d_normal + d_known + 1e-12)
+
+
+def with_known(score, g, weight: float):
+    """The map's block score with the known-defect closeness mixed in (numpy or torch alike)."""
+    if weight == 0:
+        return score
+    return (score + weight * g) / (1.0 + weight)
