@@ -54,6 +54,8 @@ def run(args) -> dict:
     out["swin"] = {k: getattr(bundle.config.swin, k) for k in ("embed_dim", "num_heads", "depth", "mu", "step")}
     out["train_precision"] = bundle.training.get("precision")   # train.precision as run (decision 0024)
     out["val"] = {k: v for k, v in bundle.validation.items() if k != "history"}
+    # the blocks of the labelled images kept as known defects (decision 0025), and their weight
+    out["known_defects"] = bundle.calibration.get("known_defects") or {"weight": 0.0, "entries": 0}
     out["semirest"] = res.metrics
     if bundle.training.get("pseudo_masks"):
         # how many of the blocks the boxes' pseudo-masks made defective are defective in the true

@@ -227,8 +227,13 @@ class ModelBundle:
         parts = [f"method {self.method}", f"backbone {self.backbone}", f"preset {self.config.preset}"]
         if len(self.bank_state["features"]):
             parts.append(f"bank {self.bank_state['features'].shape[0]} x {self.feature_dim}")
-        if self.method_state:
-            n = sum(t.numel() for k, t in self.method_state.items() if t.is_floating_point())
+        known = self.method_state.get("known_defects")
+        if known is not None:    # SemiREST's known-defect blocks (decision 0025), not weights
+            parts.append(f"{len(known)} known-defect blocks (weight "
+                         f"{(self.calibration.get('known_defects') or {}).get('weight', 0.0):g})")
+        weights = {k: t for k, t in self.method_state.items() if k != "known_defects"}
+        if weights:
+            n = sum(t.numel() for t in weights.values() if t.is_floating_point())
             parts.append(f"{self.method} weights {n / 1e6:.2f} M values")
         if "val_pixel_ap" in val:
             parts.append(f"validation pixel AP {val['val_pixel_ap']:.3f} (step {val.get('step')})")

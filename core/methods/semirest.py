@@ -35,7 +35,7 @@ from ..eval.anomaly_map import eval_hw, postprocess
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
 from ..learning.fusion import combine, fuse, normalised
-from ..learning.known_defects import closeness, exemplars, with_known
+from ..learning.known_defects import closeness, exemplars, is_defective_tag, with_known
 from ..learning.model import build_model, model_tokens, predict_maps, sliding_windows
 from ..learning.training import Trainer, block_maps
 from ..learning.trainset import build_material
@@ -205,12 +205,23 @@ class SemiREST(Detector):
             result = semi.run(previous=result)
         swin = trainer.model
         swin.load_state_dict(result.state)
-        # decision 0025: the blocks labelled defective (boxes: their pseudo-masks), held-out ones too
-        known = (exemplars(material.defective + material.val_real, cfg.train.known_defects_max, cfg.train.seed)
-                 if cfg.train.known_defects_weight else np.zeros((0, material.feature_dim), np.float32))
+        swin.eval()
+        # decision 0025: the blocks labelled defective (boxes: their pseudo-masks; defective tags: the
+        # trained model's highest blocks), held-out images too
+        bank_t = torch.from_numpy(material.bank.features).to(dev)
+        known = np.zeros((0, material.feature_dim), np.float32)
+        if cfg.train.known_defects_weight:
+            def score(it):
+                return block_maps(swin, it, bank_t, cfg, dev)[0]
+            tagged = any(is_defective_tag(it) for it in material.defective + material.val_real)
+            held_normals = [it for it in material.val if it.kind == "normal"]
+            # a tag's block counts only above every held-out normal's blocks (core/learning/known_defects.py)
+            floor = max((float(score(it).max()) for it in held_normals), default=np.inf) if tagged else np.inf
+            known = exemplars(material.defective + material.val_real, cfg.train.known_defects_max, cfg.train.seed,
+                              score=score, per_tag=cfg.train.known_defects_per_tag, tag_floor=floor)
         if len(known):
-            report.log(f"known defects: {len(known)} labelled defective blocks score new images by "
-                       f"nearness (weight {cfg.train.known_defects_weight:g})")
+            report.log(f"known defects: {len(known)} blocks of the labelled defective images score new "
+                       f"images by nearness (weight {cfg.train.known_defects_weight:g})")
         calib = _calibrate(swin, material, cfg, dev, known)
         bank_state = material.bank.state()
         if cfg.bank.include_val and val_imgs:

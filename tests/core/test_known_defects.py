@@ -35,9 +35,28 @@ def test_exemplars_are_the_anomalous_blocks_only():
     want = torch.stack([a.feats[0, 0], b.feats[0, 1], b.feats[1, 0]]).float().numpy()
     assert e.dtype == np.float32 and e.shape == (3, 8)
     np.testing.assert_array_equal(e, want)
-    # no anomalous block (tags, normal images): nothing, of the features' width
+    # no anomalous block (boxes not yet pseudo-masked, normal images): nothing, of the features' width
     assert exemplars([_token_image([[BLOCK_UNKNOWN, BLOCK_NORMAL]])], 100).shape == (0, 8)
     assert exemplars([], 100).shape == (0, 0)
+
+
+def test_a_defective_tag_adds_its_highest_scored_blocks():
+    tag = _token_image(np.full((3, 3), BLOCK_UNKNOWN), 5)
+    tag.label_kind = "tag"
+    normal_tag = _token_image(np.full((3, 3), BLOCK_NORMAL), 6)
+    normal_tag.label_kind = "tag"
+    scores = {tag.name: np.array([[0.1, 0.2, 0.3], [0.9, 0.0, 0.5], [0.4, 0.8, 0.6]]),
+              normal_tag.name: np.ones((3, 3))}
+    one = exemplars([tag, normal_tag], 100, score=lambda it: scores[it.name], per_tag=1)
+    np.testing.assert_array_equal(one, tag.feats[1:2, 0].float().numpy())
+    two = exemplars([tag, normal_tag], 100, score=lambda it: scores[it.name], per_tag=2)
+    np.testing.assert_array_equal(two, torch.stack([tag.feats[1, 0], tag.feats[2, 1]]).float().numpy())
+    # without a score, or with none asked, a tag adds nothing
+    assert len(exemplars([tag], 100)) == 0 and len(exemplars([tag], 100, score=lambda it: scores[it.name])) == 0
+    # only blocks above the floor (the held-out normals' highest block) count
+    above = exemplars([tag], 100, score=lambda it: scores[it.name], per_tag=3, tag_floor=0.7)
+    np.testing.assert_array_equal(above, torch.stack([tag.feats[1, 0], tag.feats[2, 1]]).float().numpy())
+    assert len(exemplars([tag], 100, score=lambda it: scores[it.name], per_tag=3, tag_floor=0.9)) == 0
 
 
 def test_exemplars_beyond_the_cap_keep_a_spread_subset():
@@ -83,6 +102,11 @@ def masked(tmp_path_factory):
     events = []
     model = api.fit(ds.train[:10], root / "sup.pt", cfg, "cpu", labels=split.labels,
                     init_from=root / "unsup.pt", progress=events.append)
+    # the same images tagged defective (ResMixMatch short: the tags' own training is not checked here)
+    tags = make_protocol(ds, "tag", 6, seed=0)
+    assert tags.moved == split.moved
+    api.fit(ds.train[:10], root / "tag.pt", cfg.updated({"semi": {"steps": 20, "rampup_steps": 10}}), "cpu",
+            labels=tags.labels, init_from=root / "unsup.pt")
     return root, ds, split, model, events
 
 
@@ -118,6 +142,17 @@ def test_masks_keep_their_defective_blocks_and_they_find_unlabelled_defects(mask
     unlabelled = [s for s in split.test if s.is_anomalous][:8] + [s for s in split.test if not s.is_anomalous][:4]
     ap_with, ap_without = _block_ap(with_bank, unlabelled), _block_ap(without, unlabelled)
     assert ap_with > ap_without, (ap_with, ap_without)
+
+
+def test_tags_that_a_weak_model_cannot_tell_from_normals_add_nothing(masked):
+    """The fixture's 60-step model does not score any of the 6 tagged images above every held-out
+    normal (measured: its highest blocks there were no better than chance, and as known defects
+    they lowered block AP on the unlabelled defects, 0.68 -> 0.66): the floor keeps them out."""
+    root = masked[0]
+    tagged = ModelBundle.load(root / "tag.pt")
+    assert tagged.training["labels"] == {"tag": 6}
+    assert "known_defects" not in tagged.method_state and "known_defects" not in tagged.calibration
+    assert Predictor(tagged, "cpu").detector.known is None
 
 
 def test_a_model_without_labels_has_no_known_defects(masked):
