@@ -233,6 +233,20 @@ def bar_lines(means: dict[str, float]) -> list[str]:
             f"Tag at least Unsup: {ok(t >= u)} ({t - u:+.1f}).", ""]
 
 
+def known_defects_line(rows: list[dict]) -> str:
+    """How many known-defect blocks each labelled protocol kept, where its results say."""
+    per: dict[str, list[int]] = {}
+    for r in rows:
+        kd = r.get("known_defects")
+        if r["protocol"] in ("sup", "semi", "tag") and kd is not None:
+            per.setdefault(r["protocol"], []).append(int(kd.get("entries", 0)))
+    if not per:
+        return ""
+    names = {"sup": "Sup", "semi": "Semi", "tag": "Tag"}
+    return "; " + "; ".join(f"{names[p]}: {min(v)}-{max(v)} blocks per model" if min(v) != max(v) else
+                            f"{names[p]}: {v[0]} blocks per model" for p, v in sorted(per.items()))
+
+
 def pseudo_mask_line(rows: list[dict]) -> list[str]:
     """The boxes' pseudo-masks against the true masks of the same images (bench/job.py records it
     for semi runs since the model file keeps them), per class over its seeds; [] without any."""
@@ -343,7 +357,10 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "Sup trains from scratch with block labels, Semi fine-tunes on pseudo-masks made "
                   "from one rotated box per defect component (decisions 0015 and 0022), Tag fine-tunes with "
                   "ResMixMatch on image tags; 3 of the 10 labelled images are held out to choose "
-                  "checkpoints (core/eval/realval.py). "
+                  "checkpoints (core/eval/realval.py). The blocks the labels mark defective (Tag: each "
+                  "tagged image's highest block, where the model tells it from the held-out normals) "
+                  "then score test blocks by nearness (known defects, decision 0025"
+                  + known_defects_line(rows) + "). "
                   + swin_line([r for r in rows if r["protocol"] != "unsup"]), ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:

@@ -191,7 +191,8 @@ class TrainPanel(QWidget):
         then nothing checks that they help, and the trained model replaces its start unchecked. On
         the benchmark's economy run, boxes on 2 images lost 6 points of pixel AP on a class of thin
         fibres before decision 0022 (0.9 after it), where 4 or more are checked and the start can
-        stay; tags that few are not trained on at all (decision 0023)."""
+        stay; tags that few are not trained on at all (decision 0023), though each tagged image the
+        model already tells from the normals still adds its highest block as a known defect (0025)."""
         key = self.supervision.currentData()
         n = self.label_counts.get(key)
         least = TrainConfig.real_val_min_labelled
@@ -202,7 +203,8 @@ class TrainPanel(QWidget):
             return (f"<b>{n} tagged image{'s' if n != 1 else ''}: none can be held out to check that "
                     f"{'they help' if n != 1 else 'it helps'}, so training will not use "
                     f"{'them' if n != 1 else 'it'}</b>: the model stays as it starts (from {least} tags on, "
-                    "some are held out and the tags are trained on where they help).")
+                    "some are held out and the tags are trained on where they help). A tagged image the "
+                    "model already tells from the normals still lends its highest block as a known defect.")
         return (f"<b>{n} labelled image{'s' if n != 1 else ''}: none can be held out to check that "
                 f"{'they help' if n != 1 else 'it helps'}</b> (from {least} on, "
                 f"{TrainConfig.real_val_fraction:.0%} are held out and the model without them competes); "

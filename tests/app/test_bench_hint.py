@@ -83,3 +83,4 @@ def test_too_few_labels_to_hold_out_are_called_unchecked(qtbot):
         panel.set_label_counts({"masks": 0, "blocks": 0, "boxes": 0, "tags": 2, "all": 2})
         assert "2 tagged images: none can be held out" in _select(panel, "tags")    # decision 0023
         assert "training will not use them" in panel.bench_hint.text()
+        assert "known defect" in panel.bench_hint.text()                  # decision 0025
