@@ -188,3 +188,15 @@ def test_pseudo_mask_quality_scores_the_recorded_blocks_against_the_true_masks(t
     fp = int(guess[9, 5])
     assert q["images"] == 1 and q["positives"] == 5 + fp
     assert q["precision"] == pytest.approx(5 / (5 + fp)) and q["recall"] == pytest.approx(0.5)
+
+
+def test_known_defects_line_gives_each_protocols_range_where_recorded():
+    from bench.report import known_defects_line
+    rows = [_row("A", "sup", 0, 0.7, 0.5, 0.6), _row("A", "semi", 0, 0.6), _row("A", "tag", 0, 0.6),
+            _row("B", "tag", 0, 0.6), _row("A", "unsup", 0, 0.5)]
+    assert known_defects_line(rows) == ""          # older result files have no record
+    rows[1]["known_defects"] = {"weight": 1.0, "entries": 85}
+    rows[2]["known_defects"] = {"weight": 1.0, "entries": 5}
+    rows[3]["known_defects"] = {"weight": 1.0, "entries": 10}
+    rows[4]["known_defects"] = {"weight": 0.0, "entries": 0}       # not a labelled protocol
+    assert known_defects_line(rows) == "; Semi: 85 blocks per model; Tag: 5-10 blocks per model"
