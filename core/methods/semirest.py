@@ -209,20 +209,22 @@ class SemiREST(Detector):
         # decision 0025: the blocks labelled defective (boxes: their pseudo-masks; defective tags: the
         # trained model's highest blocks), held-out images too
         bank_t = torch.from_numpy(material.bank.features).to(dev)
+        # the validation split's (probability, distance) maps, once: the tags' floor and calibration
+        val_maps = [block_maps(swin, it, bank_t, cfg, dev) for it in material.val]
         known = np.zeros((0, material.feature_dim), np.float32)
         if cfg.train.known_defects_weight:
             def score(it):
                 return block_maps(swin, it, bank_t, cfg, dev)[0]
             tagged = any(is_defective_tag(it) for it in material.defective + material.val_real)
-            held_normals = [it for it in material.val if it.kind == "normal"]
             # a tag's block counts only above every held-out normal's blocks (core/learning/known_defects.py)
-            floor = max((float(score(it).max()) for it in held_normals), default=np.inf) if tagged else np.inf
+            floor = max((float(p.max()) for it, (p, _) in zip(material.val, val_maps) if it.kind == "normal"),
+                        default=np.inf) if tagged else np.inf
             known = exemplars(material.defective + material.val_real, cfg.train.known_defects_max, cfg.train.seed,
                               score=score, per_tag=cfg.train.known_defects_per_tag, tag_floor=floor)
         if len(known):
             report.log(f"known defects: {len(known)} blocks of the labelled defective images score new "
                        f"images by nearness (weight {cfg.train.known_defects_weight:g})")
-        calib = _calibrate(swin, material, cfg, dev, known)
+        calib = _calibrate(material, cfg, dev, known, val_maps)
         bank_state = material.bank.state()
         if cfg.bank.include_val and val_imgs:
             # The hold-outs chose the checkpoint and calibrated; now they join the bank, so that
@@ -372,17 +374,16 @@ def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], ini
 
 
 @torch.no_grad()
-def _calibrate(model, material, cfg: Config, dev, known: np.ndarray) -> dict:
+def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
     """Calibration (core/eval/calibration.py) from the validation split, after choosing the fusion
     weight of the nearest-neighbour distance on it when ``train.fusion`` is on (core/learning/fusion.py).
-    ``known``: the known-defect blocks (core/learning/known_defects.py), mixed into the maps that
-    set the scale as they will be at inference."""
+    ``val_maps``: the trained model's (probability, distance) block maps of ``material.val``
+    (core/learning/training.py block_maps). ``known``: the known-defect blocks
+    (core/learning/known_defects.py), mixed into the maps that set the scale as they will be at
+    inference."""
     from ..learning.fusion import choose_weight, distance_reference, fuse
-    bank_t = torch.from_numpy(material.bank.features).to(dev)
     probs, dists, masks = [], [], []
-    model.eval()
-    for it in material.val:
-        p, d = block_maps(model, it, bank_t, cfg, dev)
+    for it, (p, d) in zip(material.val, val_maps, strict=True):
         probs.append(p)
         dists.append(d)
         h, w = it.mask.shape
