@@ -66,16 +66,20 @@ def summarise(rows: list[dict], ladder=LADDER) -> dict:
         if "unsup_on_split" in r and "patchcore" in r:
             base[key] = {"Unsup": r["unsup_on_split"]["pixel_ap"], "PatchCore": r["patchcore"]["pixel_ap"]}
     runs: dict[tuple, dict[tuple, tuple[float, float]]] = {}
+    known: dict[tuple, list[float]] = {}
     for r in rows:
         if r["protocol"] in KINDS:
-            runs.setdefault((r["protocol"], r["n_labelled"]), {})[(r["category"], r["seed"])] = (
-                r["semirest"]["pixel_ap"], r["label_seconds_total"])
+            key = (r["protocol"], r["n_labelled"])
+            runs.setdefault(key, {})[(r["category"], r["seed"])] = (r["semirest"]["pixel_ap"], r["label_seconds_total"])
+            if "semirest_without_known" in r:      # the same model without its known defects (bench/job.py)
+                known.setdefault(key, []).append(r["semirest"]["pixel_ap"] - r["semirest_without_known"]["pixel_ap"])
     points = {}
     for key, by in runs.items():
         ap = [v[0] for v in by.values()]
         gains = [v[0] - base[p]["Unsup"] for p, v in by.items() if p in base]
         points[key] = {"runs": len(by), "ap": float(np.mean(ap)), "seconds": float(np.mean([v[1] for v in by.values()])),
-                       "gain": float(np.mean(gains)) if gains else None, "pairs": by}
+                       "gain": float(np.mean(gains)) if gains else None, "pairs": by,
+                       "known": (float(np.mean(known[key])), len(known[key])) if key in known else None}
     clipped = {r["category"]: (r["pool"], r.get("n_defective_test")) for r in rows
                if r.get("pool") is not None and r["pool"] < max(ladder)}
     return {"points": points, "baselines": base,
@@ -115,17 +119,26 @@ def _mean_baseline(s: dict, name: str) -> float | None:
 
 
 def table(s: dict) -> list[str]:
-    out = ["| labels | n | runs | pixel AP | gain over Unsup (same runs) | labelling s (all n images) | s per image |",
-           "|---|---|---|---|---|---|---|"]
+    """The table; a column of what the known defects (decision 0025) add, on the same models, where
+    any result file recorded it ("-" for rows without: older files, or no known defect kept)."""
+    with_known = any(pt["known"] for pt in s["points"].values())
+    extra = (" of which known defects (same models, runs) |", "---|") if with_known else ("", "")
+    out = ["| labels | n | runs | pixel AP | gain over Unsup (same runs) |" + extra[0]
+           + " labelling s (all n images) | s per image |",
+           "|---|---|---|---|---|" + extra[1] + "---|---|"]
     for name in ("Unsup", "PatchCore"):
         v = _mean_baseline(s, name)
         if v is not None:
-            out.append(f"| {name} | 0 | {len(s['baselines'])} | {100 * v:.1f} | - | 0 | 0 |")
+            out.append(f"| {name} | 0 | {len(s['baselines'])} | {100 * v:.1f} | - |" + (" - |" if with_known else "")
+                       + " 0 | 0 |")
     for proto, kind in KINDS.items():
         for n in sorted(n for (p, n) in s["points"] if p == proto):
             pt = s["points"][(proto, n)]
             gain = "-" if pt["gain"] is None else f"{100 * pt['gain']:+.1f}"
-            out.append(f"| {kind} | {n} | {pt['runs']} | {100 * pt['ap']:.1f} | {gain} | {pt['seconds']:.0f} | "
+            kd = ""
+            if with_known:
+                kd = " - |" if pt["known"] is None else f" {100 * pt['known'][0]:+.1f} ({pt['known'][1]}) |"
+            out.append(f"| {kind} | {n} | {pt['runs']} | {100 * pt['ap']:.1f} | {gain} |{kd} {pt['seconds']:.0f} | "
                        f"{pt['seconds'] / n:.1f} |")
     return out
 

@@ -6,6 +6,7 @@ memory is its own. Writes one JSON result file. Run by ``python -m bench``; runn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import resource
@@ -57,6 +58,12 @@ def run(args) -> dict:
     # the blocks of the labelled images kept as known defects (decision 0025), and their weight
     out["known_defects"] = bundle.calibration.get("known_defects") or {"weight": 0.0, "entries": 0}
     out["semirest"] = res.metrics
+    if out["known_defects"].get("weight") and out["known_defects"].get("entries"):
+        # the same model with its known defects switched off (weight 0: the map is the Swin's, fused
+        # with the distance): what the bank adds, apart from the training's own noise
+        off = {**bundle.calibration, "known_defects": {**out["known_defects"], "weight": 0.0}}
+        out["semirest_without_known"] = api.evaluate(dataclasses.replace(bundle, calibration=off), args.data,
+                                                     samples=split.test, device=args.device).metrics
     if bundle.training.get("pseudo_masks"):
         # how many of the blocks the boxes' pseudo-masks made defective are defective in the true
         # masks of the same images (the sup split moves the same ones), and how many they found
