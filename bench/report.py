@@ -234,17 +234,29 @@ def bar_lines(means: dict[str, float]) -> list[str]:
 
 
 def known_defects_line(rows: list[dict]) -> str:
-    """How many known-defect blocks each labelled protocol kept, where its results say."""
+    """How many known-defect blocks each labelled protocol kept, and, where the jobs scored the same
+    models without them (bench/job.py ``semirest_without_known``), the mean pixel AP they added."""
     per: dict[str, list[int]] = {}
+    gain: dict[str, list[float]] = {}
     for r in rows:
         kd = r.get("known_defects")
         if r["protocol"] in ("sup", "semi", "tag") and kd is not None:
             per.setdefault(r["protocol"], []).append(int(kd.get("entries", 0)))
+            if "semirest_without_known" in r:
+                gain.setdefault(r["protocol"], []).append(
+                    r["semirest"]["pixel_ap"] - r["semirest_without_known"]["pixel_ap"])
     if not per:
         return ""
     names = {"sup": "Sup", "semi": "Semi", "tag": "Tag"}
-    return "; " + "; ".join(f"{names[p]}: {min(v)}-{max(v)} blocks per model" if min(v) != max(v) else
-                            f"{names[p]}: {v[0]} blocks per model" for p, v in sorted(per.items()))
+
+    def one(p: str, v: list[int]) -> str:
+        text = f"{names[p]}: {min(v)}-{max(v)} blocks per model" if min(v) != max(v) else \
+            f"{names[p]}: {v[0]} blocks per model"
+        if p in gain:
+            text += (f", {100 * float(np.mean(gain[p])):+.1f} pixel AP from them "
+                     f"(the same {len(gain[p])} models without them)")
+        return text
+    return "; " + "; ".join(one(p, v) for p, v in sorted(per.items()))
 
 
 def pseudo_mask_line(rows: list[dict]) -> list[str]:

@@ -200,3 +200,8 @@ def test_known_defects_line_gives_each_protocols_range_where_recorded():
     rows[3]["known_defects"] = {"weight": 1.0, "entries": 10}
     rows[4]["known_defects"] = {"weight": 0.0, "entries": 0}       # not a labelled protocol
     assert known_defects_line(rows) == "; Semi: 85 blocks per model; Tag: 5-10 blocks per model"
+    # jobs that scored the same models without them: the mean AP they added, per protocol
+    rows[2]["semirest_without_known"] = {"pixel_ap": 0.58}
+    rows[3]["semirest_without_known"] = {"pixel_ap": 0.57}
+    assert known_defects_line(rows) == ("; Semi: 85 blocks per model; Tag: 5-10 blocks per model, "
+                                        "+2.5 pixel AP from them (the same 2 models without them)")
