@@ -164,6 +164,9 @@ class TrainConfig:
                                         # decision 0025); 0: off. One constant, not chosen per model
     known_defects_max: int = 4096       # at most this many known-defect blocks (greedy k-centre beyond)
     known_defects_per_tag: int = 1      # a defective tag adds its image's highest blocks, this many
+    known_defects_per_image: int = 3    # a mask / block / box image adds only its this many blocks
+                                        # farthest from the normal bank (decision 0025: every block
+                                        # swamped the bank with large defects); 0: every labelled block
     real_val_fraction: float = 0.3      # labelled defective images held out to validate on real defects
     real_val_min_labelled: int = 4      # ... when at least this many are labelled (then >= 1 held out)
     checkpoint: str = "last"            # validation: the EMA state with the best validation pixel AP;
@@ -351,6 +354,8 @@ class Config:
             raise ConfigError(f"train.known_defects_weight: expected a number >= 0, got {t.known_defects_weight}")
         if t.known_defects_per_tag < 0:
             raise ConfigError(f"train.known_defects_per_tag: expected 0 or more, got {t.known_defects_per_tag}")
+        if t.known_defects_per_image < 0:
+            raise ConfigError(f"train.known_defects_per_image: expected 0 or more, got {t.known_defects_per_image}")
         if t.known_defects_max < 1:
             raise ConfigError(f"train.known_defects_max: expected 1 or more, got {t.known_defects_max}")
         if t.paste_per_label < 0:

@@ -44,19 +44,29 @@ def is_defective_tag(it) -> bool:
 
 
 def exemplars(items, max_entries: int, seed: int = 0, score=None, per_tag: int = 0,
-              tag_floor: float = -np.inf) -> np.ndarray:
+              tag_floor: float = -np.inf, rank=None, per_image: int = 0) -> np.ndarray:
     """(k, d) float32 features of the blocks labelled anomalous in ``items`` (TokenImages) and,
     with ``score`` (TokenImage -> (rows, cols) block scores), the ``per_tag`` highest-scored blocks
     of each defective-tagged image among those scored above ``tag_floor``; at most ``max_entries``
-    rows (a greedy k-centre choice beyond that, as the bank's coreset); (0, d) without any."""
+    rows (a greedy k-centre choice beyond that, as the bank's coreset); (0, d) without any.
+    With ``per_image`` > 0 and ``rank`` (TokenImage -> (rows, cols), higher first), an image with
+    located labels adds only its ``per_image`` highest-ranked anomalous blocks."""
     rows = []
     for it in items:
+        flat = it.feats.reshape(-1, it.feats.shape[-1])
         if is_defective_tag(it):
             if score is not None and per_tag > 0:
                 s = torch.as_tensor(np.asarray(score(it), np.float32)).reshape(-1)
                 top = torch.topk(s, min(per_tag, s.numel())).indices
                 top = top[s[top] > tag_floor]
-                rows.append(it.feats.reshape(-1, it.feats.shape[-1])[top].float())
+                rows.append(flat[top].float())
+        elif per_image > 0 and rank is not None:
+            bad = (it.targets == BLOCK_ANOMALOUS).reshape(-1)
+            if bad.any():
+                r = torch.as_tensor(np.asarray(rank(it), np.float32)).reshape(-1)
+                r = torch.where(bad, r, torch.full_like(r, -np.inf))
+                top = torch.topk(r, min(per_image, int(bad.sum()))).indices
+                rows.append(flat[top].float())
         else:
             rows.append(it.feats[it.targets == BLOCK_ANOMALOUS].float())
     rows = [r for r in rows if len(r)]

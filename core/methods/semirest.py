@@ -219,8 +219,12 @@ class SemiREST(Detector):
             # a tag's block counts only above every held-out normal's blocks (core/learning/known_defects.py)
             floor = max((float(p.max()) for it, (p, _) in zip(material.val, val_maps) if it.kind == "normal"),
                         default=np.inf) if tagged else np.inf
+            def farthest(it):       # distance to the nearest normal: the least normal-looking blocks first
+                f = it.feats.to(dev).float()
+                return (f - bank_t[it.nbr[..., 0].to(dev)]).norm(dim=-1).cpu().numpy()
             known = exemplars(material.defective + material.val_real, cfg.train.known_defects_max, cfg.train.seed,
-                              score=score, per_tag=cfg.train.known_defects_per_tag, tag_floor=floor)
+                              score=score, per_tag=cfg.train.known_defects_per_tag, tag_floor=floor,
+                              rank=farthest, per_image=cfg.train.known_defects_per_image)
         if len(known):
             report.log(f"known defects: {len(known)} blocks of the labelled defective images score new "
                        f"images by nearness (weight {cfg.train.known_defects_weight:g})")

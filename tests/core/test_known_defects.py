@@ -171,3 +171,16 @@ def test_known_defects_of_the_wrong_width_are_refused_naming_the_file(masked, tm
     with pytest.raises(InputError) as err:
         ModelBundle.load(bad)
     assert str(bad) in str(err.value) and "known-defect" in str(err.value)
+
+
+def test_a_cap_per_image_keeps_each_located_images_farthest_blocks():
+    t = [[BLOCK_ANOMALOUS, BLOCK_ANOMALOUS, BLOCK_NORMAL], [BLOCK_ANOMALOUS, BLOCK_IGNORE, BLOCK_ANOMALOUS]]
+    a, b = _token_image(t, 0), _token_image([[BLOCK_ANOMALOUS, BLOCK_NORMAL, BLOCK_NORMAL]] * 2, 1)
+    # the normal and ignored blocks rank highest and must still be left out
+    rank = {a.name: np.array([[0.2, 0.9, 5.0], [0.5, 7.0, 0.1]]), b.name: np.array([[0.3, 9.0, 9.0], [0.4, 9.0, 9.0]])}
+    two = exemplars([a, b], 100, rank=lambda it: rank[it.name], per_image=2)
+    want = torch.stack([a.feats[0, 1], a.feats[1, 0], b.feats[1, 0], b.feats[0, 0]]).float().numpy()
+    np.testing.assert_array_equal(two, want)
+    # 0 (the default) or no rank: every anomalous block, as before
+    assert len(exemplars([a, b], 100, rank=lambda it: rank[it.name])) == 6
+    assert len(exemplars([a, b], 100, per_image=2)) == 6
