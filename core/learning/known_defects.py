@@ -29,6 +29,12 @@ the model cannot tell a tagged image from the normals, its highest block is no e
 the defect is, and the image adds nothing (a weak model's guesses lowered block AP; the floor is
 what keeps them out). Measured on the dev classes without retraining (decision 0025), one block
 per tagged image gained as much as every block of the same images' masks.
+
+Masks, block labels and boxes add at most ``train.known_defects_per_image`` [3] blocks an image: its
+labelled blocks farthest from the normal bank. Every labelled block made banks of hundreds to
+thousands of blocks on large defects (fibres), and such a bank lifted normal blocks by chance
+(g rises with every entry): at 20 labelled images it cost 1.4-2.0 points on PA_BRG03_TL where the
+cap gained 3.1-3.6 on the same models (decision 0025, last section).
 """
 from __future__ import annotations
 
