@@ -206,8 +206,9 @@ class SemiREST(Detector):
         swin = trainer.model
         swin.load_state_dict(result.state)
         swin.eval()
-        # decision 0025: the blocks labelled defective (boxes: their pseudo-masks; defective tags: the
-        # trained model's highest blocks), held-out images too
+        # decision 0025: the blocks labelled defective, at most train.known_defects_per_image an image,
+        # those farthest from the normals (boxes: of their pseudo-masks; defective tags: the trained
+        # model's highest blocks), held-out images too
         bank_t = torch.from_numpy(material.bank.features).to(dev)
         # the validation split's (probability, distance) maps, once: the tags' floor and calibration
         val_maps = [block_maps(swin, it, bank_t, cfg, dev) for it in material.val]
