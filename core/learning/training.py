@@ -109,7 +109,13 @@ def block_maps(model: ResidualSwin, it: TokenImage, bank_t: torch.Tensor, cfg: C
     nb = bank_t[it.nbr[..., 0].to(device)]
     p = predict_map(model, model_tokens(model, residual(f, nb, cfg.bank.residual)), cfg.swin.mu,
                     cfg.swin.step, cfg.swin.bagging)
-    return p.cpu().numpy(), (f - nb).norm(dim=-1).cpu().numpy()
+    return p.cpu().numpy(), nearest_distance(it, bank_t, device)
+
+
+def nearest_distance(it: TokenImage, bank_t: torch.Tensor, device) -> np.ndarray:
+    """(rows, cols) float32: each block's distance to its nearest normal bank entry."""
+    f = it.feats.to(device).float()
+    return (f - bank_t[it.nbr[..., 0].to(device)]).norm(dim=-1).cpu().numpy()
 
 
 def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor, cfg: Config,

@@ -37,7 +37,7 @@ from ..eval.realval import split_labelled
 from ..learning.fusion import combine, fuse, normalised
 from ..learning.known_defects import closeness, exemplars, is_defective_tag, with_known
 from ..learning.model import build_model, model_tokens, predict_maps, sliding_windows
-from ..learning.training import Trainer, block_maps
+from ..learning.training import Trainer, block_maps, nearest_distance
 from ..learning.trainset import build_material
 from ..synthetic.labelpaste import Labelled
 from .detector import Detector, FitJob, label_record, training_record
@@ -221,8 +221,7 @@ class SemiREST(Detector):
             floor = max((float(p.max()) for it, (p, _) in zip(material.val, val_maps) if it.kind == "normal"),
                         default=np.inf) if tagged else np.inf
             def farthest(it):       # distance to the nearest normal: the least normal-looking blocks first
-                f = it.feats.to(dev).float()
-                return (f - bank_t[it.nbr[..., 0].to(dev)]).norm(dim=-1).cpu().numpy()
+                return nearest_distance(it, bank_t, dev)
             known = exemplars(material.defective + material.val_real, cfg.train.known_defects_max, cfg.train.seed,
                               score=score, per_tag=cfg.train.known_defects_per_tag, tag_floor=floor,
                               rank=farthest, per_image=cfg.train.known_defects_per_image)
