@@ -82,6 +82,7 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
     from core.data.images import read_image
     from core.deploy.inference import Predictor
     from core.deploy.modelfile import ModelBundle
+    from .report import code_state
     cfg = load_config(args.config, preset_name=args.preset)
     ds = load_mvtec(args.data, category)
     rng = np.random.default_rng(seed)
@@ -107,7 +108,8 @@ def run_class(args, category: str, seed: int, work: Path) -> dict:
     order = orders(pool, predictions, seed)
     out = {"category": category, "seed": seed, "kind": args.kind, "pool": len(pool), "held_out": len(held),
            "pool_defective": sum(s.is_anomalous for s in pool), "unsup": base, "unsup_model": str(unsup),
-           "swin": {k: getattr(cfg.swin, k) for k in ("embed_dim", "num_heads", "depth")}, "runs": []}
+           "swin": {k: getattr(cfg.swin, k) for k in ("embed_dim", "num_heads", "depth")},
+           "code": code_state(), "runs": []}
     for name in STRATEGIES:
         for k in args.k:
             picked = [pool[i] for i in order[name][:k]]
@@ -174,13 +176,13 @@ def table(results: Path = RESULTS) -> list[str]:
             rate = f"{100 * g / (sec / 60):+.2f} per min" if sec >= 60 else "under a minute of labels"
             cells.append(f"{100 * g:+.1f}, {sec:.0f} s, {rate}")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    from .report import swin_line
+    from .report import provenance
     return ["Per class and seed, the test split is halved (seeded): a pool to label from and a "
             "held-out half that every AP here is measured on. The unsupervised model scores the pool "
             "once; each strategy's first k picks are labelled from the ground truth (a defective "
             "image by its kind, a normal one tagged normal at 2 s) with the cost model's "
             f"**estimated** seconds, and a model is trained with them. {len(rows)} class/seed run(s). "
-            + swin_line(rows) + " One seed of one class cannot carry a claim: read the means with "
+            + provenance(rows) + " One seed of one class cannot carry a claim: read the means with "
             "the number of runs.", ""] + lines
 
 

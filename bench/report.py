@@ -60,6 +60,39 @@ def _commit() -> str:
         return "?"
 
 
+def code_state(root: Path = Path(__file__).resolve().parent.parent) -> dict | None:
+    """The commit a result was measured with, and whether the method's code (core/, bench/)
+    differed from it: recorded in every result file, so that a table built from files measured
+    at different commits says so instead of passing old numbers off as the current code's."""
+    try:
+        commit = subprocess.check_output(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                         text=True, stderr=subprocess.DEVNULL).strip()
+        dirty = subprocess.check_output(["git", "-C", str(root), "status", "--porcelain", "--", "core", "bench"],
+                                        text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None     # not a git checkout (an installed copy): the files say "not recorded"
+    return {"commit": commit, "modified": bool(dirty)}
+
+
+def code_line(rows: list[dict]) -> str:
+    """Which commits these result files were measured at (recorded by bench/job.py and
+    bench/next_label.py since 2026-12-06; older files say nothing)."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        if r.get("code"):
+            key = r["code"]["commit"] + (" with uncommitted changes to core/ or bench/" if r["code"]["modified"] else "")
+            seen[key] = seen.get(key, 0) + 1
+    unknown = sum(not r.get("code") for r in rows)
+    said = [f"`{k}` ({n} file{'s' if n > 1 else ''})" for k, n in sorted(seen.items())]
+    said += [f"not recorded in {unknown} of {len(rows)} result files (measured before 2026-12-06)"] if unknown else []
+    return "Measured at commit: " + ("; ".join(said) or "no result files") + "."
+
+
+def provenance(rows: list[dict]) -> str:
+    """The Swin size and the code commit a table's result files were measured with."""
+    return swin_line(rows) + " " + code_line(rows)
+
+
 def swin_line(rows: list[dict]) -> str:
     """Which Swin sizes these result files were measured with (recorded by bench/job.py since
     2026-11-30; older files say nothing), so that a table never mixes presets silently."""
@@ -316,7 +349,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
         "## Unsupervised: SemiREST vs PatchCore",
         "",
     ]
-    lines += [swin_line(unsup), ""] + unsup_table(unsup)
+    lines += [provenance(unsup), ""] + unsup_table(unsup)
     # the shared tools sit beside the shared data (../shared/{data/piped,tools}), wherever the
     # checkout is (a git worktree is not beside them)
     data = getattr(args, "data", None)
@@ -357,7 +390,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "(bench/mixed_sizes.py, seed 0): every image its own size, as on real lines. Same "
                   "settings as above; the dry run (core/preflight.py) runs first when a set has 16 "
                   "normals or more. Train s is the whole fit; s per step the optimisation alone. "
-                  + swin_line(mixed), ""]
+                  + provenance(mixed), ""]
         lines += mixed_sizes_table(mixed, unsup)
     if any(p in {r["protocol"] for r in rows} for p in ("sup", "semi", "tag")):
         seeds = sorted({r["seed"] for r in rows if r["protocol"] != "unsup"})
@@ -373,7 +406,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "tagged image's highest block, where the model tells it from the held-out normals) "
                   "then score test blocks by nearness (known defects, decision 0025"
                   + known_defects_line(rows) + "). "
-                  + swin_line([r for r in rows if r["protocol"] != "unsup"]), ""]
+                  + provenance([r for r in rows if r["protocol"] != "unsup"]), ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)

@@ -232,11 +232,17 @@ def test_tiny_economy_run_end_to_end(eco_data, tmp_path, capsys):
         # the same model scored again without its known defects, wherever it kept some (decision 0025)
         assert ("semirest_without_known" in r) == bool(r["known_defects"]["entries"])
     assert all(0 <= r["semirest_without_known"]["pixel_ap"] <= 1 for r in rows if r["protocol"] == "sup")
+    # every result file names the commit it was measured at, and the report says it
+    from bench.report import code_state
+    state = code_state()            # None outside a git checkout: then the files claim nothing
+    assert [r["code"] for r in rows] == [None] * 4 if state is None else \
+        {r["code"]["commit"] for r in rows} == {state["commit"]}
     assert by[("sup", 2)]["label_seconds_total"] > by[("sup", 1)]["label_seconds_total"] > 0
     assert by[("sup", 2)]["label_seconds_total"] > by[("semi", 2)]["label_seconds_total"]
     text = out.read_text()
     assert "## Label economy" in text and "| masks | 2 | 1 |" in text and out.with_name("economy.png").exists()
     assert "**Uneven:**" not in text and "**Warning:**" not in text
+    assert "Measured at commit: " + ("not recorded" if state is None else f"`{state['commit']}") in text
     # a rerun skips every finished job
     assert main(argv) == 0
     assert "started" not in capsys.readouterr().out

@@ -144,6 +144,37 @@ def test_swin_line_says_the_sizes_and_flags_mixed_presets():
     assert "width 96, 3 heads; width 192, 6 heads" in line and "MIXED SIZES" in line
 
 
+def test_code_line_names_each_commit_and_the_files_without_one():
+    from bench.report import code_line, provenance
+    a, b, c, d = (_row(k, "sup", 0, 0.5) for k in "ABCD")
+    a["code"] = b["code"] = {"commit": "abc1234", "modified": False}
+    c["code"] = {"commit": "def5678", "modified": True}
+    assert code_line([a, b]) == "Measured at commit: `abc1234` (2 files)."
+    line = code_line([a, b, c, d])
+    assert "`abc1234` (2 files)" in line and "`def5678 with uncommitted changes to core/ or bench/` (1 file)" in line
+    assert "not recorded in 1 of 4 result files" in line
+    assert provenance([a]).startswith("Swin: ") and provenance([a]).endswith(code_line([a]))
+
+
+def test_code_state_reads_the_commit_and_flags_edits_to_the_methods_code(tmp_path):
+    import subprocess
+    from bench.report import code_state
+    assert code_state(tmp_path) is None              # not a git checkout: nothing is claimed
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "m.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("a\n")
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    head = subprocess.check_output(git[:3] + ["rev-parse", "--short", "HEAD"], text=True).strip()
+    assert code_state(tmp_path) == {"commit": head, "modified": False}
+    (tmp_path / "notes.md").write_text("b\n")       # docs do not change what was measured
+    assert code_state(tmp_path)["modified"] is False
+    (tmp_path / "core" / "m.py").write_text("x = 2\n")
+    assert code_state(tmp_path) == {"commit": head, "modified": True}
+
+
 def test_pseudo_mask_line_averages_each_class_over_its_seeds():
     from bench.report import pseudo_mask_line
     rows = [_row("A", "sup", 0, 0.7, 0.5, 0.6), _row("A", "semi", 0, 0.6), _row("A", "semi", 1, 0.6),
