@@ -54,10 +54,8 @@ def _pct(x) -> str:
 
 
 def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
+    state = code_state()
+    return state["commit"] if state else "?"
 
 
 def code_state(root: Path = Path(__file__).resolve().parent.parent) -> dict | None:
