@@ -174,15 +174,22 @@ def test_a_window_never_waits_on_a_running_import(tmp_path):
     t = threading.Thread(target=run)
     t.start()
     started.wait(5)
-    worst = 0.0
+    worst, writes = 0.0, 0
+    begin = time.perf_counter()
     with Store.open(tmp_path / "p") as w:
         while t.is_alive():
             t0 = time.perf_counter()
             w.save_tag(first, "normal")
             worst = max(worst, time.perf_counter() - t0)
+            writes += 1
             time.sleep(0.01)
     t.join()
-    assert worst < 0.25, f"a label write waited {worst:.2f} s on the import"
+    span = time.perf_counter() - begin
+    # Relative to the import's own duration, so that a loaded machine (which slows both) cannot
+    # fail it: an import that held the lock while decoding would make one write wait for most of
+    # the import, and only one or two writes would get through.
+    assert writes >= 5, f"only {writes} label writes got through a {span:.2f} s import"
+    assert worst < 0.5 * span, f"a label write waited {worst:.2f} s of a {span:.2f} s import"
 
 
 def test_imported_labels_get_estimated_seconds_by_geometry(tmp_path):
