@@ -80,9 +80,12 @@ def code_line(rows: list[dict]) -> str:
         if r.get("code"):
             key = r["code"]["commit"] + (" with uncommitted changes to core/ or bench/" if r["code"]["modified"] else "")
             seen[key] = seen.get(key, 0) + 1
-    unknown = sum(not r.get("code") for r in rows)
+    older = sum("code" not in r for r in rows)
+    # job.py writes "code": null when it ran outside a git checkout (an installed copy)
+    outside = sum("code" in r and not r["code"] for r in rows)
     said = [f"`{k}` ({n} file{'s' if n > 1 else ''})" for k, n in sorted(seen.items())]
-    said += [f"not recorded in {unknown} of {len(rows)} result files (measured before 2026-12-06)"] if unknown else []
+    said += [f"not recorded in {older} of {len(rows)} result files (measured before 2026-12-06)"] if older else []
+    said += [f"unknown for {outside} of {len(rows)} result files (measured outside a git checkout)"] if outside else []
     return "Measured at commit: " + ("; ".join(said) or "no result files") + "."
 
 

@@ -242,7 +242,7 @@ def test_tiny_economy_run_end_to_end(eco_data, tmp_path, capsys):
     text = out.read_text()
     assert "## Label economy" in text and "| masks | 2 | 1 |" in text and out.with_name("economy.png").exists()
     assert "**Uneven:**" not in text and "**Warning:**" not in text
-    assert "Measured at commit: " + ("not recorded" if state is None else f"`{state['commit']}") in text
+    assert "Measured at commit: " + ("unknown for" if state is None else f"`{state['commit']}") in text
     # a rerun skips every finished job
     assert main(argv) == 0
     assert "started" not in capsys.readouterr().out

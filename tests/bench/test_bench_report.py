@@ -152,7 +152,11 @@ def test_code_line_names_each_commit_and_the_files_without_one():
     assert code_line([a, b]) == "Measured at commit: `abc1234` (2 files)."
     line = code_line([a, b, c, d])
     assert "`abc1234` (2 files)" in line and "`def5678 with uncommitted changes to core/ or bench/` (1 file)" in line
-    assert "not recorded in 1 of 4 result files" in line
+    assert "not recorded in 1 of 4 result files (measured before" in line and "outside" not in line
+    d["code"] = None                                 # written by a copy outside git
+    line = code_line([a, b, c, d])
+    assert "unknown for 1 of 4 result files (measured outside a git checkout)" in line
+    assert "not recorded" not in line
     assert provenance([a]).startswith("Swin: ") and provenance([a]).endswith(code_line([a]))
 
 
