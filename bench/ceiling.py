@@ -1,0 +1,89 @@
+"""How far a block map can go: the test pixel AP of a perfect block classifier.
+
+    python -m bench.ceiling [--data ../shared/data/piped] [--preset cpu] [--classes C ...]
+
+SemiREST scores 8 x 8-pixel blocks of the model input, and the map is those blocks upsampled and
+smoothed (component 18). Small specks then share a block with clean pixels, so even a model that
+knows every block's truth cannot reach a pixel AP of 100. This script measures that bound on the
+test images, with the inference path's own post-processing (core/deploy/inference.py:
+``postprocess`` at the evaluation size, then bilinear to the mask's size) and the same pooled
+pixel AP, for two oracles:
+
+- *fractions*: each block scored with the share of its input pixels that are defective (a
+  perfect regressor of defect area per block);
+- *Eq. 14 blocks*: 1 where that share is above ``train.eps_pos_real`` (what block labels made from
+  real masks mark anomalous), else 0: the best a model trained on such labels can say.
+
+No model is trained: it reads only the test masks, so it costs seconds. It tells whether a method's
+distance to 100 is the block grid's or the model's.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
+
+
+def oracle_maps(masks: list[np.ndarray], cfg) -> dict[str, list[np.ndarray]]:
+    """Each oracle's maps at the masks' own sizes, post-processed as inference does."""
+    from core.data.geometry import BlockGrid
+    from core.data.labels import mask_coverage
+    from core.eval.anomaly_map import eval_hw, postprocess
+    out: dict[str, list[np.ndarray]] = {"fractions": [], "Eq. 14 blocks": []}
+    o = cfg.output
+    for m in masks:
+        h, w = m.shape
+        # the share of each block's input pixels that are defective, as block labels see it
+        frac = mask_coverage(m, BlockGrid.for_image(w, h, cfg.features.image_size,
+                                                    multiple=cfg.features.size_multiple))
+        ev = eval_hw(w, h, o.eval_size)
+        for name, block in (("fractions", frac),
+                            ("Eq. 14 blocks", (frac > cfg.train.eps_pos_real).astype(np.float32))):
+            amap = postprocess(block, ev, o.gaussian_sigma, o.upsample)
+            if ev != (h, w):
+                amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
+            out[name].append(amap)
+    return out
+
+
+def class_ceiling(root: Path, category: str, cfg) -> dict[str, float]:
+    from core.data.datasets import load_mvtec, load_sample_mask
+    from core.data.images import image_size
+    from core.eval.metrics import pooled_pixel_ap
+    ds = load_mvtec(root, category)
+    masks = []
+    for s in ds.test:
+        w, h = image_size(s.path)
+        masks.append(load_sample_mask(s, (h, w)))
+    return {k: 100 * pooled_pixel_ap(v, masks) for k, v in oracle_maps(masks, cfg).items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.config import preset
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--classes", nargs="*")
+    a = ap.parse_args(argv)
+    cfg = preset(a.preset)
+    classes = a.classes or sorted(p.name for p in a.data.iterdir() if (p / "test").is_dir())
+    rows = {c: class_ceiling(a.data, c, cfg) for c in classes}
+    names = list(next(iter(rows.values())))
+    print(f"Pixel AP of a perfect block classifier, preset {a.preset} "
+          f"({cfg.features.image_size} px input, 8 x 8-pixel blocks, Gaussian sigma "
+          f"{cfg.output.gaussian_sigma:g} at {cfg.output.eval_size} px)\n")
+    print("| class | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for c, r in rows.items():
+        print(f"| {c} | " + " | ".join(f"{r[k]:.1f}" for k in names) + " |")
+    print("| **mean** | " + " | ".join(f"**{np.mean([r[k] for r in rows.values()]):.1f}**" for k in names) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
