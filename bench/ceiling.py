@@ -1,6 +1,7 @@
 """How far a block map can go: the test pixel AP of a perfect block classifier.
 
     python -m bench.ceiling [--data ../shared/data/piped] [--preset cpu] [--classes C ...]
+    python -m bench.ceiling --models DIR [--classes C ...]   # + where each model's errors lie
 
 SemiREST scores 8 x 8-pixel blocks of the model input, and the map is those blocks upsampled and
 smoothed (component 18). Small specks then share a block with clean pixels, so even a model that
@@ -16,6 +17,12 @@ pixel AP, for two oracles:
 
 No model is trained: it reads only the test masks, so it costs seconds. It tells whether a method's
 distance to 100 is the block grid's or the model's.
+
+With ``--models DIR`` (the bench's kept models, ``DIR/<class>-unsup-0.pt``) it also says where each
+model's errors lie, at the break-even threshold (as many pixels flagged as there are defective
+pixels): how many flagged clean pixels are on normal test images and how many on defective ones,
+and how many of the latter lie within 1 and 2 blocks of a defect (a halo around what was found)
+rather than elsewhere. Analysis only: nothing is chosen from it.
 """
 from __future__ import annotations
 
@@ -63,12 +70,59 @@ def class_ceiling(root: Path, category: str, cfg) -> dict[str, float]:
     return {k: 100 * pooled_pixel_ap(v, masks) for k, v in oracle_maps(masks, cfg).items()}
 
 
+def error_sites(maps: list[np.ndarray], masks: list[np.ndarray], radii: tuple[float, ...]) -> dict:
+    """At the break-even threshold (as many pixels flagged as are defective): the flagged clean
+    pixels on normal images, on defective images, and the share of the latter within each radius
+    (pixels, Euclidean) of a defect pixel."""
+    flat = np.concatenate([m.ravel() for m in maps])
+    n_bad = int(sum(int(k.sum()) for k in masks))
+    if n_bad == 0:
+        raise ValueError("no defective pixel in the masks: no break-even threshold")
+    thr = np.partition(flat, len(flat) - n_bad)[len(flat) - n_bad]
+    on_normal, near = 0, []
+    for m, k in zip(maps, masks):
+        fp = (m >= thr) & ~k
+        if not k.any():
+            on_normal += int(fp.sum())
+            continue
+        # distance of every pixel to the nearest defect pixel (the zeros of the input)
+        dist = cv2.distanceTransform((~k).astype(np.uint8), cv2.DIST_L2, 5)
+        near.append(dist[fp])
+    d = np.concatenate(near) if near else np.zeros(0)
+    return {"on_normal": on_normal, "on_defective": int(len(d)),
+            "within": {r: float((d <= r).mean()) if len(d) else float("nan") for r in radii}}
+
+
+def model_errors(model: Path, root: Path, category: str) -> tuple[float, dict, float]:
+    """(test pixel AP, :func:`error_sites` at 1 and 2 blocks, block side in mask pixels) of a model
+    file on a class's test split, maps as ``semirest eval`` makes them."""
+    from core.api import _load
+    from core.data.datasets import load_mvtec, load_sample_mask
+    from core.data.geometry import BlockGrid
+    from core.data.images import read_image
+    from core.deploy.inference import Predictor
+    from core.eval.metrics import pooled_pixel_ap
+    bundle = _load(model)
+    pred = Predictor(bundle, "cpu")
+    maps, masks = [], []
+    for s in load_mvtec(root, category).test:
+        img = read_image(s.path)
+        k = load_sample_mask(s, img.shape[:2])
+        maps.append(pred.predict(img, k.shape).anomaly_map)
+        masks.append(k)
+    h, w = masks[0].shape
+    f = bundle.config.features
+    side = BlockGrid.for_image(w, h, f.image_size, multiple=f.size_multiple).block_w
+    return 100 * pooled_pixel_ap(maps, masks), error_sites(maps, masks, (side, 2 * side)), side
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.config import preset
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--classes", nargs="*")
+    ap.add_argument("--models", type=Path, help="also where the errors of DIR/<class>-unsup-0.pt lie")
     a = ap.parse_args(argv)
     cfg = preset(a.preset)
     classes = a.classes or sorted(p.name for p in a.data.iterdir() if (p / "test").is_dir())
@@ -82,6 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     for c, r in rows.items():
         print(f"| {c} | " + " | ".join(f"{r[k]:.1f}" for k in names) + " |")
     print("| **mean** | " + " | ".join(f"**{np.mean([r[k] for r in rows.values()]):.1f}**" for k in names) + " |")
+    if a.models:
+        print("\nWhere each model's errors lie at the break-even threshold (flagged clean pixels)\n")
+        print("| class | model pixel AP | on normal images | on defective images | of those within 1 block "
+              "of a defect | within 2 blocks |")
+        print("|---|---|---|---|---|---|")
+        for c in classes:
+            path = a.models / f"{c}-unsup-0.pt"
+            if not path.is_file():
+                print(f"| {c} | no model at {path} | | | | |")
+                continue
+            ap_, e, side = model_errors(path, a.data, c)
+            r1, r2 = e["within"][side], e["within"][2 * side]
+            print(f"| {c} | {ap_:.1f} | {e['on_normal']} | {e['on_defective']} | {100 * r1:.0f}% | {100 * r2:.0f}% |")
     return 0
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.ceiling import class_ceiling, main, oracle_maps
+from bench.ceiling import class_ceiling, error_sites, main, oracle_maps
 from core.config import preset
 from core.eval.metrics import pooled_pixel_ap
+from tests.conftest import kept_unsup_model
 
 
 def _cfg(sigma: float):
@@ -47,3 +48,34 @@ def test_real_class_ceiling_is_high_but_below_100(piped, capsys):
     assert main(["--data", str(piped), "--classes", "PA_BDP01_TL"]) == 0
     out = capsys.readouterr().out
     assert f"| PA_BDP01_TL | {r['fractions']:.1f} | {r['Eq. 14 blocks']:.1f} |" in out
+
+
+def test_error_sites_tell_a_halo_from_a_false_alarm():
+    defective = np.zeros((10, 10), bool)
+    defective[4:6, 4:6] = True                      # 4 defective pixels
+    m = np.zeros((10, 10), np.float32)
+    m[4, 4] = m[4, 5] = m[5, 4] = 1.0               # 3 of them found
+    m[4, 6] = 1.0                                   # a halo pixel, 1 px from the defect
+    m[0, 0] = 1.0                                   # a false alarm far from it
+    normal = np.zeros((10, 10), np.float32)
+    normal[9, 9] = 2.0                              # the highest pixel of all, on a normal image
+    e = error_sites([m, normal], [defective, np.zeros((10, 10), bool)], (1.0, 8.0))
+    # break-even: the 4 highest pixels set the threshold (1.0), ties flagged too
+    assert e["on_normal"] == 1 and e["on_defective"] == 2
+    assert e["within"][1.0] == 0.5 and e["within"][8.0] == 1.0
+
+
+def test_models_report_their_own_pixel_ap_and_error_sites(demo_data, tmp_path, capsys):
+    """End to end on a tiny kept model: the model's pixel AP in the table is what `semirest eval`
+    measures, and every flagged clean pixel is counted once, on a normal or a defective image."""
+    from core import api
+    from bench.ceiling import model_errors
+    work = tmp_path / "runs"
+    model = kept_unsup_model(demo_data, work)
+    ap, e, side = model_errors(model, demo_data.parent, demo_data.name)
+    want = 100 * api.evaluate(model, demo_data.parent, demo_data.name, device="cpu").metrics["pixel_ap"]
+    assert abs(ap - want) < 1e-6
+    assert side > 0 and e["on_normal"] >= 0 and e["on_defective"] >= 0
+    assert main(["--data", str(demo_data.parent), "--classes", demo_data.name, "--models", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert f"| {demo_data.name} | {ap:.1f} | {e['on_normal']} | {e['on_defective']} |" in out
