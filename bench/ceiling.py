@@ -93,17 +93,19 @@ def error_sites(maps: list[np.ndarray], masks: list[np.ndarray], radii: tuple[fl
             "within": {r: float((d <= r).mean()) if len(d) else float("nan") for r in radii}}
 
 
-def model_errors(model: Path, root: Path, category: str) -> tuple[float, dict, float]:
+def model_errors(model: Path, root: Path, category: str, device: str = "auto") -> tuple[float, dict, float]:
     """(test pixel AP, :func:`error_sites` at 1 and 2 blocks, block side in mask pixels) of a model
-    file on a class's test split, maps as ``semirest eval`` makes them."""
-    from core.api import _load
+    file on a class's test split, maps as ``semirest eval`` makes them. The block side is the first
+    test image's (a PIPED class has one image size)."""
     from core.data.datasets import load_mvtec, load_sample_mask
     from core.data.geometry import BlockGrid
     from core.data.images import read_image
     from core.deploy.inference import Predictor
+    from core.deploy.modelfile import ModelBundle
+    from core.device import resolve_device
     from core.eval.metrics import pooled_pixel_ap
-    bundle = _load(model)
-    pred = Predictor(bundle, "cpu")
+    bundle = ModelBundle.load(model)
+    pred = Predictor(bundle, resolve_device(device))
     maps, masks = [], []
     for s in load_mvtec(root, category).test:
         img = read_image(s.path)
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--classes", nargs="*")
     ap.add_argument("--models", type=Path, help="also where the errors of DIR/<class>-unsup-0.pt lie")
+    ap.add_argument("--device", default="auto", help="for --models: cpu, cuda:N or auto")
     a = ap.parse_args(argv)
     cfg = preset(a.preset)
     classes = a.classes or sorted(p.name for p in a.data.iterdir() if (p / "test").is_dir())
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 print(f"| {c} | no model at {path} | | | | |")
                 continue
-            ap_, e, side = model_errors(path, a.data, c)
+            ap_, e, side = model_errors(path, a.data, c, a.device)
             r1, r2 = e["within"][side], e["within"][2 * side]
             print(f"| {c} | {ap_:.1f} | {e['on_normal']} | {e['on_defective']} | {100 * r1:.0f}% | {100 * r2:.0f}% |")
     return 0
