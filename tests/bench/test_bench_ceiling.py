@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.ceiling import class_ceiling, error_sites, main, oracle_maps
+from bench.ceiling import class_ceiling, error_sites, main, oracle_maps, sharpen
 from core.config import preset
 from core.eval.metrics import pooled_pixel_ap
 from tests.conftest import kept_unsup_model
@@ -69,13 +69,28 @@ def test_models_report_their_own_pixel_ap_and_error_sites(demo_data, tmp_path, c
     """End to end on a tiny kept model: the model's pixel AP in the table is what `semirest eval`
     measures, and every flagged clean pixel is counted once, on a normal or a defective image."""
     from core import api
-    from bench.ceiling import model_errors
+    from bench.ceiling import model_errors, sharpened_aps
     work = tmp_path / "runs"
     model = kept_unsup_model(demo_data, work)
     ap, e, side = model_errors(model, demo_data.parent, demo_data.name)
     want = 100 * api.evaluate(model, demo_data.parent, demo_data.name, device="cpu").metrics["pixel_ap"]
     assert abs(ap - want) < 1e-6
     assert side > 0 and e["on_normal"] >= 0 and e["on_defective"] >= 0
+    # G = 0 is today's map: the same AP as the evaluation's
+    aps = sharpened_aps(model, demo_data.parent, demo_data.name, [0.0, 1.0])
+    assert abs(aps[0.0] - want) < 1e-6 and 0 <= aps[1.0] <= 100
     assert main(["--data", str(demo_data.parent), "--classes", demo_data.name, "--models", str(work)]) == 0
     out = capsys.readouterr().out
     assert f"| {demo_data.name} | {ap:.1f} | {e['on_normal']} | {e['on_defective']} |" in out
+
+
+def test_sharpen_lowers_a_halo_and_keeps_peaks_and_ridges():
+    b = np.zeros((5, 7), np.float32)
+    b[2, 1] = 0.8                                   # a peak
+    b[2, 2] = 0.4                                   # its halo: half the peak
+    b[:, 5] = 0.6                                   # a ridge (a fibre): every block alike
+    s = sharpen(b, 1.0)
+    assert s[2, 1] == np.float32(0.8) and abs(s[2, 2] - 0.2) < 1e-6      # 0.4 * (0.4 / 0.8)
+    assert np.allclose(s[:, 5], 0.6)
+    assert np.array_equal(sharpen(b, 0.0), b)
+    assert abs(sharpen(b, 2.0)[2, 2] - 0.1) < 1e-6                       # 0.4 * 0.5 ** 2
