@@ -35,6 +35,7 @@ worth building (and choosing on validation), not a setting.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -44,26 +45,29 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
 
 
+def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output) -> list[np.ndarray]:
+    """Block maps -> maps at their masks' sizes, as inference makes them (core/deploy/inference.py:
+    ``postprocess`` at the evaluation size, then bilinear to the mask's size)."""
+    from core.eval.anomaly_map import eval_hw, postprocess
+    maps = []
+    for block, k in zip(blocks, masks, strict=True):
+        h, w = k.shape
+        ev = eval_hw(w, h, output.eval_size)
+        amap = postprocess(block, ev, output.gaussian_sigma, output.upsample)
+        maps.append(amap if ev == (h, w) else cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR))
+    return maps
+
+
 def oracle_maps(masks: list[np.ndarray], cfg) -> dict[str, list[np.ndarray]]:
     """Each oracle's maps at the masks' own sizes, post-processed as inference does."""
     from core.data.geometry import BlockGrid
     from core.data.labels import mask_coverage
-    from core.eval.anomaly_map import eval_hw, postprocess
-    out: dict[str, list[np.ndarray]] = {"fractions": [], "Eq. 14 blocks": []}
-    o = cfg.output
-    for m in masks:
-        h, w = m.shape
-        # the share of each block's input pixels that are defective, as block labels see it
-        frac = mask_coverage(m, BlockGrid.for_image(w, h, cfg.features.image_size,
-                                                    multiple=cfg.features.size_multiple))
-        ev = eval_hw(w, h, o.eval_size)
-        for name, block in (("fractions", frac),
-                            ("Eq. 14 blocks", (frac > cfg.train.eps_pos_real).astype(np.float32))):
-            amap = postprocess(block, ev, o.gaussian_sigma, o.upsample)
-            if ev != (h, w):
-                amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
-            out[name].append(amap)
-    return out
+    # the share of each block's input pixels that are defective, as block labels see it
+    fracs = [mask_coverage(m, BlockGrid.for_image(m.shape[1], m.shape[0], cfg.features.image_size,
+                                                  multiple=cfg.features.size_multiple)) for m in masks]
+    eq14 = [(f > cfg.train.eps_pos_real).astype(np.float32) for f in fracs]
+    return {"fractions": maps_at_mask_size(fracs, masks, cfg.output),
+            "Eq. 14 blocks": maps_at_mask_size(eq14, masks, cfg.output)}
 
 
 def class_ceiling(root: Path, category: str, cfg) -> dict[str, float]:
@@ -101,29 +105,48 @@ def error_sites(maps: list[np.ndarray], masks: list[np.ndarray], radii: tuple[fl
             "within": {r: float((d <= r).mean()) if len(d) else float("nan") for r in radii}}
 
 
-def model_errors(model: Path, root: Path, category: str, device: str = "auto") -> tuple[float, dict, float]:
-    """(test pixel AP, :func:`error_sites` at 1 and 2 blocks, block side in mask pixels) of a model
-    file on a class's test split, maps as ``semirest eval`` makes them. The block side is the first
-    test image's (a PIPED class has one image size)."""
+@dataclass
+class ModelRun:
+    """One model's block maps of a class's test split with the masks, computed once and then
+    post-processed as many ways as the analysis needs."""
+    config: object                  # the model's Config
+    blocks: list[np.ndarray]
+    masks: list[np.ndarray]
+
+
+def run_model(model: Path, root: Path, category: str, device: str = "auto") -> ModelRun:
+    """Block maps of every test image (batched as ``semirest eval`` batches them)."""
+    from core.api import PREDICT_BATCH
     from core.data.datasets import load_mvtec, load_sample_mask
-    from core.data.geometry import BlockGrid
     from core.data.images import read_image
     from core.deploy.inference import Predictor
     from core.deploy.modelfile import ModelBundle
     from core.device import resolve_device
-    from core.eval.metrics import pooled_pixel_ap
     bundle = ModelBundle.load(model)
     pred = Predictor(bundle, resolve_device(device))
-    maps, masks = [], []
-    for s in load_mvtec(root, category).test:
-        img = read_image(s.path)
-        k = load_sample_mask(s, img.shape[:2])
-        maps.append(pred.predict(img, k.shape).anomaly_map)
-        masks.append(k)
-    h, w = masks[0].shape
-    f = bundle.config.features
+    samples = load_mvtec(root, category).test
+    blocks, masks = [], []
+    for start in range(0, len(samples), PREDICT_BATCH):
+        part = samples[start:start + PREDICT_BATCH]
+        imgs = [read_image(s.path) for s in part]
+        masks += [load_sample_mask(s, img.shape[:2]) for s, img in zip(part, imgs)]
+        blocks += pred.block_maps(imgs)
+    return ModelRun(bundle.config, blocks, masks)
+
+
+def model_errors(model: Path | ModelRun, root: Path | None = None, category: str | None = None,
+                 device: str = "auto") -> tuple[float, dict, float]:
+    """(test pixel AP, :func:`error_sites` at 1 and 2 blocks, block side in mask pixels) of a model
+    file (or its :class:`ModelRun`) on a class's test split, maps as ``semirest eval`` makes them.
+    The block side is the first test image's (a PIPED class has one image size)."""
+    from core.data.geometry import BlockGrid
+    from core.eval.metrics import pooled_pixel_ap
+    run = model if isinstance(model, ModelRun) else run_model(model, root, category, device)
+    maps = maps_at_mask_size(run.blocks, run.masks, run.config.output)
+    h, w = run.masks[0].shape
+    f = run.config.features
     side = BlockGrid.for_image(w, h, f.image_size, multiple=f.size_multiple).block_w
-    return 100 * pooled_pixel_ap(maps, masks), error_sites(maps, masks, (side, 2 * side)), side
+    return 100 * pooled_pixel_ap(maps, run.masks), error_sites(maps, run.masks, (side, 2 * side)), side
 
 
 def sharpen(block: np.ndarray, gamma: float) -> np.ndarray:
@@ -136,35 +159,15 @@ def sharpen(block: np.ndarray, gamma: float) -> np.ndarray:
     return b * (b / peak) ** gamma
 
 
-def sharpened_aps(model: Path, root: Path, category: str, gammas: list[float],
-                  device: str = "auto") -> dict[float, float]:
-    """Test pixel AP of a model file's block maps sharpened with each gamma, post-processed as
-    inference does (core/deploy/inference.py)."""
-    from core.data.datasets import load_mvtec, load_sample_mask
-    from core.data.images import read_image
-    from core.deploy.inference import Predictor
-    from core.deploy.modelfile import ModelBundle
-    from core.device import resolve_device
-    from core.eval.anomaly_map import eval_hw, postprocess
+def sharpened_aps(model: Path | ModelRun, root: Path | None = None, category: str | None = None,
+                  gammas: list[float] = (0.0,), device: str = "auto") -> dict[float, float]:
+    """Test pixel AP of a model file's (or :class:`ModelRun`'s) block maps sharpened with each
+    gamma, post-processed as inference does."""
     from core.eval.metrics import pooled_pixel_ap
-    bundle = ModelBundle.load(model)
-    pred = Predictor(bundle, resolve_device(device))
-    o = bundle.config.output
-    blocks, masks = [], []
-    for s in load_mvtec(root, category).test:
-        img = read_image(s.path)
-        masks.append(load_sample_mask(s, img.shape[:2]))
-        blocks.append(pred.block_map(img))
-    out = {}
-    for g in gammas:
-        maps = []
-        for block, k in zip(blocks, masks):
-            h, w = k.shape
-            ev = eval_hw(w, h, o.eval_size)
-            amap = postprocess(sharpen(block, g), ev, o.gaussian_sigma, o.upsample)
-            maps.append(amap if ev == (h, w) else cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR))
-        out[g] = 100 * pooled_pixel_ap(maps, masks)
-    return out
+    run = model if isinstance(model, ModelRun) else run_model(model, root, category, device)
+    return {g: 100 * pooled_pixel_ap(maps_at_mask_size([sharpen(b, g) for b in run.blocks], run.masks,
+                                                       run.config.output), run.masks)
+            for g in gammas}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     for c, r in rows.items():
         print(f"| {c} | " + " | ".join(f"{r[k]:.1f}" for k in names) + " |")
     print("| **mean** | " + " | ".join(f"**{np.mean([r[k] for r in rows.values()]):.1f}**" for k in names) + " |")
+    runs: dict[Path, ModelRun] = {}
+
+    def run_of(path: Path, c: str) -> ModelRun:     # each model scores the test split once
+        if path not in runs:
+            runs[path] = run_model(path, a.data, c, a.device)
+        return runs[path]
+
     if a.models:
         print("\nWhere each model's errors lie at the break-even threshold (flagged clean pixels)\n")
         print("| class | model pixel AP | on normal images | on defective images | of those within 1 block "
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 print(f"| {c} | no model at {path} | | | | |")
                 continue
-            ap_, e, side = model_errors(path, a.data, c, a.device)
+            ap_, e, side = model_errors(run_of(path, c))
             r1, r2 = e["within"][side], e["within"][2 * side]
             print(f"| {c} | {ap_:.1f} | {e['on_normal']} | {e['on_defective']} | {100 * r1:.0f}% | {100 * r2:.0f}% |")
     if a.models and a.sharpen:
@@ -210,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         means: dict[str, list[dict]] = {}
         for c in classes:
             for name, file in (("SemiREST", f"{c}-unsup-0.pt"), ("PatchCore", f"{c}-patchcore.pt")):
-                if (a.models / file).is_file():
-                    r = sharpened_aps(a.models / file, a.data, c, a.sharpen, a.device)
+                path = a.models / file
+                if path.is_file():
+                    r = sharpened_aps(run_of(path, c), gammas=a.sharpen)
                     means.setdefault(name, []).append(r)
                     print(f"| {c} | {name} | " + " | ".join(f"{r[g]:.1f}" for g in a.sharpen) + " |")
         for name, rs in means.items():
