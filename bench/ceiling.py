@@ -45,15 +45,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
 
 
-def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output) -> list[np.ndarray]:
+def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output,
+                      sharpness: float | None = None) -> list[np.ndarray]:
     """Block maps -> maps at their masks' sizes, as inference makes them (core/deploy/inference.py:
-    ``postprocess`` at the evaluation size, then bilinear to the mask's size)."""
+    ``postprocess`` at the evaluation size, then bilinear to the mask's size). ``sharpness``:
+    instead of ``output.sharpness``."""
     from core.eval.anomaly_map import eval_hw, postprocess
     maps = []
     for block, k in zip(blocks, masks, strict=True):
         h, w = k.shape
         ev = eval_hw(w, h, output.eval_size)
-        amap = postprocess(block, ev, output.gaussian_sigma, output.upsample)
+        amap = postprocess(block, ev, output.gaussian_sigma, output.upsample,
+                           output.sharpness if sharpness is None else sharpness)
         maps.append(amap if ev == (h, w) else cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR))
     return maps
 
@@ -149,24 +152,13 @@ def model_errors(model: Path | ModelRun, root: Path | None = None, category: str
     return 100 * pooled_pixel_ap(maps, run.masks), error_sites(maps, run.masks, (side, 2 * side)), side
 
 
-def sharpen(block: np.ndarray, gamma: float) -> np.ndarray:
-    """``b * (b / max3x3(b)) ** gamma``: each block scaled down by how far it is below the
-    strongest block of its 3 x 3 neighbourhood (itself included); gamma 0 returns it unchanged."""
-    if gamma == 0:
-        return np.asarray(block, np.float32)
-    b = np.maximum(np.asarray(block, np.float32), 1e-6)       # scores are >= 0; no division by 0
-    peak = cv2.dilate(b, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    return b * (b / peak) ** gamma
-
-
 def sharpened_aps(model: Path | ModelRun, root: Path | None = None, category: str | None = None,
                   gammas: list[float] = (0.0,), device: str = "auto") -> dict[float, float]:
     """Test pixel AP of a model file's (or :class:`ModelRun`'s) block maps sharpened with each
     gamma, post-processed as inference does."""
     from core.eval.metrics import pooled_pixel_ap
     run = model if isinstance(model, ModelRun) else run_model(model, root, category, device)
-    return {g: 100 * pooled_pixel_ap(maps_at_mask_size([sharpen(b, g) for b in run.blocks], run.masks,
-                                                       run.config.output), run.masks)
+    return {g: 100 * pooled_pixel_ap(maps_at_mask_size(run.blocks, run.masks, run.config.output, g), run.masks)
             for g in gammas}
 
 

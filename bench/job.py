@@ -112,6 +112,11 @@ def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
         res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
     out = {f"{method}_fit_s": fit_s, f"{method}_peak_mb": peak.mb}
     out[method], out[f"{method}_ms"] = res.metrics, res.timings_ms
+    if method == "patchcore" and m_cfg.output.sharpness:
+        # PatchCore's own map (no sharpening at local maxima, decision 0026): what anomalib's is
+        # compared with for parity, beside the map our PatchCore gives by default
+        plain = dataclasses.replace(fitted, config=fitted.config.updated({"output": {"sharpness": 0.0}}))
+        out["patchcore_unsharpened"] = api.evaluate(plain, args.data, samples=samples, device=args.device).metrics
     if BY_NAME[method].exports and not args.skip_onnx:
         out[f"{method}_onnx"] = onnx_timing(path, samples, args.threads, Path(args.workdir))
     return out

@@ -35,7 +35,7 @@ NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "b
 # Settings that models saved before decision 0013 used; a model file whose config lacks these keys
 # gets them on load (core/deploy/modelfile.py), so an old model keeps predicting as it was trained.
 LEGACY_DEFAULTS = {"features": {"normalization": "backbone", "aggregation_padding": "valid"},
-                   "output": {"upsample": "bilinear"}}
+                   "output": {"upsample": "bilinear", "sharpness": 0.0}}
 
 
 @dataclass
@@ -249,6 +249,9 @@ class OutputConfig:
     upsample: str = "nearest"           # block map -> pixels: nearest (each 8x8 block keeps its value,
                                         # then the Gaussian; PatchCore/anomalib) | bilinear (older models)
     eval_size: int = 256                # ground truth and maps compared at this size [256]
+    sharpness: float = 1.0              # gamma of the block map's sharpening at local maxima before
+                                        # upsampling, b * (b / max3x3(b)) ** gamma; 0: off, as the paper
+                                        # and PatchCore (core/eval/anomaly_map.sharpen, decision 0026)
 
 
 @dataclass
@@ -329,6 +332,8 @@ class Config:
             raise ConfigError(f"features.normalization: expected one of {sorted(NORMALIZATIONS)}, got {f.normalization!r}")
         if f.aggregation_padding not in ("zeros", "valid"):
             raise ConfigError(f"features.aggregation_padding: expected zeros or valid, got {f.aggregation_padding!r}")
+        if not (math.isfinite(self.output.sharpness) and self.output.sharpness >= 0):
+            raise ConfigError(f"output.sharpness: expected a number >= 0, got {self.output.sharpness}")
         if self.output.upsample not in ("nearest", "bilinear"):
             raise ConfigError(f"output.upsample: expected nearest or bilinear, got {self.output.upsample!r}")
         if self.bank.search not in ("exact", "posfar"):

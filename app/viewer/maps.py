@@ -11,14 +11,16 @@ from core.eval import anomaly_map   # no torch: colouring an array never loads t
 COLORMAPS = tuple(anomaly_map.COLORMAPS)
 VIEWS = ("smoothed", "blocks")
 # upsample: models made before decision 0013 (no "upsample" in their display record) were bilinear
-DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinear"}
+# sharpness: models made before decision 0026 were not sharpened
+DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinear", "sharpness": 0.0}
 
 
 def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict | None = None) -> np.ndarray:
     """The core's anomaly map at the evaluation size (what the image score is the maximum of)."""
     d = {**DEFAULT_DISPLAY, **(display or {})}
     hw = anomaly_map.eval_hw(width, height, int(d["eval_size"]))
-    return anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]))
+    return anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]),
+                                   float(d["sharpness"]))
 
 
 def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float,

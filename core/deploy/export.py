@@ -17,7 +17,8 @@ size (``image_size`` W x H; model input W_in x H_in):
        - REB: LDKNN, that distance minus lambda times the entry's stored density (core/methods/ldknn.py)
        - HaloAE: the auto-encoder's channel-mean squared reconstruction error of the standardised
          features (core/methods/haloae.py; halo windows gathered by index, which ONNX can export)
-    -> post-processing (core/eval/anomaly_map.postprocess: upsampling + Gaussian) as two matrix products
+    -> post-processing (core/eval/anomaly_map.postprocess: sharpening as a 3 x 3 max-pool, then upsampling
+       + Gaussian as two matrix products)
     -> anomaly_map (1, H_ev, W_ev) at the evaluation size, score (1,) its maximum,
        block_map (1, rows, cols).
 
@@ -193,6 +194,7 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
                     "block_map": [1, h_in // 8, w_in // 8]},
         "output_names": list(OUTPUT_NAMES),
         "map_size": [map_hw[1], map_hw[0]],
+        "sharpness": float(cfg.output.sharpness),     # inside the graph, before upsampling (decision 0026)
         "map_scale": float(calib.get("map_scale", 1.0)), "map_floor": float(calib.get("map_floor", 0.0)),
         "thresholds": {"image": float(calib.get("image_threshold", 0.5)),
                        "pixel": float(calib.get("pixel_threshold", 0.5))},

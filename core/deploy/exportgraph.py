@@ -3,7 +3,8 @@
 Predictor's computation (core/deploy/inference.py) for one input size, composed of three parts:
 the backbone (the model's own feature extractor), the method's head (``Detector.graph_head`` of
 core/methods/detector.py: the block map from the features, each method's scoring in traceable
-ops) and the post-processing written here as two matrix products. tests/core/test_export.py
+ops) and the post-processing written here: the sharpening at local maxima as a 3 x 3 max-pool, then
+upsampling and blur as two matrix products. tests/core/test_export.py
 checks every method's graph against :class:`core.deploy.inference.Predictor`.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import ExportError
 from ..eval.anomaly_map import postprocess
@@ -78,6 +80,16 @@ def traceable_channel_pool():
         features.channel_pool = original
 
 
+def sharpen_graph(block: torch.Tensor, gamma: float) -> torch.Tensor:
+    """:func:`core.eval.anomaly_map.sharpen` in traceable ops: the 3 x 3 maximum is a max-pool,
+    whose implicit -inf padding ignores the border as the dilation's replicated border does."""
+    if gamma == 0:
+        return block
+    pos = block.clamp_min(0.0)
+    peak = F.max_pool2d(block[None, None], 3, stride=1, padding=1)[0, 0]
+    return block - pos * (1.0 - (pos / peak.clamp_min(1e-12)) ** gamma)
+
+
 class InferenceGraph(nn.Module):
     """Predictor's computation (core/deploy/inference.py) for one input size, in traceable ops: the
     backbone, the method's own head (``Detector.graph_head``: features -> block map) and the
@@ -97,9 +109,10 @@ class InferenceGraph(nn.Module):
         my, mx = postprocess_matrices(rows, cols, map_hw, cfg.output.gaussian_sigma, cfg.output.upsample)
         self.register_buffer("post_y", torch.from_numpy(my))
         self.register_buffer("post_x", torch.from_numpy(mx))
+        self.sharpness = float(cfg.output.sharpness)
 
     def forward(self, image: torch.Tensor):
         x = image.permute(0, 3, 1, 2).float() / 255.0        # core.embedding.features.to_tensor
         block = self.head(self.extractor(x)[0])              # (rows, cols)
-        amap = self.post_y @ block @ self.post_x.T
+        amap = self.post_y @ sharpen_graph(block, self.sharpness) @ self.post_x.T
         return amap[None], amap.max().reshape(1), block[None]

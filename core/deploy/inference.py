@@ -2,8 +2,9 @@
 
 Per image: resize to the model input, backbone features + position code, exact nearest neighbour
 in the bank, squared residual, bagged sliding-window Swin -> (rows, cols) block probabilities.
-The block map is bilinearly upsampled to the output size and smoothed with a Gaussian of sigma 4
-pixels *at the evaluation size* (256), i.e. sigma scales with the output size, as PatchCore does.
+The block map is sharpened at its local maxima (output.sharpness, decision 0026), upsampled to
+the output size (output.upsample) and smoothed with a Gaussian of sigma 4 pixels *at the evaluation
+size* (256), i.e. sigma scales with the output size, as PatchCore does.
 
 Image score rule: the maximum of the smoothed anomaly map (the Gaussian is the local average).
 
@@ -122,7 +123,8 @@ class Predictor:
             for img, block, out_hw in zip(imgs, blocks, out_hws):
                 h0, w0 = img.shape[:2]
                 ev = eval_hw(w0, h0, self.cfg.output.eval_size)
-                amap = postprocess(block, ev, self.cfg.output.gaussian_sigma, self.cfg.output.upsample)
+                amap = postprocess(block, ev, self.cfg.output.gaussian_sigma, self.cfg.output.upsample,
+                                   self.cfg.output.sharpness)
                 score = float(amap.max())
                 if out_hw is not None and tuple(out_hw) != ev:
                     amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)

@@ -131,7 +131,7 @@ def validate(model: ResidualSwin, items: list[TokenImage], bank_t: torch.Tensor,
         block, _ = block_maps(model, it, bank_t, cfg, device)
         h, w = it.mask.shape
         maps.append(postprocess(block, (h, w), cfg.output.gaussian_sigma * h / cfg.output.eval_size,
-                                cfg.output.upsample))
+                                cfg.output.upsample, cfg.output.sharpness))
         masks.append(it.mask)
     # images of different sizes (real sets mix them): pool the pixels, as the evaluation does
     return {"val_pixel_ap": pooled_pixel_ap(maps, masks)}

@@ -501,7 +501,7 @@ def calibration(model: HaloAE, encoder: Encoder, images: list[np.ndarray], cfg: 
         feats = torch.stack(encoder.encode([v for v, _ in variants], with_position=False)).to(dev)
         for block, (img, mask) in zip(model.error_map(feats).cpu().numpy(), variants):
             ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
-            maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample))
+            maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample, out.sharpness))
             masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
         if report is not None:
             report("validate", i + 1, len(pick), "calibration")

@@ -75,7 +75,7 @@ class PatchCore:
             for img, mask in variants:
                 block = self.block_map(self._features(img), exclude_owner=int(i))
                 ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
-                maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample))
+                maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample, out.sharpness))
                 masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
         # the same maps are the method's validation: synthetic defects, never a test image
         self.val_pixel_ap = pooled_pixel_ap(maps, masks)

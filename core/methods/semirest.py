@@ -395,7 +395,8 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
         masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
 
     def to_map(block, hw):
-        return postprocess(block, hw, cfg.output.gaussian_sigma, cfg.output.upsample)
+        return postprocess(block, hw, cfg.output.gaussian_sigma, cfg.output.upsample,
+                           cfg.output.sharpness)
 
     fusion = None
     if cfg.train.fusion:

@@ -76,10 +76,12 @@ def test_reference_table_puts_anomalib_beside_ours(tmp_path):
     rows = [_row("A", "unsup", 0, 0.70), _row("B", "unsup", 0, 0.50)]
     rows[0]["patchcore"] = {"pixel_ap": 0.60}
     rows[1]["patchcore"] = {"pixel_ap": 0.40}
+    rows[1]["patchcore_unsharpened"] = {"pixel_ap": 0.36}     # A: a result from before decision 0026
     ref = {"A": {"pixel_ap": 0.61}, "B": {"pixel_ap": 0.43}}
     t = reference_table(rows, ref)
-    assert t[2] == "| A | 70.0 | 60.0 | 61.0 | -1.0 | +9.0 |"
-    assert t[-1] == "| **mean** | **60.0** | **50.0** | **52.0** | **-2.0** | **+8.0** |"
+    assert t[2] == "| A | 70.0 | 60.0 | 60.0 | 61.0 | -1.0 | +10.0 | +9.0 |"
+    assert t[3] == "| B | 50.0 | 40.0 | 36.0 | 43.0 | -7.0 | +10.0 | +7.0 |"
+    assert t[-1] == "| **mean** | **60.0** | **50.0** | **48.0** | **52.0** | **-4.0** | **+10.0** | **+8.0** |"
     assert reference_table(rows, {}) == []
     assert reference_patchcore(tmp_path / "absent.json") == {}
     (tmp_path / "bad.json").write_text("{")
