@@ -120,7 +120,8 @@ def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(
         run_dir = tmp_path / "p" / "runs" / "0001"
         run_id = s.runs.add_run({"supervision": "boxes"}, [], run_dir, ts.labels_used, ts.label_seconds,
                            label_seconds_estimated=ts.label_seconds_estimated)
-        out = SimpleNamespace(eval_size=64, gaussian_sigma=4.0, upsample="bilinear")
+        from core.config import OutputConfig
+        out = OutputConfig(eval_size=64, upsample="bilinear", sharpness=0.5)
         bundle = SimpleNamespace(calibration={}, config=SimpleNamespace(output=out, preset="cpu", method="patchcore"),
                                  training={"device": "cpu"}, backbone="tf_efficientnet_lite0",
                                  validation={"val_pixel_ap": 0.5})
@@ -128,6 +129,9 @@ def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(
         assert m.method == "patchcore"                   # recorded for the label budget
         assert m.label_seconds_estimated == {"boxes": 10.0, "normal": 3.0}
         assert m.label_seconds_estimated_total == 13.0 and m.label_seconds_total == 23.0
+        # what the viewer needs to remake the smoothed map from a block map (app/viewer/maps.py)
+        assert m.calibration["display"] == {"eval_size": 64, "gaussian_sigma": 4.0, "upsample": "bilinear",
+                                            "sharpness": 0.5}
 
 
 def test_patchcore_run_spec_is_normal_images_only(tmp_path):

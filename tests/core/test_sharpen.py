@@ -69,3 +69,15 @@ def test_sharpness_is_a_checked_setting_and_old_models_keep_their_maps():
     del saved["output"]["sharpness"]                          # a model file from before decision 0026
     assert Config.from_dict(_with_legacy_defaults(saved)).output.sharpness == 0.0
     assert Config.from_dict(_with_legacy_defaults(Config().to_dict())).output.sharpness == 1.0
+
+
+def test_the_viewer_remakes_the_models_own_map_from_its_display_record():
+    """app/viewer/maps.py: a record with sharpness remakes the core's map; an old record (no key)
+    remakes the unsharpened map its model made."""
+    from app.viewer.maps import smoothed_map
+    rng = np.random.default_rng(2)
+    b = rng.random((8, 8)).astype(np.float32)
+    rec = {"eval_size": 64, "gaussian_sigma": 4.0, "upsample": "nearest"}
+    assert np.array_equal(smoothed_map(b, 64, 64, {**rec, "sharpness": 1.0}),
+                          postprocess(b, (64, 64), 4.0, "nearest", 1.0))
+    assert np.array_equal(smoothed_map(b, 64, 64, rec), postprocess(b, (64, 64), 4.0, "nearest", 0.0))
