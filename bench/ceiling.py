@@ -34,6 +34,7 @@ worth building (and choosing on validation), not a setting.
 """
 from __future__ import annotations
 
+import dataclasses
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +51,13 @@ def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output,
     """Block maps -> maps at their masks' sizes, as inference makes them (core/deploy/inference.py:
     ``postprocess`` at the evaluation size, then bilinear to the mask's size). ``sharpness``:
     instead of ``output.sharpness``."""
-    from core.eval.anomaly_map import eval_hw, postprocess
+    from core.eval.anomaly_map import eval_hw, output_map
     maps = []
     for block, k in zip(blocks, masks, strict=True):
         h, w = k.shape
         ev = eval_hw(w, h, output.eval_size)
-        amap = postprocess(block, ev, output.gaussian_sigma, output.upsample,
-                           output.sharpness if sharpness is None else sharpness)
+        amap = output_map(block, ev, output if sharpness is None
+                          else dataclasses.replace(output, sharpness=sharpness))
         maps.append(amap if ev == (h, w) else cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR))
     return maps
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import prepare_image
-from ..eval.anomaly_map import eval_hw, postprocess
+from ..eval.anomaly_map import eval_hw, output_map
 from ..methods import detector_class
 from .modelfile import ModelBundle
 from .precision import DEFAULT_PRECISION, check_precision
@@ -123,8 +123,7 @@ class Predictor:
             for img, block, out_hw in zip(imgs, blocks, out_hws):
                 h0, w0 = img.shape[:2]
                 ev = eval_hw(w0, h0, self.cfg.output.eval_size)
-                amap = postprocess(block, ev, self.cfg.output.gaussian_sigma, self.cfg.output.upsample,
-                                   self.cfg.output.sharpness)
+                amap = output_map(block, ev, self.cfg.output)
                 score = float(amap.max())
                 if out_hw is not None and tuple(out_hw) != ev:
                     amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)

@@ -41,6 +41,13 @@ def postprocess(block_map: np.ndarray, out_hw: tuple[int, int], sigma: float,
     return up
 
 
+def output_map(block_map: np.ndarray, out_hw: tuple[int, int], output) -> np.ndarray:
+    """:func:`postprocess` with a model's output settings (``core.config.OutputConfig``: sigma,
+    upsampling, sharpness): the one call every method's maps go through, so a new output setting
+    reaches inference, evaluation, calibration and the bench alike."""
+    return postprocess(block_map, out_hw, output.gaussian_sigma, output.upsample, output.sharpness)
+
+
 def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:
     """(H, W) of the evaluation map: longest side eval_size, aspect kept."""
     s = eval_size / max(width, height)

@@ -41,7 +41,7 @@ from torch import nn
 from ..config import Config, HaloAEConfig
 from ..data.datasets import prepare_image, read_images, split_train_val
 from ..embedding.features import Encoder
-from ..eval.anomaly_map import eval_hw, postprocess
+from ..eval.anomaly_map import eval_hw, output_map
 from ..eval.calibration import calibrate
 from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
 
@@ -501,7 +501,7 @@ def calibration(model: HaloAE, encoder: Encoder, images: list[np.ndarray], cfg: 
         feats = torch.stack(encoder.encode([v for v, _ in variants], with_position=False)).to(dev)
         for block, (img, mask) in zip(model.error_map(feats).cpu().numpy(), variants):
             ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
-            maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample, out.sharpness))
+            maps.append(output_map(block, ev, out))
             masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
         if report is not None:
             report("validate", i + 1, len(pick), "calibration")

@@ -22,7 +22,7 @@ from ..config import Config
 from ..data.datasets import prepare_image, read_images
 from ..embedding.bank import MemoryBank, NearestEntry, build_bank
 from ..embedding.features import Encoder
-from ..eval.anomaly_map import eval_hw, postprocess
+from ..eval.anomaly_map import eval_hw, output_map
 from ..eval.calibration import calibrate
 from ..eval.metrics import pooled_pixel_ap
 from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
@@ -75,7 +75,7 @@ class PatchCore:
             for img, mask in variants:
                 block = self.block_map(self._features(img), exclude_owner=int(i))
                 ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
-                maps.append(postprocess(block, ev, out.gaussian_sigma, out.upsample, out.sharpness))
+                maps.append(output_map(block, ev, out))
                 masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
         # the same maps are the method's validation: synthetic defects, never a test image
         self.val_pixel_ap = pooled_pixel_ap(maps, masks)

@@ -31,7 +31,7 @@ from ..embedding.bank import NearestEntry, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
 from ..errors import ConfigError, LabelError
-from ..eval.anomaly_map import eval_hw, postprocess
+from ..eval.anomaly_map import eval_hw, output_map
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
 from ..learning.fusion import combine, fuse, normalised
@@ -395,8 +395,7 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
         masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
 
     def to_map(block, hw):
-        return postprocess(block, hw, cfg.output.gaussian_sigma, cfg.output.upsample,
-                           cfg.output.sharpness)
+        return output_map(block, hw, cfg.output)
 
     fusion = None
     if cfg.train.fusion:

@@ -19,7 +19,8 @@ from core.cli import main
 from core.data.images import read_image
 from core.deploy.export import JSON_NAME, ONNX_NAME, ExportPredictor, export_model
 from core.deploy.exportgraph import _pool_matrix, postprocess_matrices
-from core.deploy.inference import Predictor, postprocess
+from core.deploy.inference import Predictor
+from core.eval.anomaly_map import postprocess
 from core.deploy.modelfile import ModelBundle
 from core.errors import ExportError
 from core.learning.model import sliding_windows
