@@ -69,6 +69,15 @@ def test_write_report_from_result_files(tmp_path):
     assert costs["seeds"] == [0]
     assert "Semi within 3 of Sup: met (-1.0)" in text and "Semi at least Unsup + 5: met (+19.0)" in text
     assert "Tag at least Unsup: met (+5.0)" in text
+    # a result from before decision 0026: its PatchCore map was the unsharpened one
+    assert "Against PatchCore's own map (unsharpened, at parity with anomalib's; decision 0026) Unsup is -10.0." in text
+    # a result that has both: the bar takes our (sharpened) PatchCore, the line the unsharpened one
+    rows[1]["patchcore_unsharpened"] = {k: 0.4 for k in rows[1]["patchcore"]}
+    (res / "A-sup-0.json").write_text(json.dumps(rows[1]))
+    write_report(res, out, None, costs_out=tmp_path / "label_costs.json")
+    text = out.read_text()
+    assert "Unsup at least PatchCore + 5: MISSED (-10.0)" in text and "Unsup is +10.0." in text
+    assert "PatchCore (unsharpened)" not in json.loads((tmp_path / "label_costs.json").read_text())["pixel_ap"]
 
 
 def test_reference_table_puts_anomalib_beside_ours(tmp_path):
