@@ -8,7 +8,7 @@ SemiREST scores 8 x 8-pixel blocks of the model input, and the map is those bloc
 smoothed (component 18). Small specks then share a block with clean pixels, so even a model that
 knows every block's truth cannot reach a pixel AP of 100. This script measures that bound on the
 test images, with the inference path's own post-processing (core/deploy/inference.py:
-``postprocess`` at the evaluation size, then bilinear to the mask's size) and the same pooled
+``output_map`` at the evaluation size, then bilinear to the mask's size) and the same pooled
 pixel AP, for two oracles:
 
 - *fractions*: each block scored with the share of its input pixels that are defective (a
@@ -27,10 +27,11 @@ rather than elsewhere. Analysis only: nothing is chosen from it.
 
 With ``--sharpen G ...`` it scores the kept SemiREST and PatchCore models (``<class>-unsup-0.pt``,
 ``<class>-patchcore.pt``) with each block map sharpened at its local maxima before the usual
-post-processing: ``b * (b / max3x3(b)) ** G`` (G = 0: today's map). A block below its strongest
-neighbour, the halo around a found defect, is lowered; a local maximum, and the blocks along a
-fibre that score alike, keep their score. Analysis on test images, to tell whether such a step is
-worth building (and choosing on validation), not a setting.
+post-processing: ``b * (b / max3x3(b)) ** G``, i.e. ``output.sharpness`` = G
+(core/eval/anomaly_map.sharpen; G = 0: the paper's map; models since decision 0026 use 1). A block
+below its strongest neighbour, the halo around a found defect, is lowered; a local maximum, and the
+blocks along a fibre that score alike, keep their score. Analysis on test images, which is how
+decision 0026 was found; nothing is chosen from it at run time.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
 def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output,
                       sharpness: float | None = None) -> list[np.ndarray]:
     """Block maps -> maps at their masks' sizes, as inference makes them (core/deploy/inference.py:
-    ``postprocess`` at the evaluation size, then bilinear to the mask's size). ``sharpness``:
+    ``output_map`` at the evaluation size, then bilinear to the mask's size). ``sharpness``:
     instead of ``output.sharpness``."""
     from core.eval.anomaly_map import eval_hw, output_map
     maps = []
