@@ -12,6 +12,7 @@ import torch
 
 from core import api
 from core.cli import main
+from core.eval.anomaly_map import COLORMAPS
 from tests.conftest import PIPED, tiny_config
 
 ray = pytest.importorskip("ray")
@@ -43,6 +44,10 @@ def _rows(path):
         return list(csv.reader(f))
 
 
+JET_STEP = int(np.abs(np.diff(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], COLORMAPS["jet"])
+                              .astype(int), axis=0)).max())
+
+
 def _same_as_single(root, out):
     single, got = _rows(root / "single" / "scores.csv"), _rows(out / "scores.csv")
     assert got[0] == single[0] and len(got) == len(single) == 7
@@ -53,7 +58,9 @@ def _same_as_single(root, out):
         np.testing.assert_allclose(np.load(out / row[6]), np.load(root / "single" / row[6]), atol=1e-5)
         for name in row[4:6]:
             diff = np.abs(cv2.imread(str(out / name)).astype(int) - cv2.imread(str(root / "single" / name)))
-            assert diff.max() <= 1, name       # 8-bit colour of maps equal to 1e-5
+            # maps equal to 1e-5 can still straddle one 8-bit level of the colour scale, and one
+            # level of jet moves a channel by up to JET_STEP: only a few pixels, by one level
+            assert diff.max() <= JET_STEP + 1 and (diff > 1).mean() < 0.01, name
 
 
 def test_ray_predict_equals_the_single_process_run(setup, capsys):

@@ -126,7 +126,7 @@ def _reference(bundle, enc, bank, swin, img, bagging, out_hw):
     if w:
         block = fuse(block, dist, w, bundle.calibration["fusion"]["d_ref"])
     ev = eval_hw(img.shape[1], img.shape[0], cfg.output.eval_size)
-    amap = postprocess(block, ev, cfg.output.gaussian_sigma, cfg.output.upsample)
+    amap = postprocess(block, ev, cfg.output.gaussian_sigma, cfg.output.upsample, cfg.output.sharpness)
     score = float(amap.max())
     if out_hw != ev:
         amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
