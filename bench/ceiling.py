@@ -35,9 +35,8 @@ decision 0026 was found; nothing is chosen from it at run time.
 """
 from __future__ import annotations
 
-import dataclasses
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -58,7 +57,7 @@ def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output,
         h, w = k.shape
         ev = eval_hw(w, h, output.eval_size)
         amap = output_map(block, ev, output if sharpness is None
-                          else dataclasses.replace(output, sharpness=sharpness))
+                          else replace(output, sharpness=sharpness))
         maps.append(amap if ev == (h, w) else cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR))
     return maps
 
