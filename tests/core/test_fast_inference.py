@@ -112,7 +112,7 @@ def _reference(bundle, enc, bank, swin, img, bagging, out_hw):
     """The straightforward computation of one image, stage by stage."""
     from core.data.datasets import prepare_image
     from core.embedding.residuals import residual
-    from core.eval.anomaly_map import eval_hw, postprocess
+    from core.eval.anomaly_map import eval_hw, output_map
     from core.learning.fusion import fuse
     from core.learning.model import model_tokens
     cfg = bundle.config
@@ -126,7 +126,7 @@ def _reference(bundle, enc, bank, swin, img, bagging, out_hw):
     if w:
         block = fuse(block, dist, w, bundle.calibration["fusion"]["d_ref"])
     ev = eval_hw(img.shape[1], img.shape[0], cfg.output.eval_size)
-    amap = postprocess(block, ev, cfg.output.gaussian_sigma, cfg.output.upsample, cfg.output.sharpness)
+    amap = output_map(block, ev, cfg.output)
     score = float(amap.max())
     if out_hw != ev:
         amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
