@@ -438,6 +438,10 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
     nl = next_label_table(results / "next_label")
     if nl:
         lines += ["", "## Which image to label next (bench/next_label.py)", ""] + nl
+    from .checkpoints import table as checkpoints_table
+    ck = checkpoints_table(results / "checkpoints")
+    if ck:
+        lines += ["", "## Does validation rank checkpoints as the test does? (bench/checkpoints.py)", ""] + ck
     notes = out.with_name("benchmarks-notes.md")
     if notes.exists():
         lines += ["", notes.read_text()]
