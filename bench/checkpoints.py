@@ -135,6 +135,9 @@ def table(results: Path = RESULTS) -> list[str]:
     def pct(x):
         return "-" if x != x else f"{100 * x:.1f}"
 
+    def rho(x):
+        return "-" if x != x else f"{x:+.2f}"
+
     lines = ["| class | checkpoints | map | Spearman rho | Kendall tau | test AP: chosen on validation "
              "| best in hindsight (step) | last | chosen - best | chosen - last |", "|---|" + "---|" * 9]
     agg: dict[str, dict[str, list]] = {v: {} for v in VARIANTS}
@@ -144,12 +147,14 @@ def table(results: Path = RESULTS) -> list[str]:
             for k in ("spearman", "kendall", "chosen", "best", "last"):
                 agg[v].setdefault(k, []).append(s[k])
             lines.append(f"| {r['category']} | {len(r['points'])} (step {r['chosen_step']} chosen) | {v} | "
-                         f"{s['spearman']:+.2f} | {s['kendall']:+.2f} | {pct(s['chosen'])} | "
+                         f"{rho(s['spearman'])} | {rho(s['kendall'])} | {pct(s['chosen'])} | "
                          f"{pct(s['best'])} ({s['best_step']}) | {pct(s['last'])} | "
                          f"{100 * (s['chosen'] - s['best']):+.1f} | {100 * (s['chosen'] - s['last']):+.1f} |")
     for v in VARIANTS:
-        a = {k: float(np.nanmean(x)) for k, x in agg[v].items()}
-        lines.append(f"| **mean** ({len(rows)} classes) | | {v} | {a['spearman']:+.2f} | {a['kendall']:+.2f} | "
+        # rho is undefined for a training whose checkpoints all score alike: left out of its mean
+        a = {k: float(np.mean([y for y in x if y == y])) if any(y == y for y in x) else float("nan")
+             for k, x in agg[v].items()}
+        lines.append(f"| **mean** ({len(rows)} classes) | | {v} | {rho(a['spearman'])} | {rho(a['kendall'])} | "
                      f"{pct(a['chosen'])} | {pct(a['best'])} | {pct(a['last'])} | "
                      f"{100 * (a['chosen'] - a['best']):+.1f} | {100 * (a['chosen'] - a['last']):+.1f} |")
     return ["Each class's unsupervised model (seed 0) trained as the bench trains it; every state "
