@@ -51,15 +51,9 @@ def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output,
     """Block maps -> maps at their masks' sizes, as inference makes them (core/deploy/inference.py:
     ``output_map`` at the evaluation size, then bilinear to the mask's size). ``sharpness``:
     instead of ``output.sharpness``."""
-    from core.eval.anomaly_map import eval_hw, output_map
-    maps = []
-    for block, k in zip(blocks, masks, strict=True):
-        h, w = k.shape
-        ev = eval_hw(w, h, output.eval_size)
-        amap = output_map(block, ev, output if sharpness is None
-                          else replace(output, sharpness=sharpness))
-        maps.append(amap if ev == (h, w) else cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR))
-    return maps
+    from core.eval.anomaly_map import image_map
+    out = output if sharpness is None else replace(output, sharpness=sharpness)
+    return [image_map(block, k.shape, out, k.shape)[0] for block, k in zip(blocks, masks, strict=True)]
 
 
 def oracle_maps(masks: list[np.ndarray], cfg) -> dict[str, list[np.ndarray]]:

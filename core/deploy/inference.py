@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
 from ..data.datasets import prepare_image
-from ..eval.anomaly_map import eval_hw, output_map
+from ..eval.anomaly_map import image_map
 from ..methods import detector_class
 from .modelfile import ModelBundle
 from .precision import DEFAULT_PRECISION, check_precision
@@ -121,12 +120,7 @@ class Predictor:
         preds = []
         with timer("post"):
             for img, block, out_hw in zip(imgs, blocks, out_hws):
-                h0, w0 = img.shape[:2]
-                ev = eval_hw(w0, h0, self.cfg.output.eval_size)
-                amap = output_map(block, ev, self.cfg.output)
-                score = float(amap.max())
-                if out_hw is not None and tuple(out_hw) != ev:
-                    amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+                amap, score = image_map(block, img.shape[:2], self.cfg.output, out_hw)
                 preds.append(Prediction(block, amap, score))
         per_image = {k: v / len(imgs) for k, v in timer.times.items()}
         for p in preds:

@@ -48,6 +48,20 @@ def output_map(block_map: np.ndarray, out_hw: tuple[int, int], output) -> np.nda
     return postprocess(block_map, out_hw, output.gaussian_sigma, output.upsample, output.sharpness)
 
 
+def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
+              out_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """(anomaly map, image score) of an image of ``image_hw`` (H, W) from its block map, as
+    inference makes them: :func:`output_map` at the evaluation size (longest side
+    ``output.eval_size``), whose maximum is the image score, then bilinear to ``out_hw`` (a mask's
+    size, say) when given."""
+    ev = eval_hw(image_hw[1], image_hw[0], output.eval_size)
+    amap = output_map(block_map, ev, output)
+    score = float(amap.max())
+    if out_hw is not None and tuple(out_hw) != ev:
+        amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+    return amap, score
+
+
 def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:
     """(H, W) of the evaluation map: longest side eval_size, aspect kept."""
     s = eval_size / max(width, height)

@@ -16,6 +16,7 @@ from core.data.images import list_images, read_image
 from core.deploy.modelfile import ModelBundle
 from core.methods import REGISTRY
 from tests.core.test_cli import TINY as CLI_TINY
+from tests.core.test_export import TOL
 
 # test_cli's tiny settings, plus a tiny HaloAE (the other methods have no steps to shrink)
 TINY = {**CLI_TINY, "train": {**CLI_TINY["train"], "steps": 6, "val_every": 3, "checkpoint_every": 3},
@@ -66,11 +67,11 @@ def test_every_method_trains_saves_loads_predicts_evaluates_and_exports(method, 
         with open(folder / "scores.csv", newline="") as fh:
             rows.append(list(csv.DictReader(fh)))
     assert [r["image"] for r in rows[0]] == [r["image"] for r in rows[1]] and rows[0]
-    # 1e-4 (issue 12's bar) on maps up to 10; float32 rounds relative to the value, and a distance
+    # TOL (issue 12's bar) on maps up to 10; float32 rounds relative to the value, and a distance
     # map (PatchCore, REB: 10-30 on these images) sharpened (decision 0026, b * b / max3x3(b))
     # carries about twice its blocks' rounding, so above 10 the bound scales with the map
     def bound(scale: float) -> float:
-        return 1e-4 * max(1.0, abs(scale) / 10)
+        return TOL * max(1.0, abs(scale) / 10)
     for a, b in zip(*rows):
         assert abs(float(a["score"]) - float(b["score"])) <= bound(float(a["score"])), (a, b)
     for img in list_images(test_dir):
