@@ -198,10 +198,11 @@ def main(argv=None) -> int:
     p.add_argument("--speed", action="store_true", help="also measure inference speed (bench/speed.py)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    from .report import code_state
+    from .report import code_state, machine
     code = code_state()     # before the run: the code this process imported
     result = run(args)
     result["code"] = code
+    result["machine"] = machine()
     from core.fileio import atomic_write_text
     atomic_write_text(args.out, json.dumps(result, indent=1))
     return 0

@@ -55,6 +55,7 @@ def _row(r: dict, batch: int, bagging: bool, prec: str) -> dict:
 
 def table(results: Path = RESULTS) -> list[str]:
     """The report's table (empty without results)."""
+    from .report import machine_line
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))] if results.is_dir() else []
     if not rows:
         return []
@@ -80,7 +81,7 @@ def table(results: Path = RESULTS) -> list[str]:
     return [f"`--precision {LOW}`: the Swin under autocast, backbone and search in float32 "
             f"(decision 0024). torch, {rows[0]['threads']} thread(s), CPU; ms per image as bench/speed.py "
             "measures them, every setting interleaved in one run per class; AP and AUROC on the "
-            "whole test split.", ""] + lines + [
+            "whole test split. " + machine_line(rows), ""] + lines + [
         "", f"Mean pixel AP change: {100 * gain:+.2f} points over {len(rows)} classes. Median "
             f"ratio to the backbone in {LOW}: with bagging {ratio[(1, True)]:.2f}x (batch 1) / "
             f"{ratio[(8, True)]:.2f}x (batch 8), without {ratio[(1, False)]:.2f}x / "
@@ -96,8 +97,10 @@ def main(argv=None) -> int:
     if not cpu_has_fast_bf16():
         print(f"note: this CPU has no AMX or AVX512-BF16: {LOW} is emulated and slow here", file=sys.stderr)
     from core.fileio import atomic_write_text
+    from .report import machine
     for c in classes:
         r = measure(work / f"{c}-unsup-0.pt", data, c, args.threads)
+        r["machine"] = machine()
         atomic_write_text(results / f"{c}.json", json.dumps(r, indent=1))
         print(f"{c}: pixel AP {100 * r['float32']['metrics']['pixel_ap']:.2f} -> "
               f"{100 * r[LOW]['metrics']['pixel_ap']:.2f}; bagging batch 1 ratio "

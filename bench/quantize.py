@@ -64,6 +64,7 @@ def measure(model: Path, data: Path, category: str, work: Path, threads: int, n_
 
 def table(results: Path = RESULTS) -> list[str]:
     """The report's table (empty without results)."""
+    from .report import machine_line
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))] if results.is_dir() else []
     if not rows:
         return []
@@ -88,7 +89,7 @@ def table(results: Path = RESULTS) -> list[str]:
     return [f"ONNX Runtime, {', '.join(map(str, threads))} thread(s), batch 1, median ms per image over "
             f"{rows[0]['passes']} passes of {rows[0]['n_timed']} test images, the two exports "
             "interleaved; AP and AUROC on the whole test split. Max map diff: between the two "
-            "exports' maps on the timed images.", ""] + lines
+            "exports' maps on the timed images. " + machine_line(rows), ""] + lines
 
 
 def kept_unsup_classes(work: Path, data: Path) -> list[str]:
@@ -124,10 +125,12 @@ def main(argv=None) -> int:
         return 2
     args, work, data, results, classes = run
     from core.fileio import atomic_write_text
+    from .report import machine
     from core.errors import ExportError
     for c in classes:
         try:
             r = measure(work / f"{c}-unsup-0.pt", data, c, work, args.threads)
+            r["machine"] = machine()
         except ExportError as exc:          # e.g. a model that runs no Swin: nothing to compare
             print(f"{c}: skipped, {exc}", flush=True)
             continue

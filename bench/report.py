@@ -94,6 +94,49 @@ def code_line(rows: list[dict]) -> str:
     return "Measured at commit: " + ("; ".join(said) or "no result files") + "."
 
 
+# the CPU extensions that change how fast int8 (VNNI, AMX) and bfloat16 (AMX, AVX512-BF16) run
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    """What a speed number was measured on: the CPU's model, logical cores and speed-relevant
+    extensions, and the torch and ONNX Runtime versions. Recorded in every result file that holds
+    a timing, so that runs on different hosts or library versions are not compared as if alike."""
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+    from core.deploy.precision import cpu_info
+    info = cpu_info()
+    flags = set(info.get("flags", "").split())
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if info.get("cpu family") and info.get("model"):      # a VM's name is often generic
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    out = {"cpu": name,
+           "cores": os.cpu_count(), "flags": [f for f in SPEED_FLAGS if f in flags]}
+    for pkg in ("torch", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def machine_line(rows: list[dict]) -> str:
+    """Which machines and library versions a table's timings come from (recorded since
+    2026-12-07; older files say nothing)."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        m = r.get("machine")
+        if m:
+            key = (f"{m['cpu']}, {m['cores']} logical cores ({', '.join(m['flags']) or 'no AVX2'}), "
+                   f"torch {m['torch']}, ONNX Runtime {m['onnxruntime'] or 'absent'}")
+            seen[key] = seen.get(key, 0) + 1
+    older = sum(not r.get("machine") for r in rows)
+    said = [f"{k} ({n} file{'s' if n > 1 else ''})" for k, n in sorted(seen.items())]
+    said += [f"not recorded in {older} of {len(rows)} result files (measured before 2026-12-07)"] if older else []
+    return ("Timed on: " + "; ".join(said) + ("." if len(seen) <= 1 else
+                                               " (SEVERAL MACHINES: the timings do not compare)."))
+
+
 def provenance(rows: list[dict]) -> str:
     """The Swin size and the code commit a table's result files were measured with."""
     return swin_line(rows) + " " + code_line(rows)
@@ -381,7 +424,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
               "calibration). Peak RSS: the job process's maximum resident memory (every method of "
               "the class together).", "", "## Inference time per image (median over the test images)", "",
               "Per stage, as `semirest eval` scores the test images (8 at a time).", ""]
-    lines += speed_table(unsup)
+    lines += [machine_line(unsup), ""] + speed_table(unsup)
     ratios = speed_lines(unsup)
     if ratios:
         lines += ["", "### Whole inference against the backbone alone (bench/speed.py)", "",

@@ -52,14 +52,26 @@ def check_precision(precision: str, device: "torch.device") -> str:
 
 
 @functools.lru_cache(maxsize=1)     # the CPU does not change while the process runs
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ("model name", "flags", ...); empty where
+    there is no such file (not Linux)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break                      # the first processor's block ends here
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16), where bfloat16
     pays off; read from /proc/cpuinfo (Linux) and False where that is absent."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpu_info().get("flags", "").split()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

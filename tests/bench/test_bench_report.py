@@ -251,3 +251,16 @@ def test_known_defects_line_gives_each_protocols_range_where_recorded():
     rows[3]["semirest_without_known"] = {"pixel_ap": 0.57}
     assert known_defects_line(rows) == ("; Semi: 85 blocks per model; Tag: 5-10 blocks per model, "
                                         "+2.5 pixel AP from them (the same 2 models without them)")
+
+
+def test_machine_is_recorded_and_a_table_says_when_timings_come_from_several():
+    from bench.report import machine, machine_line
+    m = machine()
+    assert m["cpu"] and m["cores"] >= 1 and m["torch"]
+    assert set(m["flags"]) <= set(("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"))
+    one = machine_line([{"machine": m}, {"machine": m}])
+    assert f"{m['cpu']}, {m['cores']} logical cores" in one and "(2 files)." in one and "SEVERAL" not in one
+    other = {**m, "onnxruntime": "0.0.1"}
+    both = machine_line([{"machine": m}, {"machine": other}, {}])
+    assert "SEVERAL MACHINES" in both and "ONNX Runtime 0.0.1" in both
+    assert "not recorded in 1 of 3 result files" in both
