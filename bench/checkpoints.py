@@ -72,11 +72,10 @@ def summarise(points: list[dict], chosen_step: int, variant: str) -> dict:
             "best_step": points[int(np.argmax(test))]["step"], "mean": float(np.mean(test))}
 
 
-def run_class(args, category: str) -> dict:
+def run_class(args, category: str, code: dict | None = None) -> dict:
     import torch
     from core import api
     from core.config import load_config
-    from .report import code_state
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, preset_name=args.preset)
@@ -111,7 +110,7 @@ def run_class(args, category: str) -> dict:
         print(f"{category} step {p['step']}: val {p['val']:.4f}, test pixel AP swin "
               f"{p['swin']['pixel_ap']:.4f}, shipped {p['shipped']['pixel_ap']:.4f}", flush=True)
     model_path.unlink(missing_ok=True)
-    return {"category": category, "preset": cfg.preset, "seed": 0, "code": code_state(),
+    return {"category": category, "preset": cfg.preset, "seed": 0, "code": code,
             "date": time.strftime("%Y-%m-%d"), "train_s": train_s, "n_test": len(test),
             "swin": {k: getattr(bundle.config.swin, k) for k in ("embed_dim", "num_heads", "depth", "mu", "step")},
             "train_precision": bundle.training.get("precision"),
@@ -182,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     work, results_dir = Path(args.workdir), Path(args.results)
     work.mkdir(parents=True, exist_ok=True)
     results_dir.mkdir(parents=True, exist_ok=True)
+    from .report import code_state
+    code = code_state()     # before any run: the code this process imports
     for c in args.category:
-        rec = run_class(args, c)
+        rec = run_class(args, c, code)
         f = results_dir / f"{c}.json"
         atomic_write_text(f, json.dumps(rec, indent=1, default=float) + "\n")
         print(f"wrote {f}", flush=True)
