@@ -75,6 +75,19 @@ def tiny_config():
     })
 
 
+def tiny_yaml(path: Path, steps: int, val_every: int, warmup_steps: int = 2) -> Path:
+    """A config file for the command lines a test runs (bench scripts, Ray jobs): the tiny sizes of
+    :func:`tiny_config` with ``steps`` training steps validated every ``val_every``."""
+    import yaml
+    path.write_text(yaml.safe_dump({
+        "features": {"image_size": 128},
+        "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
+        "train": {"steps": steps, "val_every": val_every, "checkpoint_every": val_every,
+                  "warmup_steps": warmup_steps},
+        "synthesis": {"per_normal": 1.0}}))
+    return path
+
+
 def kept_unsup_model(demo_data: Path, work: Path) -> Path:
     """A tiny unsupervised model of ``demo_data`` where the bench keeps one
     (``work/<class>-unsup-0.pt``), scoring with the Swin alone (validation may keep the distance

@@ -6,9 +6,9 @@ import json
 import math
 
 import pytest
-import yaml
 
 from bench import checkpoints
+from tests.conftest import tiny_yaml
 
 
 def test_rank_agreement_is_one_minus_one_or_undefined():
@@ -26,12 +26,13 @@ def _points(vals, tests):
             for i, (v, t) in enumerate(zip(vals, tests))]
 
 
-def test_summary_costs_of_choosing_on_validation():
+def test_summary_of_validation_pick_kept_state_and_hindsight():
     pts = _points([0.2, 0.5, 0.4, 0.3], [0.30, 0.40, 0.60, 0.50])
-    s = checkpoints.summarise(pts, chosen_step=20, variant="swin")
-    assert s["chosen"] == 0.40 and s["best"] == 0.60 and s["best_step"] == 30 and s["last"] == 0.50
-    assert s["mean"] == pytest.approx(0.45)
-    assert checkpoints.summarise(pts, 20, "shipped")["chosen"] == pytest.approx(0.50)
+    s = checkpoints.summarise(pts, kept_step=40, variant="swin")
+    assert s["val_pick"] == 0.40 and s["val_pick_step"] == 20          # the best validation metric
+    assert s["kept"] == 0.50 and s["kept_step"] == 40 and s["last"] == 0.50
+    assert s["best"] == 0.60 and s["best_step"] == 30 and s["mean"] == pytest.approx(0.45)
+    assert checkpoints.summarise(pts, 40, "shipped")["val_pick"] == pytest.approx(0.50)
 
 
 def test_table_and_report_section(tmp_path):
@@ -44,26 +45,20 @@ def test_table_and_report_section(tmp_path):
     write_report(results, out, SimpleNamespace())
     assert "Does validation rank checkpoints" not in out.read_text()
     pts = _points([0.2, 0.5, 0.4, 0.3], [0.30, 0.40, 0.60, 0.50])
-    rec = {"category": "A", "chosen_step": 20, "points": pts,
-           "summary": {v: checkpoints.summarise(pts, 20, v) for v in checkpoints.VARIANTS},
+    rec = {"category": "A", "kept_step": 40, "points": pts,
            "swin": {"embed_dim": 192, "num_heads": 6}}
     (d / "A.json").write_text(json.dumps(rec))
     text = "\n".join(checkpoints.table(d))
-    # chosen 40.0, best 60.0 at step 30, last 50.0: -20.0 against the best, -10.0 against the last
-    assert "| A | 4 (step 20 chosen) | swin | +0.40 | +0.33 | 40.0 | 60.0 (30) | 50.0 | -20.0 | -10.0 |" in text
-    assert "| **mean** (1 classes) | | shipped |" in text
+    # validation picks step 20 (40.0); kept the last (50.0); best 60.0 at step 30
+    assert "| A | swin | +0.40 | +0.33 | 40.0 (20) | 50.0 (40) | 60.0 (30) | -20.0 | -10.0 |" in text
+    assert "| **mean** (1 classes) | shipped | +0.40 | +0.33 | 50.0 | 60.0 | 70.0 | -20.0 | -10.0 |" in text
     write_report(results, out, SimpleNamespace())
     assert "## Does validation rank checkpoints as the test does? (bench/checkpoints.py)" in out.read_text()
 
 
 @pytest.mark.slow
 def test_tiny_run_scores_every_validated_state(demo_data, tmp_path):
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "features": {"image_size": 128},
-        "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
-        "train": {"steps": 6, "val_every": 2, "checkpoint_every": 2, "warmup_steps": 2},
-        "synthesis": {"per_normal": 1.0}}))
+    cfg = tiny_yaml(tmp_path / "tiny.yaml", steps=6, val_every=2)
     res = tmp_path / "res"
     assert checkpoints.main(["--data", str(demo_data.parent), "--category", demo_data.name, "--device", "cpu",
                              "--threads", "1", "--config", str(cfg), "--workdir", str(tmp_path / "w"),
@@ -71,10 +66,10 @@ def test_tiny_run_scores_every_validated_state(demo_data, tmp_path):
     rec = json.loads((res / f"{demo_data.name}.json").read_text())
     # the preflight dry run's validations are not counted: steps 2, 4 and 6 of the training
     assert [p["step"] for p in rec["points"]] == [2, 4, 6]
-    assert rec["chosen_step"] in (2, 4, 6)
-    chosen = next(p for p in rec["points"] if p["step"] == rec["chosen_step"])
-    # the chosen state, scored with the model's own calibration, is the model's own test result
-    assert chosen["shipped"]["pixel_ap"] == pytest.approx(rec["model_pixel_ap"], abs=1e-9)
+    assert rec["kept_step"] == 6                  # train.checkpoint: last (decision 0014)
+    kept = next(p for p in rec["points"] if p["step"] == rec["kept_step"])
+    # the kept state, scored with the model's own calibration, is the model's own test result
+    assert kept["shipped"]["pixel_ap"] == pytest.approx(rec["model_pixel_ap"], abs=1e-9)
     for p in rec["points"]:
         assert 0 <= p["swin"]["pixel_ap"] <= 1 and 0 <= p["val"] <= 1
     assert not list((tmp_path / "w").glob("*.pt"))        # the model file is not kept

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from bench import next_label
 from core.data.datasets import load_mvtec
+from tests.conftest import tiny_yaml
 
 
 def test_orders_are_permutations_of_the_pool(demo_data):
@@ -26,12 +26,7 @@ def test_orders_are_permutations_of_the_pool(demo_data):
 
 @pytest.mark.slow
 def test_tiny_bench_run_writes_ap_and_seconds_per_strategy(demo_data, tmp_path):
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "features": {"image_size": 128},
-        "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
-        "train": {"steps": 6, "val_every": 3, "checkpoint_every": 3, "warmup_steps": 2},
-        "synthesis": {"per_normal": 1.0}}))
+    cfg = tiny_yaml(tmp_path / "tiny.yaml", steps=6, val_every=3)
     out, res, work = tmp_path / "r.json", tmp_path / "res", tmp_path / "w"
     common = ["--data", str(demo_data.parent), "--category", demo_data.name, "--k", "2", "--device", "cpu",
               "--threads", "1", "--workdir", str(work), "--results", str(res)]

@@ -6,7 +6,8 @@ import json
 import sys
 
 import pytest
-import yaml
+
+from tests.conftest import tiny_yaml
 
 ray = pytest.importorskip("ray")
 
@@ -36,12 +37,7 @@ def test_ray_jobs_give_the_results_of_child_processes(local_ray, tmp_path, capsy
     from bench.__main__ import main
     from core.demo import make_dataset
     data = make_dataset(tmp_path / "data", n_train=6, n_good=2, n_bad=3)
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "features": {"image_size": 128},
-        "swin": {"embed_dim": 32, "num_heads": 2, "depth": 2, "mu": 16, "step": 8},
-        "train": {"steps": 4, "val_every": 2, "checkpoint_every": 2, "warmup_steps": 2},
-        "synthesis": {"per_normal": 1.0}}))
+    cfg = tiny_yaml(tmp_path / "tiny.yaml", steps=4, val_every=2)
     results = {}
     for how in ("local", "ray"):
         res = tmp_path / how
