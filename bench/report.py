@@ -402,8 +402,10 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
         "own size, pixels of all test images pooled. PatchCore uses the same backbone features "
         "(ImageNet normalisation, zero-padded 3x3 aggregation: at parity with anomalib's, "
         "decision 0013), without position code, a bank of all 24 normals, and is computed in the "
-        "same job. Checkpoints are chosen on the validation split (held-out normals + synthetic "
-        "defects), never on test images.",
+        "same job. Never is a checkpoint, weight or threshold chosen on test images: the "
+        "unsupervised training keeps its last state (decision 0014; the validation split of "
+        "held-out normals and synthetic defects chooses the fusion weight and calibrates), and "
+        "the labelled protocols choose on held-out labelled defects.",
         "",
         "## Unsupervised: SemiREST vs PatchCore",
         "",
