@@ -101,7 +101,6 @@ def run_class(args, category: str, code: dict | None = None) -> dict:
         raise RuntimeError(f"{category}: {len(snaps)} validated states for {len(history)} history entries")
     kept_step = int(bundle.validation.get("step", history[-1]["step"]))
     kept_state = next(s for h, s in zip(history, snaps) if int(h["step"]) == kept_step)
-    import torch
     if not all(torch.equal(kept_state["state"][k], v.cpu()) for k, v in bundle.swin_state.items()):
         raise RuntimeError(f"{category}: the state kept aside at step {kept_step} is not the model's")
     swin_only = {**bundle.calibration, "fusion": {**(bundle.calibration.get("fusion") or {}), "weight": 0.0}}
@@ -122,7 +121,7 @@ def run_class(args, category: str, code: dict | None = None) -> dict:
             "selection_metric": "val_pixel_ap (synthetic validation split)",
             "fusion_weight": float((bundle.calibration.get("fusion") or {}).get("weight", 0.0)),
             "kept_step": kept_step, "model_pixel_ap": run.result.metrics["pixel_ap"],
-            "points": points, "summary": {v: summarise(points, kept_step, v) for v in VARIANTS}}
+            "points": points}     # the summaries are derived from the points (table)
 
 
 def load(results: Path = RESULTS) -> list[dict]:
@@ -147,7 +146,7 @@ def table(results: Path = RESULTS) -> list[str]:
     agg: dict[str, dict[str, list]] = {v: {} for v in VARIANTS}
     for r in rows:
         for v in VARIANTS:
-            # from the points, not the stored summary: one definition for every file
+            # every summary is derived from the points here: one definition for every file
             s = summarise(r["points"], r["kept_step"], v)
             for k in ("spearman", "kendall", "val_pick", "kept", "best"):
                 agg[v].setdefault(k, []).append(s[k])

@@ -98,9 +98,10 @@ def main(argv=None) -> int:
         print(f"note: this CPU has no AMX or AVX512-BF16: {LOW} is emulated and slow here", file=sys.stderr)
     from core.fileio import atomic_write_text
     from .report import machine
+    host = machine()        # once: the same for every class of this run
     for c in classes:
         r = measure(work / f"{c}-unsup-0.pt", data, c, args.threads)
-        r["machine"] = machine()
+        r["machine"] = host
         atomic_write_text(results / f"{c}.json", json.dumps(r, indent=1))
         print(f"{c}: pixel AP {100 * r['float32']['metrics']['pixel_ap']:.2f} -> "
               f"{100 * r[LOW]['metrics']['pixel_ap']:.2f}; bagging batch 1 ratio "

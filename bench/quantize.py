@@ -127,10 +127,11 @@ def main(argv=None) -> int:
     from core.fileio import atomic_write_text
     from .report import machine
     from core.errors import ExportError
+    host = machine()        # once: the same for every class of this run
     for c in classes:
         try:
             r = measure(work / f"{c}-unsup-0.pt", data, c, work, args.threads)
-            r["machine"] = machine()
+            r["machine"] = host
         except ExportError as exc:          # e.g. a model that runs no Swin: nothing to compare
             print(f"{c}: skipped, {exc}", flush=True)
             continue
