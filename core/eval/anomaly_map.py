@@ -62,6 +62,13 @@ def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
     return amap, score
 
 
+def eval_mask(mask: np.ndarray, eval_size: int) -> np.ndarray:
+    """A pixel mask at the evaluation size (longest side ``eval_size``), as the maps that
+    calibration and validation score against it: bilinear, then half-covered pixels count."""
+    ev = eval_hw(mask.shape[1], mask.shape[0], eval_size)
+    return cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5
+
+
 def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:
     """(H, W) of the evaluation map: longest side eval_size, aspect kept."""
     s = eval_size / max(width, height)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import time
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,7 @@ from torch import nn
 from ..config import Config, HaloAEConfig
 from ..data.datasets import prepare_image, read_images, split_train_val
 from ..embedding.features import Encoder
-from ..eval.anomaly_map import eval_hw, output_map
+from ..eval.anomaly_map import eval_mask, image_map
 from ..eval.calibration import calibrate
 from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
 
@@ -500,9 +499,8 @@ def calibration(model: HaloAE, encoder: Encoder, images: list[np.ndarray], cfg: 
         variants = [(x, np.zeros(x.shape[:2], bool))] + [maker(x, rng) for _ in range(2)]
         feats = torch.stack(encoder.encode([v for v, _ in variants], with_position=False)).to(dev)
         for block, (img, mask) in zip(model.error_map(feats).cpu().numpy(), variants):
-            ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
-            maps.append(output_map(block, ev, out))
-            masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+            maps.append(image_map(block, img.shape[:2], out)[0])
+            masks.append(eval_mask(mask, out.eval_size))
         if report is not None:
             report("validate", i + 1, len(pick), "calibration")
     return calibrate(maps, masks)

@@ -13,7 +13,6 @@ excluded), and DefectMaker defects pasted on them are scored the same way. No te
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -22,7 +21,7 @@ from ..config import Config
 from ..data.datasets import prepare_image, read_images
 from ..embedding.bank import MemoryBank, NearestEntry, build_bank
 from ..embedding.features import Encoder
-from ..eval.anomaly_map import eval_hw, output_map
+from ..eval.anomaly_map import eval_mask, image_map
 from ..eval.calibration import calibrate
 from ..eval.metrics import pooled_pixel_ap
 from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
@@ -74,9 +73,8 @@ class PatchCore:
             variants += [maker(x, rng) for _ in range(2)]
             for img, mask in variants:
                 block = self.block_map(self._features(img), exclude_owner=int(i))
-                ev = eval_hw(img.shape[1], img.shape[0], out.eval_size)
-                maps.append(output_map(block, ev, out))
-                masks.append(cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+                maps.append(image_map(block, img.shape[:2], out)[0])
+                masks.append(eval_mask(mask, out.eval_size))
         # the same maps are the method's validation: synthetic defects, never a test image
         self.val_pixel_ap = pooled_pixel_ap(maps, masks)
         return calibrate(maps, masks)

@@ -31,7 +31,7 @@ from ..embedding.bank import NearestEntry, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
 from ..errors import ConfigError, LabelError
-from ..eval.anomaly_map import eval_hw, output_map
+from ..eval.anomaly_map import eval_mask, output_map
 from ..eval.calibration import calibrate
 from ..eval.realval import split_labelled
 from ..learning.fusion import combine, fuse, normalised
@@ -390,9 +390,7 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
     for it, (p, d) in zip(material.val, val_maps, strict=True):
         probs.append(p)
         dists.append(d)
-        h, w = it.mask.shape
-        ev = eval_hw(w, h, cfg.output.eval_size)
-        masks.append(cv2.resize(it.mask.astype(np.float32), (ev[1], ev[0])) > 0.5)
+        masks.append(eval_mask(it.mask, cfg.output.eval_size))
 
     def to_map(block, hw):
         return output_map(block, hw, cfg.output)
