@@ -64,7 +64,8 @@ def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
 
 def eval_mask(mask: np.ndarray, eval_size: int) -> np.ndarray:
     """A pixel mask at the evaluation size (longest side ``eval_size``), as the maps that
-    calibration and validation score against it: bilinear, then half-covered pixels count."""
+    calibration and validation score against it: bilinear (cv2's, which samples rather than
+    averages on a downscale), then values over 0.5 count."""
     ev = eval_hw(mask.shape[1], mask.shape[0], eval_size)
     return cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5
 

@@ -75,3 +75,22 @@ def test_display_floor_makes_normal_parts_calm():
     # a floor can never swallow the defects: it stays at most 0.8 of the scale
     assert calibrate([np.full((2, 2), 0.9), np.array([[0.95, 0.1]])],
                      [np.zeros((2, 2), bool), np.array([[True, False]])])["map_floor"] <= 0.8 * 0.95 + 1e-9
+
+
+def test_eval_mask_is_at_the_evaluation_size_of_its_own_shape():
+    """Calibration scores maps at the evaluation size (longest side eval_size, aspect kept): the
+    mask must come to the same size, a pixel defective where the bilinear value is over 0.5."""
+    from core.eval.anomaly_map import eval_hw, eval_mask
+    mask = np.zeros((60, 200), bool)
+    mask[:, :100] = True                 # left half defective
+    out = eval_mask(mask, 100)
+    assert out.shape == eval_hw(200, 60, 100) == (30, 100)
+    assert out.dtype == bool
+    assert out[:, :49].all() and not out[:, 51:].any()
+    # cv2's bilinear downscale samples between the two source pixels nearest a target pixel's
+    # centre (4x: source 201.5 for target 50); it does not average the cell
+    speck = np.zeros((400, 400), bool)
+    speck[200, 200] = True
+    assert not eval_mask(speck, 100).any()
+    speck[200:204, 200:204] = True       # the 4x4 cell of target pixel (50, 50)
+    assert np.argwhere(eval_mask(speck, 100)).tolist() == [[50, 50]]
