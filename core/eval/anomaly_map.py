@@ -64,10 +64,14 @@ def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
 
 def eval_mask(mask: np.ndarray, eval_size: int) -> np.ndarray:
     """A pixel mask at the evaluation size (longest side ``eval_size``), as the maps that
-    calibration and validation score against it: bilinear (cv2's, which samples rather than
-    averages on a downscale), then values over 0.5 count."""
+    calibration and validation score against it: a target pixel is defective when more than half
+    of it is. Downscaled by area: cv2's bilinear samples the two source pixels nearest a target
+    pixel's centre, so at 4x a speck of 3 x 3 px vanishes or not by where it sits (at 2x, the
+    presets' largest factor, the two are the same). Upscaled bilinearly."""
     ev = eval_hw(mask.shape[1], mask.shape[0], eval_size)
-    return cv2.resize(mask.astype(np.float32), (ev[1], ev[0])) > 0.5
+    shrink = ev[0] < mask.shape[0] and ev[1] < mask.shape[1]
+    return cv2.resize(mask.astype(np.float32), (ev[1], ev[0]),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR) > 0.5
 
 
 def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:

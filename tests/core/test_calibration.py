@@ -79,7 +79,7 @@ def test_display_floor_makes_normal_parts_calm():
 
 def test_eval_mask_is_at_the_evaluation_size_of_its_own_shape():
     """Calibration scores maps at the evaluation size (longest side eval_size, aspect kept): the
-    mask must come to the same size, a pixel defective where the bilinear value is over 0.5."""
+    mask must come to the same size, a pixel defective when more than half of it is."""
     from core.eval.anomaly_map import eval_hw, eval_mask
     mask = np.zeros((60, 200), bool)
     mask[:, :100] = True                 # left half defective
@@ -87,10 +87,19 @@ def test_eval_mask_is_at_the_evaluation_size_of_its_own_shape():
     assert out.shape == eval_hw(200, 60, 100) == (30, 100)
     assert out.dtype == bool
     assert out[:, :49].all() and not out[:, 51:].any()
-    # cv2's bilinear downscale samples between the two source pixels nearest a target pixel's
-    # centre (4x: source 201.5 for target 50); it does not average the cell
+    # a downscale counts coverage: a 3 x 3 speck covers over half of one 4 x 4 target pixel only
+    # where it sits inside it (cv2's bilinear would sample two source pixels and keep or drop it
+    # by phase)
+    for y, x, kept in ((200, 200, True), (201, 201, True), (202, 202, False)):
+        speck = np.zeros((400, 400), bool)
+        speck[y:y + 3, x:x + 3] = True
+        out = eval_mask(speck, 100)
+        assert out.any() == kept, (y, x)
     speck = np.zeros((400, 400), bool)
-    speck[200, 200] = True
-    assert not eval_mask(speck, 100).any()
-    speck[200:204, 200:204] = True       # the 4x4 cell of target pixel (50, 50)
+    speck[200:204, 200:204] = True       # the 4 x 4 cell of target pixel (50, 50)
     assert np.argwhere(eval_mask(speck, 100)).tolist() == [[50, 50]]
+    # at 2x (the paper preset's 512 px against eval_size 256) area and bilinear agree
+    import cv2
+    rng = np.random.default_rng(0)
+    m = rng.random((512, 384)) > 0.7
+    assert (eval_mask(m, 256) == (cv2.resize(m.astype(np.float32), (192, 256)) > 0.5)).all()
