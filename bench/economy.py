@@ -173,7 +173,7 @@ def plot(s: dict, path: Path) -> None:
     ax.set_title(f"Label economy: {len(s['classes'])} classes x {len(s['seeds'])} seeds "
                  f"(numbers: labelled defective images)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never over a curve
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
