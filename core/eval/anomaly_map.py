@@ -62,16 +62,24 @@ def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
     return amap, score
 
 
-def eval_mask(mask: np.ndarray, eval_size: int) -> np.ndarray:
-    """A pixel mask at the evaluation size (longest side ``eval_size``), as the maps that
-    calibration and validation score against it: a target pixel is defective when more than half
-    of it is. Downscaled by area: cv2's bilinear samples the two source pixels nearest a target
-    pixel's centre, so at 4x a speck of 3 x 3 px vanishes or not by where it sits (at 2x, the
-    presets' largest factor, the two are the same). Upscaled bilinearly."""
-    ev = eval_hw(mask.shape[1], mask.shape[0], eval_size)
-    shrink = ev[0] < mask.shape[0] and ev[1] < mask.shape[1]
-    return cv2.resize(mask.astype(np.float32), (ev[1], ev[0]),
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A mask (any dtype; non-zero = defect) at (H, W) ``hw``, bool: a target pixel is defective
+    when more than half of it is. Area averaging when shrinking both sides, bilinear otherwise:
+    cv2's bilinear downscale samples the two source pixels nearest a target pixel's centre, so at
+    4x a 3 x 3 px speck would vanish or not by where it sits (at 2x the two are the same)."""
+    m = np.asarray(mask) != 0
+    h, w = m.shape
+    if (h, w) == tuple(hw):
+        return m
+    shrink = h >= hw[0] and w >= hw[1]
+    return cv2.resize(m.astype(np.float32), (hw[1], hw[0]),
                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR) > 0.5
+
+
+def eval_mask(mask: np.ndarray, eval_size: int) -> np.ndarray:
+    """A pixel mask at the evaluation size (longest side ``eval_size``, aspect kept), as the maps
+    that calibration and validation score against it (:func:`resize_mask`'s rule)."""
+    return resize_mask(mask, eval_hw(mask.shape[1], mask.shape[0], eval_size))
 
 
 def eval_hw(width: int, height: int, eval_size: int) -> tuple[int, int]:

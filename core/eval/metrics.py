@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from .anomaly_map import resize_mask
+
 __all__ = ["pixel_ap", "pixel_auroc", "pro_score", "image_auroc", "evaluate", "resize_masks",
            "pro_curve"]
 
@@ -242,10 +244,5 @@ def resize_masks(masks: list[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
         m = np.asarray(m)
         if m.ndim != 2 or m.size == 0:
             raise ValueError(f"resize_masks: mask {i} must be a non-empty 2-D array, got shape {m.shape}")
-        h, w = m.shape
-        if (h, w) == (size, size):
-            out[i] = m != 0
-            continue
-        interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
-        out[i] = cv2.resize((m != 0).astype(np.float32), (size, size), interpolation=interp) > 0.5
+        out[i] = resize_mask(m, (size, size))
     return out
