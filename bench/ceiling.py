@@ -25,6 +25,10 @@ pixels): how many flagged clean pixels are on normal test images and how many on
 and how many of the latter lie within 1 and 2 blocks of a defect (a halo around what was found)
 rather than elsewhere. Analysis only: nothing is chosen from it.
 
+With ``--contrast B ...`` it scores the same models with their maps refined by the test image's
+pixel contrast (``output.contrast`` = B, core/eval/anomaly_map.refine_by_contrast; decision 0028):
+analysis on test images, as for the sharpening below.
+
 With ``--sharpen G ...`` it scores the kept SemiREST and PatchCore models (``<class>-unsup-0.pt``,
 ``<class>-patchcore.pt``) with each block map sharpened at its local maxima before the usual
 post-processing: ``b * (b / max3x3(b)) ** G``, i.e. ``output.sharpness`` = G
@@ -47,13 +51,18 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "piped"
 
 
 def maps_at_mask_size(blocks: list[np.ndarray], masks: list[np.ndarray], output,
-                      sharpness: float | None = None) -> list[np.ndarray]:
+                      sharpness: float | None = None, images: list[np.ndarray] | None = None,
+                      contrast: float | None = None) -> list[np.ndarray]:
     """Block maps -> maps at their masks' sizes, as inference makes them (core/deploy/inference.py:
-    ``output_map`` at the evaluation size, then bilinear to the mask's size). ``sharpness``:
-    instead of ``output.sharpness``."""
+    ``output_map`` at the evaluation size, refined by pixel contrast when ``output.contrast`` is on,
+    then bilinear to the mask's size). ``sharpness``, ``contrast``: instead of the model's;
+    ``images``: the test images (uint8 RGB), needed when the contrast refinement is on."""
     from core.eval.anomaly_map import image_map
     out = output if sharpness is None else replace(output, sharpness=sharpness)
-    return [image_map(block, k.shape, out, k.shape)[0] for block, k in zip(blocks, masks, strict=True)]
+    out = out if contrast is None else replace(out, contrast=contrast)
+    images = images if images is not None else [None] * len(blocks)
+    return [image_map(block, k.shape, out, k.shape, img)[0]
+            for block, k, img in zip(blocks, masks, images, strict=True)]
 
 
 def oracle_maps(masks: list[np.ndarray], cfg) -> dict[str, list[np.ndarray]]:
@@ -110,6 +119,7 @@ class ModelRun:
     config: object                  # the model's Config
     blocks: list[np.ndarray]
     masks: list[np.ndarray]
+    images: list[np.ndarray] | None = None   # the test images (uint8 RGB), for the contrast refinement
 
 
 def run_model(model: Path, root: Path, category: str, device: str = "auto") -> ModelRun:
@@ -123,13 +133,14 @@ def run_model(model: Path, root: Path, category: str, device: str = "auto") -> M
     bundle = ModelBundle.load(model)
     pred = Predictor(bundle, resolve_device(device))
     samples = load_mvtec(root, category).test
-    blocks, masks = [], []
+    blocks, masks, images = [], [], []
     for start in range(0, len(samples), PREDICT_BATCH):
         part = samples[start:start + PREDICT_BATCH]
         imgs = [read_image(s.path) for s in part]
         masks += [load_sample_mask(s, img.shape[:2]) for s, img in zip(part, imgs)]
         blocks += pred.block_maps(imgs)
-    return ModelRun(bundle.config, blocks, masks)
+        images += imgs
+    return ModelRun(bundle.config, blocks, masks, images)
 
 
 def model_errors(model: Path | ModelRun, root: Path | None = None, category: str | None = None,
@@ -140,7 +151,7 @@ def model_errors(model: Path | ModelRun, root: Path | None = None, category: str
     from core.data.geometry import BlockGrid
     from core.eval.metrics import pooled_pixel_ap
     run = model if isinstance(model, ModelRun) else run_model(model, root, category, device)
-    maps = maps_at_mask_size(run.blocks, run.masks, run.config.output)
+    maps = maps_at_mask_size(run.blocks, run.masks, run.config.output, images=run.images)
     h, w = run.masks[0].shape
     f = run.config.features
     side = BlockGrid.for_image(w, h, f.image_size, multiple=f.size_multiple).block_w
@@ -153,8 +164,18 @@ def sharpened_aps(model: Path | ModelRun, root: Path | None = None, category: st
     gamma, post-processed as inference does."""
     from core.eval.metrics import pooled_pixel_ap
     run = model if isinstance(model, ModelRun) else run_model(model, root, category, device)
-    return {g: 100 * pooled_pixel_ap(maps_at_mask_size(run.blocks, run.masks, run.config.output, g), run.masks)
+    return {g: 100 * pooled_pixel_ap(maps_at_mask_size(run.blocks, run.masks, run.config.output, g, run.images),
+                                     run.masks)
             for g in gammas}
+
+
+def contrast_aps(run: ModelRun, betas: list[float]) -> dict[float, float]:
+    """Test pixel AP of a :class:`ModelRun`'s maps refined by pixel contrast with each beta
+    (``output.contrast``; 0: the map as it is), post-processed as inference does."""
+    from core.eval.metrics import pooled_pixel_ap
+    return {b: 100 * pooled_pixel_ap(maps_at_mask_size(run.blocks, run.masks, run.config.output,
+                                                       images=run.images, contrast=b), run.masks)
+            for b in betas}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="for --models: cpu, cuda:N or auto")
     ap.add_argument("--sharpen", type=float, nargs="*", help="with --models: test pixel AP of the "
                     "SemiREST and PatchCore models' maps sharpened at local maxima with these gammas")
+    ap.add_argument("--contrast", type=float, nargs="*", help="with --models: test pixel AP of the "
+                    "SemiREST and PatchCore models' maps refined by pixel contrast with these betas "
+                    "(output.contrast; 0: off)")
     a = ap.parse_args(argv)
     cfg = preset(a.preset)
     classes = a.classes or sorted(p.name for p in a.data.iterdir() if (p / "test").is_dir())
@@ -215,6 +239,22 @@ def main(argv: list[str] | None = None) -> int:
         for name, rs in means.items():
             print(f"| **mean ({len(rs)})** | {name} | "
                   + " | ".join(f"**{np.mean([r[g] for r in rs]):.1f}**" for g in a.sharpen) + " |")
+    if a.models and a.contrast:
+        print("\nTest pixel AP with each map refined by pixel contrast, m * (1 + beta z) / (1 + beta) "
+              "(output.contrast = beta)\n")
+        print("| class | model | " + " | ".join(f"beta = {b:g}" for b in a.contrast) + " |")
+        print("|---|---|" + "---|" * len(a.contrast))
+        cmeans: dict[str, list[dict]] = {}
+        for c in classes:
+            for name, file in (("SemiREST", f"{c}-unsup-0.pt"), ("PatchCore", f"{c}-patchcore.pt")):
+                path = a.models / file
+                if path.is_file():
+                    r = contrast_aps(run_of(path, c), a.contrast)
+                    cmeans.setdefault(name, []).append(r)
+                    print(f"| {c} | {name} | " + " | ".join(f"{r[b]:.1f}" for b in a.contrast) + " |", flush=True)
+        for name, rs in cmeans.items():
+            print(f"| **mean ({len(rs)})** | {name} | "
+                  + " | ".join(f"**{np.mean([r[b] for r in rs]):.1f}**" for b in a.contrast) + " |")
     return 0
 
 

@@ -58,6 +58,12 @@ def run(args) -> dict:
     # the blocks of the labelled images kept as known defects (decision 0025), and their weight
     out["known_defects"] = bundle.calibration.get("known_defects") or {"weight": 0.0, "entries": 0}
     out["semirest"] = res.metrics
+    # the maps' pixel-contrast refinement as calibration set it (decision 0028), and the same model
+    # without it: what it adds
+    out["contrast"] = bundle.calibration.get("contrast") or {"beta": 0.0, "choice": "fixed"}
+    if bundle.config.output.contrast:
+        plain = dataclasses.replace(bundle, config=bundle.config.updated({"output": {"contrast": 0.0}}))
+        out["semirest_unrefined"] = api.evaluate(plain, args.data, samples=split.test, device=args.device).metrics
     if out["known_defects"].get("weight") and out["known_defects"].get("entries"):
         # the same model with its known defects switched off (weight 0: the map is the Swin's, fused
         # with the distance): what the bank adds, apart from the training's own noise
@@ -112,10 +118,16 @@ def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
         res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
     out = {f"{method}_fit_s": fit_s, f"{method}_peak_mb": peak.mb}
     out[method], out[f"{method}_ms"] = res.metrics, res.timings_ms
-    if method == "patchcore" and m_cfg.output.sharpness:
-        # PatchCore's own map (no sharpening at local maxima, decision 0026): what anomalib's is
-        # compared with for parity, beside the map our PatchCore gives by default
-        plain = dataclasses.replace(fitted, config=fitted.config.updated({"output": {"sharpness": 0.0}}))
+    if fitted.config.output.contrast:
+        # the same model without the pixel-contrast refinement (decision 0028): what it adds
+        plain = dataclasses.replace(fitted, config=fitted.config.updated({"output": {"contrast": 0.0}}))
+        out[f"{method}_unrefined"] = api.evaluate(plain, args.data, samples=samples, device=args.device).metrics
+    if method == "patchcore" and (m_cfg.output.sharpness or fitted.config.output.contrast):
+        # PatchCore's own map (no sharpening at local maxima, decision 0026, no refinement by pixel
+        # contrast, decision 0028): what anomalib's is compared with for parity, beside the map our
+        # PatchCore gives by default
+        plain = dataclasses.replace(fitted, config=fitted.config.updated({"output": {"sharpness": 0.0,
+                                                                                    "contrast": 0.0}}))
         out["patchcore_unsharpened"] = api.evaluate(plain, args.data, samples=samples, device=args.device).metrics
     if BY_NAME[method].exports and not args.skip_onnx:
         out[f"{method}_onnx"] = onnx_timing(path, samples, args.threads, Path(args.workdir))

@@ -252,6 +252,15 @@ class OutputConfig:
     sharpness: float = 1.0              # gamma of the block map's sharpening at local maxima before
                                         # upsampling, b * (b / max3x3(b)) ** gamma; 0: off, as the paper
                                         # and PatchCore (core/eval/anomaly_map.sharpen, decision 0026)
+    contrast: float = 0.0               # beta of the pixel-contrast refinement of the map, m * (1 + beta z)
+                                        # / (1 + beta), z: each pixel's difference from its neighbourhood's
+                                        # median grey level over the image's typical one (core/eval/
+                                        # anomaly_map.refine_by_contrast, decision 0028); 0: off, as the paper
+    contrast_radius: float = 2.0        # ... its median window: this many blocks on each side of a pixel
+    contrast_choice: str = "fixed"      # fixed: beta = output.contrast; validation: the beta of
+                                        # anomaly_map.CONTRAST_BETAS (0 among them) with the best
+                                        # validation pixel AP, written into the saved model's
+                                        # output.contrast (SemiREST, PatchCore)
 
 
 @dataclass
@@ -334,6 +343,14 @@ class Config:
             raise ConfigError(f"features.aggregation_padding: expected zeros or valid, got {f.aggregation_padding!r}")
         if not (math.isfinite(self.output.sharpness) and self.output.sharpness >= 0):
             raise ConfigError(f"output.sharpness: expected a number >= 0, got {self.output.sharpness}")
+        if not (math.isfinite(self.output.contrast) and self.output.contrast >= 0):
+            raise ConfigError(f"output.contrast: expected a number >= 0, got {self.output.contrast}")
+        from .eval.anomaly_map import CONTRAST_CHOICES
+        if self.output.contrast_choice not in CONTRAST_CHOICES:
+            raise ConfigError(f"output.contrast_choice: expected one of {', '.join(CONTRAST_CHOICES)}, "
+                              f"got {self.output.contrast_choice!r}")
+        if not (math.isfinite(self.output.contrast_radius) and 0 < self.output.contrast_radius <= 16):
+            raise ConfigError(f"output.contrast_radius: expected blocks in (0, 16], got {self.output.contrast_radius}")
         if self.output.upsample not in ("nearest", "bilinear"):
             raise ConfigError(f"output.upsample: expected nearest or bilinear, got {self.output.upsample!r}")
         if self.bank.search not in ("exact", "posfar"):

@@ -32,6 +32,10 @@ class LoadedImage:
     _arrays: list[np.ndarray] = field(default_factory=list, repr=False)  # keep QImage memory alive
     mask: np.ndarray | None = None          # decoded stored mask (uint8), if any
 
+    def rgb(self) -> np.ndarray:
+        """The image at full size as uint8 RGB (what the heatmap's pixel-contrast refinement reads)."""
+        return cv2.cvtColor(self._arrays[0], cv2.COLOR_BGRA2RGB)
+
     def level_for(self, scale: float) -> tuple[int, QImage]:
         """The coarsest level still at least as detailed as the screen at ``scale``."""
         best = self.levels[0]

@@ -236,7 +236,8 @@ def register_model(store, run_id: int, bundle) -> int:
     out = bundle.config.output
     calibration = {**bundle.calibration, "method": bundle.config.method,
                    "display": {"eval_size": out.eval_size, "gaussian_sigma": out.gaussian_sigma,
-                                "upsample": out.upsample, "sharpness": out.sharpness}}
+                                "upsample": out.upsample, "sharpness": out.sharpness,
+                                "contrast": out.contrast, "contrast_radius": out.contrast_radius}}
     model_id = store.runs.add_model(run_id, run.model_path, run.settings.get("supervision", "?"), bundle.training,
                                bundle.backbone, bundle.config.preset, bundle.validation, calibration,
                                run.labels_used, run.label_seconds, run.label_seconds_estimated)

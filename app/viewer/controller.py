@@ -22,6 +22,7 @@ from ..project import importer
 from ..project.store import Store
 from ..workers import Job
 from .heat import build_layer
+from .maps import needs_image
 from .histogram import axis_top
 from .report import export_report
 from .scoring import score_images, unscored
@@ -176,8 +177,10 @@ class ReviewController(QObject):
             self.panel.image_info.setText("This image is not scored yet: Score images")
             return
         score, block = pred
+        display = m.calibration.get("display")
+        image = self.canvas.image.rgb() if needs_image(display) and self.canvas.image is not None else None
         layer = build_layer(block, doc.width, doc.height, m.map_scale, d["view"], d["colormap"], d["opacity"],
-                            m.pixel_threshold, m.calibration.get("display"), m.map_floor)
+                            m.pixel_threshold, display, m.map_floor, image)
         self.canvas.set_heat(layer)
         verdict = FLAGGED if score >= m.image_threshold else "not flagged"
         self.panel.image_info.setText(

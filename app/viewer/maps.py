@@ -3,6 +3,8 @@ scale, and the blended overlay. The canvas layer (app.viewer.heat) and the repor
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 
@@ -11,16 +13,30 @@ from core.eval import anomaly_map   # no torch: colouring an array never loads t
 COLORMAPS = tuple(anomaly_map.COLORMAPS)
 VIEWS = ("smoothed", "blocks")
 # upsample: models made before decision 0013 (no "upsample" in their display record) were bilinear
-# sharpness: models made before decision 0026 were not sharpened
-DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinear", "sharpness": 0.0}
+# sharpness: models made before decision 0026 were not sharpened; contrast: before decision 0028
+# no map was refined by pixel contrast
+DEFAULT_DISPLAY = {"eval_size": 256, "gaussian_sigma": 4.0, "upsample": "bilinear", "sharpness": 0.0,
+                   "contrast": 0.0, "contrast_radius": 2.0}
 
 
-def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict | None = None) -> np.ndarray:
-    """The core's anomaly map at the evaluation size (what the image score is the maximum of)."""
+def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict | None = None,
+                 image: np.ndarray | None = None) -> np.ndarray:
+    """The core's anomaly map at the evaluation size, as inference makes it: the block map
+    smoothed, then refined by the image's pixel contrast when the model does that (``image``, uint8
+    RGB at ``width`` x ``height``, is then needed; without it the map stays unrefined)."""
     d = {**DEFAULT_DISPLAY, **(display or {})}
     hw = anomaly_map.eval_hw(width, height, int(d["eval_size"]))
-    return anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]),
+    amap = anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]),
                                    float(d["sharpness"]))
+    if float(d["contrast"]) > 0 and image is not None:
+        out = SimpleNamespace(contrast=float(d["contrast"]), contrast_radius=float(d["contrast_radius"]))
+        amap = anomaly_map.refine_by_contrast(amap, image, np.shape(block_map)[:2], out)
+    return amap
+
+
+def needs_image(display: dict | None) -> bool:
+    """Whether the model's maps are refined by the image's pixels (decision 0028)."""
+    return float({**DEFAULT_DISPLAY, **(display or {})}["contrast"]) > 0
 
 
 def colorize_rgba(values: np.ndarray, scale: float, colormap: str, opacity: float,
@@ -38,5 +54,5 @@ def overlay_rgb(rgb: np.ndarray, block_map: np.ndarray, map_scale: float, colorm
     """The overlay as an RGB array at the image's size (for the exported PNGs):
     core.eval.anomaly_map.overlay."""
     h, w = rgb.shape[:2]
-    amap = cv2.resize(smoothed_map(block_map, w, h, display), (w, h), interpolation=cv2.INTER_LINEAR)
+    amap = cv2.resize(smoothed_map(block_map, w, h, display, rgb), (w, h), interpolation=cv2.INTER_LINEAR)
     return anomaly_map.overlay(rgb, amap, map_scale, opacity, colormap, map_floor)

@@ -17,7 +17,7 @@ from core.errors import Cancelled
 from core.fileio import atomic_write_text
 
 from ..project.store import Store
-from .maps import overlay_rgb, smoothed_map
+from .maps import needs_image, overlay_rgb, smoothed_map
 
 COLUMNS = ("image", "path", "split", "label", "score", "flagged", "image_threshold", "pixel_threshold",
            "over_pixel_threshold", "model", "overlay")
@@ -42,7 +42,8 @@ def export_report(project: Path, model_id: int, image_ids: list[int] | None, out
                 raise Cancelled("report cancelled")
             row = store.image(image_id)
             score, block = store.runs.prediction(model_id, image_id)
-            amap = smoothed_map(block, row.width, row.height, display)
+            rgb = read_image(row.abs_path) if overlays or needs_image(display) else None
+            amap = smoothed_map(block, row.width, row.height, display, rgb)
             over = float((amap >= model.pixel_threshold).mean())
             is_flagged = score >= model.image_threshold
             flagged += is_flagged
@@ -54,7 +55,7 @@ def export_report(project: Path, model_id: int, image_ids: list[int] | None, out
                     name, n = f"{stem}-{n}_overlay.png", n + 1
                 used.add(name)
                 write_png(out_dir / "overlays" / name,
-                          overlay_rgb(read_image(row.abs_path), block, model.map_scale, colormap, opacity, display,
+                          overlay_rgb(rgb, block, model.map_scale, colormap, opacity, display,
                                       model.map_floor))
             w.writerow([row.name, str(row.abs_path), row.split, row.status, f"{score:.6f}", int(is_flagged),
                         f"{model.image_threshold:.6f}", f"{model.pixel_threshold:.6f}", f"{over:.6f}",

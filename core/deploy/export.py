@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..config import OutputConfig
 from ..data.geometry import model_input_size
 from ..errors import ExportError, InputError
 from ..fileio import atomic_write_bytes, atomic_write_text, ensure_writable
@@ -195,6 +196,12 @@ def export_model(model: str | Path, out_dir: str | Path, fmt: str = "onnx",
         "output_names": list(OUTPUT_NAMES),
         "map_size": [map_hw[1], map_hw[0]],
         "sharpness": float(cfg.output.sharpness),     # inside the graph, before upsampling (decision 0026)
+        # after the graph, on the host (decision 0028): OpenCV's median has no ONNX operator
+        "contrast": {"beta": float(cfg.output.contrast), "radius_blocks": float(cfg.output.contrast_radius),
+                     "note": "when beta > 0: anomaly_map *= (1 + beta z) / (1 + beta), z = |grey - "
+                             "median(grey)| / its median over the image, the grey image at the map's "
+                             "size, a median window of 2 round(radius_blocks * map px per block) + 1 "
+                             "(core/eval/anomaly_map.refine_by_contrast); the score is unchanged"},
         "map_scale": float(calib.get("map_scale", 1.0)), "map_floor": float(calib.get("map_floor", 0.0)),
         "thresholds": {"image": float(calib.get("image_threshold", 0.5)),
                        "pixel": float(calib.get("pixel_threshold", 0.5))},
@@ -269,7 +276,13 @@ class _Probe:
         f = bundle.config.features
         x = resize_to_input(img, *model_input_size(image_wh[0], image_wh[1], f.image_size, f.size_multiple))
         self.x = np.ascontiguousarray(x[None])
+        self.img, self.output = img, bundle.config.output
         self.ref = Predictor(bundle, "cpu", bagging=bagging).predict(img)
+
+    def finish(self, amap: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """A graph's map of the probe as the export's reader finishes it (decision 0028's host step)."""
+        from ..eval.anomaly_map import refine_by_contrast
+        return refine_by_contrast(amap, self.img, block.shape, self.output)
 
 
 def _ort_runner(onnx: Path | bytes, threads: int | None = None):
@@ -282,8 +295,8 @@ def _check(model, probe: _Probe, run, tolerance: float = PARITY_TOLERANCE) -> di
     """The probe image through torch (``probe.ref``) and through a graph (``run``: ONNX Runtime or
     OpenVINO): largest differences; an error past ``tolerance``."""
     ref = probe.ref
-    amap, score, _ = run(probe.x)
-    diff = float(np.abs(amap[0] - ref.anomaly_map).max())
+    amap, score, block = run(probe.x)
+    diff = float(np.abs(probe.finish(amap[0], block[0]) - ref.anomaly_map).max())
     if diff > tolerance:
         raise ExportError(f"{model}: the exported graph's map differs from the torch model's by "
                           f"{diff:.3g} (more than {tolerance}) on a probe image; nothing was written")
@@ -408,6 +421,9 @@ class ExportPredictor:
                             "image_threshold": self.meta["thresholds"]["image"],
                             "pixel_threshold": self.meta["thresholds"]["pixel"]}
         self.other_sizes: set[tuple[int, int]] = set()
+        # exports written before decision 0028 have no "contrast": their maps were never refined
+        c = self.meta.get("contrast") or {}
+        self.output = OutputConfig(contrast=float(c.get("beta", 0.0)), contrast_radius=float(c.get("radius_blocks", 2.0)))
 
     def summary(self) -> str:
         w, h = self.image_wh
@@ -427,6 +443,7 @@ class ExportPredictor:
         import cv2
 
         from ..data.datasets import resize_to_input
+        from ..eval.anomaly_map import refine_by_contrast
         from .inference import Prediction
         t0 = time.perf_counter()
         h0, w0 = img.shape[:2]
@@ -436,6 +453,8 @@ class ExportPredictor:
         x = resize_to_input(img, *self.input_wh)
         amap, score, block = self._run(np.ascontiguousarray(x[None]))
         amap = amap[0]
+        if self.output.contrast > 0:     # the one step outside the graph (see the JSON's "contrast")
+            amap = refine_by_contrast(amap, img, block[0].shape, self.output)
         if out_hw is not None and tuple(out_hw) != amap.shape:
             amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
         ms = (time.perf_counter() - t0) * 1000

@@ -120,7 +120,7 @@ class Predictor:
         preds = []
         with timer("post"):
             for img, block, out_hw in zip(imgs, blocks, out_hws):
-                amap, score = image_map(block, img.shape[:2], self.cfg.output, out_hw)
+                amap, score = image_map(block, img.shape[:2], self.cfg.output, out_hw, img)
                 preds.append(Prediction(block, amap, score))
         per_image = {k: v / len(imgs) for k, v in timer.times.items()}
         for p in preds:

@@ -48,15 +48,80 @@ def output_map(block_map: np.ndarray, out_hw: tuple[int, int], output) -> np.nda
     return postprocess(block_map, out_hw, output.gaussian_sigma, output.upsample, output.sharpness)
 
 
+# output.contrast_choice "validation" picks beta among these (0: off) by validation pixel AP
+CONTRAST_BETAS = (0.0, 0.1, 0.3, 1.0)
+CONTRAST_CHOICES = ("fixed", "validation")
+
+
+def grey_levels(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) grey levels of an RGB (or already grey) image, as :func:`pixel_contrast` reads it."""
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
+    if img.dtype != np.uint8:       # cv2's median of a large kernel needs 8-bit grey levels
+        img = np.clip(np.rint(img.astype(np.float32)), 0, 255).astype(np.uint8)
+    return img
+
+
+def pixel_contrast(image: np.ndarray, hw: tuple[int, int], kernel: int) -> np.ndarray:
+    """(H, W) float32 at ``hw``: each pixel's absolute difference from the median of the
+    ``kernel`` x ``kernel`` pixels around it (grey levels of ``image`` at ``hw``), divided by the
+    median of those differences over the image, so that a typical pixel is 1 whatever the image's
+    brightness and texture. Zeros for a flat image (nothing stands out of it)."""
+    img = grey_levels(image)
+    h, w = hw
+    if img.shape != (h, w):
+        shrink = img.shape[0] >= h and img.shape[1] >= w
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    k = max(3, int(kernel) | 1)
+    d = np.abs(img.astype(np.float32) - cv2.medianBlur(img, k).astype(np.float32))
+    typical = float(np.median(d))
+    if typical <= 0:
+        typical = float(d.mean())
+    return d / typical if typical > 0 else np.zeros_like(d)
+
+
+def contrast_kernel(map_hw: tuple[int, int], block_grid: tuple[int, int], radius_blocks: float) -> int:
+    """The odd side, in map pixels, of :func:`pixel_contrast`'s window: ``radius_blocks`` blocks of
+    the model's grid (``block_grid``: rows, cols of the block map) on each side of the pixel."""
+    block_px = max(map_hw[0] / max(1, block_grid[0]), map_hw[1] / max(1, block_grid[1]))
+    return 2 * int(round(radius_blocks * block_px)) + 1
+
+
+def refine_by_contrast(amap: np.ndarray, image: np.ndarray, block_grid: tuple[int, int], output) -> np.ndarray:
+    """The map weighted pixel by pixel by how much each pixel stands out of its neighbourhood:
+    ``m * (1 + beta z) / (1 + beta)``, z from :func:`pixel_contrast` (1 on a typical pixel, so
+    normal regions keep their values and the model's calibrated scale) with ``beta`` =
+    ``output.contrast`` and a window of ``output.contrast_radius`` blocks (decision 0028).
+
+    Why: a block covers 4 x 4 to 8 x 8 image pixels, and the 3 x 3 feature aggregation spreads a
+    defect over a halo about one block wide, so a 3-pixel speck shows as a blob of about 12 x 12
+    pixels (``python -m bench.ceiling``). The image itself says which pixels of the blob differ
+    from their surroundings. Off (``beta`` 0) by default, as in the paper."""
+    beta = float(output.contrast)
+    if beta <= 0:
+        return amap
+    hw = amap.shape[:2]
+    z = pixel_contrast(image, hw, contrast_kernel(hw, block_grid, output.contrast_radius))
+    return (amap * ((1.0 + beta * z) / (1.0 + beta))).astype(np.float32)
+
+
 def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
-              out_hw: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+              out_hw: tuple[int, int] | None = None, image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(anomaly map, image score) of an image of ``image_hw`` (H, W) from its block map, as
     inference makes them: :func:`output_map` at the evaluation size (longest side
-    ``output.eval_size``), whose maximum is the image score, then bilinear to ``out_hw`` (a mask's
+    ``output.eval_size``), whose maximum is the image score, then refined by the image's pixel
+    contrast when ``output.contrast`` is on (:func:`refine_by_contrast`; ``image``, uint8 RGB at its
+    own size, is then required; the score stays the unrefined map's maximum: an image's verdict is
+    the model's, the refinement only says which pixels), then bilinear to ``out_hw`` (a mask's
     size, say) when given."""
     ev = eval_hw(image_hw[1], image_hw[0], output.eval_size)
     amap = output_map(block_map, ev, output)
     score = float(amap.max())
+    if getattr(output, "contrast", 0.0) > 0:
+        if image is None:
+            raise ValueError("output.contrast is on: image_map needs the image to refine the map")
+        amap = refine_by_contrast(amap, image, np.shape(block_map)[:2], output)
     if out_hw is not None and tuple(out_hw) != ev:
         amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
     return amap, score

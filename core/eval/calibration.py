@@ -28,6 +28,40 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     return float(s[i]), float(f1[i])
 
 
+def contrast_maps(maps: list[np.ndarray], images: list[np.ndarray], grids: list[tuple[int, int]],
+                  output, beta: float) -> list[np.ndarray]:
+    """Validation maps (at their masks' size) refined by their images' pixel contrast with ``beta``
+    (core/eval/anomaly_map.refine_by_contrast; 0: the maps as they are)."""
+    from dataclasses import replace
+
+    from .anomaly_map import refine_by_contrast
+    if beta <= 0:
+        return list(maps)
+    out = replace(output, contrast=float(beta))
+    return [refine_by_contrast(m, img, g, out) for m, img, g in zip(maps, images, grids, strict=True)]
+
+
+def choose_contrast(maps: list[np.ndarray], images: list[np.ndarray], grids: list[tuple[int, int]],
+                    masks: list[np.ndarray], output, betas=None) -> tuple[float, dict[str, float]]:
+    """The pixel-contrast beta (``output.contrast_choice`` "validation", decision 0028) with the best
+    validation pixel AP (ties: the smaller beta, so 0, the map as it is, wins a draw), and every AP.
+    Without a defect pixel in the validation split the map stays as it is (0)."""
+    from .anomaly_map import CONTRAST_BETAS
+    from .metrics import pixel_ap
+    if not masks or not any(m.any() for m in masks):
+        return 0.0, {}
+    flat_masks = np.concatenate([m.ravel() for m in masks])
+    aps: dict[str, float] = {}
+    best_b, best_ap = 0.0, -1.0
+    for b in (CONTRAST_BETAS if betas is None else betas):
+        flat = np.concatenate([m.ravel() for m in contrast_maps(maps, images, grids, output, b)])
+        ap = pixel_ap(flat[None], flat_masks[None])
+        aps[str(b)] = ap
+        if ap > best_ap + 1e-9:
+            best_b, best_ap = float(b), ap
+    return best_b, aps
+
+
 def calibrate(maps: list[np.ndarray], masks: list[np.ndarray]) -> dict:
     """Calibration from validation maps (any sizes) and their pixel masks (all False for normals)."""
     if not maps:

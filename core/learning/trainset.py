@@ -32,6 +32,7 @@ from ..data.labels import BLOCK_NORMAL, block_labels_from_mask
 from ..embedding.bank import MemoryBank, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
+from ..eval.anomaly_map import grey_levels
 from ..progress import Reporter
 from ..synthetic.defectmaker import DefectMaker
 from ..synthetic.labelpaste import Labelled, paste_labelled
@@ -47,6 +48,8 @@ class TokenImage:
     name: str
     mask: np.ndarray | None = None  # bool pixel mask at model-input size (validation only)
     label_kind: str | None = None   # for defective images: mask | blocks | boxes | tag
+    grey: np.ndarray | None = None  # uint8 grey levels at model-input size (validation only: the
+                                    # map's pixel-contrast refinement is chosen on them, decision 0028)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -130,9 +133,9 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
     report.log(f"memory bank: {len(bank)} entries of {sum(f.shape[0] * f.shape[1] for f in pcf)} "
                f"patches ({cfg.bank.coreset_ratio:.1%})")
 
-    def token_image(img_feats, owner, targets, kind, name, mask=None, label_kind=None):
+    def token_image(img_feats, owner, targets, kind, name, mask=None, label_kind=None, image=None):
         return TokenImage(img_feats.half(), neighbours(bank, img_feats, k, owner), targets, kind, name,
-                          mask, label_kind)
+                          mask, label_kind, None if image is None else grey_levels(image))
 
     def normal_targets(f):
         return torch.full(f.shape[:2], BLOCK_NORMAL, dtype=torch.int8)
@@ -150,7 +153,7 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
         vf = encoder.encode(val_imgs, tick=report.tick("features", "validation normals"))
         for f, img, name in zip(vf, val_imgs, val_names):
             val.append(token_image(f, None, normal_targets(f), "normal", name,
-                                   mask=np.zeros(img.shape[:2], bool)))
+                                   mask=np.zeros(img.shape[:2], bool), image=img))
         val += _synthetic_items(cfg, encoder, val_imgs, val_names, seed + 10_000, report, token_image,
                                 leave_one_out=False, keep_mask=True, generator=t.val_generator,
                                 per_normal=t.val_defects_per_normal)
@@ -206,6 +209,7 @@ def _synthetic_items(cfg, encoder, images, names, seed, report, token_image, lea
     for j, ((src, aimg, mask), f) in enumerate(zip(made, feats)):
         targets = block_labels_from_mask(mask, BlockGrid.at_input_size(aimg), cfg.train.eps_pos, cfg.train.eps_neg)
         out.append(token_image(f, src if leave_one_out else None, torch.from_numpy(targets), "synthetic",
-                               f"synthetic-{j}-of-{names[src]}", mask=mask if keep_mask else None))
+                               f"synthetic-{j}-of-{names[src]}", mask=mask if keep_mask else None,
+                               image=aimg if keep_mask else None))
         report("neighbours", j + 1, len(made), "synthetic anomalies")
     return out

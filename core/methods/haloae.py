@@ -499,7 +499,7 @@ def calibration(model: HaloAE, encoder: Encoder, images: list[np.ndarray], cfg: 
         variants = [(x, np.zeros(x.shape[:2], bool))] + [maker(x, rng) for _ in range(2)]
         feats = torch.stack(encoder.encode([v for v, _ in variants], with_position=False)).to(dev)
         for block, (img, mask) in zip(model.error_map(feats).cpu().numpy(), variants):
-            maps.append(image_map(block, img.shape[:2], out)[0])
+            maps.append(image_map(block, img.shape[:2], out, image=img)[0])
             masks.append(eval_mask(mask, out.eval_size))
         if report is not None:
             report("validate", i + 1, len(pick), "calibration")

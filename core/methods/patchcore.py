@@ -13,6 +13,8 @@ excluded), and DefectMaker defects pasted on them are scored the same way. No te
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import nn
@@ -21,8 +23,8 @@ from ..config import Config
 from ..data.datasets import prepare_image, read_images
 from ..embedding.bank import MemoryBank, NearestEntry, build_bank
 from ..embedding.features import Encoder
-from ..eval.anomaly_map import eval_mask, image_map
-from ..eval.calibration import calibrate
+from ..eval.anomaly_map import eval_mask, grey_levels, image_map
+from ..eval.calibration import calibrate, choose_contrast, contrast_maps
 from ..eval.metrics import pooled_pixel_ap
 from .detector import Detector, FitJob, label_record, normals_from_labels, training_record
 
@@ -64,7 +66,8 @@ class PatchCore:
         f, out = self.cfg.features, self.cfg.output
         n = len(images)
         pick = np.random.default_rng(seed).choice(n, min(CALIBRATION_IMAGES, n), replace=False)
-        maps, masks = [], []
+        maps, masks, greys, grids = [], [], [], []
+        plain = replace(out, contrast=0.0)     # refined below, once the beta is known (decision 0028)
         for i in pick:
             x = prepare_image(images[int(i)], f.image_size, f.size_multiple)
             maker = DefectMaker(min_component_pixels(self.cfg.synthesis, x.shape[:2]))
@@ -73,11 +76,17 @@ class PatchCore:
             variants += [maker(x, rng) for _ in range(2)]
             for img, mask in variants:
                 block = self.block_map(self._features(img), exclude_owner=int(i))
-                maps.append(image_map(block, img.shape[:2], out)[0])
+                maps.append(image_map(block, img.shape[:2], plain)[0])
                 masks.append(eval_mask(mask, out.eval_size))
+                greys.append(grey_levels(img))
+                grids.append(block.shape)
+        contrast = {"beta": float(out.contrast), "choice": out.contrast_choice}
+        if out.contrast_choice == "validation":
+            contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, out)
+        maps = contrast_maps(maps, greys, grids, out, contrast["beta"])
         # the same maps are the method's validation: synthetic defects, never a test image
         self.val_pixel_ap = pooled_pixel_ap(maps, masks)
-        return calibrate(maps, masks)
+        return {**calibrate(maps, masks), "contrast": contrast}
 
 
 class DistanceHead(nn.Module):
@@ -139,6 +148,8 @@ def save_bank_model(job: FitJob, encoder: Encoder, model: PatchCore, images: lis
     from ..deploy.modelfile import ModelBundle
     cfg = job.cfg
     calib = model.calibration(images, cfg.train.seed)
+    if "contrast" in calib:     # the refinement its calibration chose is the saved model's setting
+        cfg = cfg.updated({"output": {"contrast": calib["contrast"]["beta"]}})
     bundle = ModelBundle(
         config=cfg, backbone=encoder.backbone_name, feature_dim=encoder.dim,
         bank_state=model.state(), swin_state={}, residual_scale=1.0,

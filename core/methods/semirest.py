@@ -32,7 +32,7 @@ from ..embedding.features import Encoder
 from ..embedding.residuals import residual
 from ..errors import ConfigError, LabelError
 from ..eval.anomaly_map import eval_mask, output_map
-from ..eval.calibration import calibrate
+from ..eval.calibration import calibrate, choose_contrast, contrast_maps
 from ..eval.realval import split_labelled
 from ..learning.fusion import combine, fuse, normalised
 from ..learning.known_defects import closeness, exemplars, is_defective_tag, with_known
@@ -229,6 +229,8 @@ class SemiREST(Detector):
             report.log(f"known defects: {len(known)} blocks of the labelled defective images score new "
                        f"images by nearness (weight {cfg.train.known_defects_weight:g})")
         calib = _calibrate(material, cfg, dev, known, val_maps)
+        # the refinement validation chose is the saved model's setting (inference reads the config)
+        cfg = cfg.updated({"output": {"contrast": calib["contrast"]["beta"]}})
         bank_state = material.bank.state()
         if cfg.bank.include_val and val_imgs:
             # The hold-outs chose the checkpoint and calibrated; now they join the bank, so that
@@ -411,7 +413,16 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
             dk = entry(f.reshape(-1, f.shape[-1]))[0].view(d.shape).cpu().numpy()
             blocks[i] = with_known(blocks[i], closeness(d, dk), w_known).astype(np.float32)
     maps = [to_map(b, m.shape) for b, m in zip(blocks, masks)]
+    # decision 0028: the maps' pixel-contrast refinement, chosen here or fixed, then calibrated on
+    greys = [it.grey for it in material.val]
+    contrast = {"beta": float(cfg.output.contrast), "choice": cfg.output.contrast_choice}
+    if greys and all(g is not None for g in greys):
+        grids = [b.shape for b in blocks]
+        if cfg.output.contrast_choice == "validation":
+            contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, cfg.output)
+        maps = contrast_maps(maps, greys, grids, cfg.output, contrast["beta"])
     out = calibrate(maps, masks)
+    out["contrast"] = contrast
     if fusion is not None:
         out["fusion"] = fusion
     if w_known:

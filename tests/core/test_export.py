@@ -182,6 +182,22 @@ def test_patchcore_export_matches_torch_on_real_images(models, tmp_path):
     assert meta["method"] == "patchcore" and meta["bagging"] is None
 
 
+def test_an_export_refines_its_maps_by_pixel_contrast_as_torch_does(models, tmp_path):
+    """Decision 0028: the refinement runs after the graph (OpenCV's median has no ONNX operator);
+    the export's JSON says so and its maps equal torch's."""
+    import dataclasses
+    b = ModelBundle.load(models / "semirest.pt")
+    on = tmp_path / "contrast.pt"
+    dataclasses.replace(b, config=b.config.updated({"output": {"contrast": 0.3}})).save(on)
+    meta, ref = _parity(on, tmp_path / "onnx", _images())
+    assert meta["contrast"]["beta"] == 0.3 and meta["contrast"]["radius_blocks"] == 2.0
+    img = read_image(_images(0, 1)[0])
+    plain = Predictor(b, "cpu").predict(img)
+    refined = ref.predict(img)
+    assert refined.score == plain.score
+    assert np.abs(refined.anomaly_map - plain.anomaly_map).max() > 100 * TOL
+
+
 @pytest.mark.parametrize("name", ["reb", "reb-finetuned"])
 def test_reb_export_matches_torch_on_real_images(other_models, tmp_path, name):
     model = other_models / f"{name}.pt"
