@@ -123,3 +123,33 @@ def test_validation_chooses_the_refinement_where_it_helps_and_not_where_it_hurts
     assert beta == 0.0 and all(aps["0.0"] >= v for v in aps.values())
     maps, greys, grids, masks = _val_set(True)
     assert choose_contrast(maps, greys, grids, [np.zeros_like(m) for m in masks], out) == (0.0, {})
+
+
+@pytest.mark.parametrize("method", ["semirest", "patchcore"])
+def test_a_model_trained_with_the_choice_on_validation_keeps_what_validation_chose(method, demo_data, tmp_path):
+    """The chosen beta is the saved model's ``output.contrast``: inference, the viewer's record and
+    an export read it from there; the calibration keeps every beta's validation AP beside it."""
+    from core import api
+    from core.data.images import read_image
+    from core.deploy.inference import Predictor
+    from core.deploy.modelfile import ModelBundle
+    from tests.conftest import tiny_config
+    cfg = tiny_config().updated({"method": method, "output": {"contrast_choice": "validation"}})
+    path = tmp_path / f"{method}.pt"
+    api.fit(sorted((demo_data / "train" / "good").glob("*.png")), path, cfg, "cpu", resume=False)
+    b = ModelBundle.load(path)
+    c = b.calibration["contrast"]
+    assert c["choice"] == "validation" and set(c["val_pixel_ap"]) == {"0.0", "0.1", "0.3", "1.0"}
+    best = max(c["val_pixel_ap"].values())
+    assert c["val_pixel_ap"][str(c["beta"])] == best
+    assert b.config.output.contrast == c["beta"]
+    # and a fixed beta is what a model trained without the choice keeps
+    fixed = tiny_config().updated({"method": method, "output": {"contrast": 0.3}})
+    api.fit(sorted((demo_data / "train" / "good").glob("*.png")), tmp_path / "fixed.pt", fixed, "cpu", resume=False)
+    f = ModelBundle.load(tmp_path / "fixed.pt")
+    assert f.config.output.contrast == 0.3 and f.calibration["contrast"] == {"beta": 0.3, "choice": "fixed"}
+    img = read_image(sorted((demo_data / "test").glob("*/*.png"))[-1])
+    plain = ModelBundle.load(tmp_path / "fixed.pt")
+    plain.config = plain.config.updated({"output": {"contrast": 0.0}})
+    a, z = Predictor(f, "cpu").predict(img), Predictor(plain, "cpu").predict(img)
+    assert a.score == z.score and not np.allclose(a.anomaly_map, z.anomaly_map)
