@@ -7,6 +7,7 @@ returning ``False`` cancels) and ``cancel_event`` (a ``threading.Event``), and r
 """
 from __future__ import annotations
 
+import dataclasses
 import csv
 import io
 import threading
@@ -107,8 +108,19 @@ class ImageResult:
     timings_ms: dict = field(default_factory=dict)
 
 
-def _load(model: str | Path | ModelBundle) -> ModelBundle:
-    return model if isinstance(model, ModelBundle) else ModelBundle.load(model)
+def _load(model: str | Path | ModelBundle, contrast: float | None = None) -> ModelBundle:
+    """The model; with ``contrast``, its maps refined by pixel contrast with that beta instead of its
+    own ``output.contrast`` (decision 0028: post-processing only, so any model takes it)."""
+    b = model if isinstance(model, ModelBundle) else ModelBundle.load(model)
+    if contrast is None:
+        return b
+    return dataclasses.replace(b, config=b.config.updated({"output": {"contrast": contrast}}).validate())
+
+
+def _torch_only(runtime: str, contrast: float | None) -> None:
+    if contrast is not None and runtime != "torch":
+        raise ConfigError(f"--contrast applies to the torch runtime; an export refines its maps as its model did "
+                          f"(set output.contrast before `semirest export`)")
 
 
 # Images scored together by predict and evaluate (Predictor.predict_batch): on a GPU a batch
@@ -119,14 +131,16 @@ PREDICT_BATCH = 8
 def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir: str | Path | None = None,
             device: str = "auto", progress: ProgressCallback | None = None,
             cancel_event: threading.Event | None = None, maps: str = "none",
-            runtime: str = "torch", precision: str = "float32") -> list[ImageResult]:
+            runtime: str = "torch", precision: str = "float32", contrast: float | None = None) -> list[ImageResult]:
     """Score images (a folder or a list of paths); with ``out_dir`` write heatmaps, overlays and
     ``scores.csv``; ``maps="npy"`` also writes each raw float32 map at the image's own size as
     ``out_dir/<stem>.npy``. Unreadable images stop the run with an error naming the file.
 
     ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest export``
     (core/deploy/export.py), run with that engine on the CPU; the outputs are written the same way.
-    ``precision``: the torch runtime's Swin precision (core/deploy/precision.py)."""
+    ``precision``: the torch runtime's Swin precision (core/deploy/precision.py). ``contrast``: the
+    maps' pixel-contrast beta instead of the model's (core/eval/anomaly_map.refine_by_contrast)."""
+    _torch_only(runtime, contrast)
     if runtime != "torch" and precision != "float32":
         raise ConfigError(f"precision {precision} applies to the torch runtime; an export runs as exported")
     if maps not in ("none", "npy"):
@@ -134,7 +148,7 @@ def predict(model: str | Path | ModelBundle, images: str | Path | list, out_dir:
     if out_dir:
         ensure_writable(out_dir, MIN_FREE_PREDICT_BYTES)     # before any image is scored
     if runtime == "torch":
-        bundle = _load(model)
+        bundle = _load(model, contrast)
         summary, calibration = bundle.summary(), bundle.calibration
     else:
         from .deploy.export import load_runtime
@@ -275,7 +289,8 @@ class EvalResult:
 def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | None = None,
              device: str = "auto", progress: ProgressCallback | None = None,
              cancel_event: threading.Event | None = None, samples: list[Sample] | None = None,
-             bagging: bool | None = None, runtime: str = "torch", precision: str = "float32") -> EvalResult:
+             bagging: bool | None = None, runtime: str = "torch", precision: str = "float32",
+             contrast: float | None = None) -> EvalResult:
     """Pixel AP, PRO (FPR <= 0.3, normalised), pixel AUROC and image AUROC on the test split
     (or on ``samples``), scored as ``../shared/tools/metrics.py`` and the MVTec protocol score:
     each map resized (bilinear) to its mask's own size, pixels of all images pooled. When the
@@ -283,10 +298,12 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
     bilinear, masks nearest), so that the pooled arrays stack.
 
     ``runtime="onnxruntime"`` or ``"openvino"``: ``model`` is a folder written by ``semirest
-    export``, scored as its runtime gives the maps (an int8 export's accuracy, say)."""
+    export``, scored as its runtime gives the maps (an int8 export's accuracy, say). ``contrast``: as
+    :func:`predict`'s."""
     from .eval.metrics import evaluate as metric_eval
+    _torch_only(runtime, contrast)
     if runtime == "torch":
-        pred = Predictor(_load(model), resolve_device(device), bagging=bagging, precision=precision)
+        pred = Predictor(_load(model, contrast), resolve_device(device), bagging=bagging, precision=precision)
     elif precision != "float32":
         raise ConfigError(f"precision {precision} applies to the torch runtime; an export runs as exported")
     else:
@@ -329,7 +346,7 @@ def run_protocol(data: str | Path, category: str | None, protocol: str, model: s
                  cfg: Config | None = None, device: str = "auto", seed: int = 0, n_anomalous: int = 10,
                  init: str | Path | None = None, pool: int | None = None, retrain: bool = False,
                  progress: ProgressCallback | None = None, bagging: bool | None = None,
-                 precision: str = "float32") -> ProtocolRun:
+                 precision: str = "float32", contrast: float | None = None) -> ProtocolRun:
     """The paper's protocols, one code path for ``semirest eval --protocol`` and the benchmark:
     move ``n_anomalous`` defective test images (seeded, stratified; the first of a draw of
     ``pool``) into training with ``protocol``'s labels, train ``model`` from the category's normals
@@ -359,7 +376,7 @@ def run_protocol(data: str | Path, category: str | None, protocol: str, model: s
     else:
         bundle = _load(model)
     res = evaluate(bundle, data, samples=split.test, device=device, progress=progress, bagging=bagging,
-                   precision=precision)
+                   precision=precision, contrast=contrast)
     return ProtocolRun(split, ds, model, bundle, res, train_s)
 
 

@@ -40,6 +40,13 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
                         "float32's; float16: GPUs only (docs/decisions/0024-inference-precision.md)")
 
 
+def _add_contrast(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--contrast", type=float, metavar="BETA",
+                   help="refine the maps by each pixel's contrast with its surroundings, m (1 + BETA z) / "
+                        "(1 + BETA), instead of the model's own setting (0: off; 0.2 sharpened specks on "
+                        "the dev classes; decision 0028); torch runtime")
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     from .config import DEFAULT_PRESET, PRESETS
     from .methods import METHODS
@@ -97,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch: the model file; onnxruntime / openvino: --model is a folder written "
                          "by `semirest export`, run with ONNX Runtime / OpenVINO on the CPU")
     _add_precision(pr)
+    _add_contrast(pr)
     _add_common(pr)
 
     x = sub.add_parser("export", help="write the whole inference path as ONNX for a fixed image size")
@@ -126,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime / openvino: --model is a folder written by `semirest export`, "
                         "scored on the test split as that runtime maps it (protocol unsup)")
     _add_precision(e)
+    _add_contrast(e)
     _add_config(e)
     _add_common(e)
 
@@ -262,11 +271,13 @@ def cmd_predict(args, out: _Output) -> int:
         from .cluster import predict_ray
         if args.runtime != "torch":
             raise SemiRestError(f"--ray runs the torch model file; --runtime {args.runtime} runs in one process only")
+        if args.contrast is not None:
+            raise SemiRestError("--ray runs the model file as it is; set output.contrast in it instead of --contrast")
         res = predict_ray(args.model, args.images, args.out, None if args.ray == "local" else args.ray,
                           args.device, args.maps, progress=out.render, precision=args.precision)
     else:
         res = api.predict(args.model, args.images, args.out, args.device, progress=out.render,
-                          maps=args.maps, runtime=args.runtime, precision=args.precision)
+                          maps=args.maps, runtime=args.runtime, precision=args.precision, contrast=args.contrast)
     flagged = sum(r.flagged for r in res)
     out.result({"out": str(args.out), "images": len(res), "flagged": flagged,
                 "scores": {safe_name(r.path): r.score for r in res}},
@@ -303,7 +314,7 @@ def cmd_eval(args, out: _Output) -> int:
             raise SemiRestError(f"eval --runtime {args.runtime} scores an export as it is: protocol unsup only "
                                 f"(an export cannot be trained with --protocol {args.protocol})")
         res = api.evaluate(args.model, args.data, category, runtime=args.runtime, progress=out.render,
-                           precision=args.precision)
+                           precision=args.precision, contrast=args.contrast)
         ds_name, moved = category or Path(args.data).name, []
         payload = {"category": ds_name, "protocol": "unsup", "model": str(args.model), "runtime": args.runtime}
         title = f"{ds_name}, export {args.model} ({args.runtime}), {res.n_images} test images"
@@ -311,7 +322,8 @@ def cmd_eval(args, out: _Output) -> int:
         model = Path(args.model) if args.model else Path(f"{category or Path(args.data).name}-{args.protocol}-seed{seed}.pt")
         run = api.run_protocol(args.data, category, args.protocol, model, _config(args), args.device, seed,
                                args.n_anomalous, init=args.init, progress=out.render,
-                               bagging=False if args.no_bagging else None, precision=args.precision)
+                               bagging=False if args.no_bagging else None, precision=args.precision,
+                               contrast=args.contrast)
         res, ds_name, moved = run.result, run.dataset.name, run.split.moved
         payload = {"category": ds_name, "protocol": args.protocol, "seed": seed, "model": str(model),
                    "moved": [str(p) for p in moved]}

@@ -132,6 +132,39 @@ def test_predict_in_bfloat16_and_its_errors(model, demo_data, tmp_path, capsys):
     assert "applies to the torch runtime" in capsys.readouterr().err
 
 
+def test_predict_and_eval_with_contrast_refine_the_maps_and_keep_the_scores(model, demo_data, tmp_path, capsys):
+    """--contrast BETA refines the maps of any model by pixel contrast (decision 0028): the scores
+    stay the model's, the raw maps change; a negative beta, an export and --ray are refused."""
+    imgs = str(demo_data / "test" / "defect")
+    outs = {}
+    for beta in ("0", "0.3"):
+        outs[beta] = tmp_path / f"c{beta}"
+        assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(outs[beta]),
+                     "--device", "cpu", "--maps", "npy", "--contrast", beta]) == 0
+    rows = {b: (o / "scores.csv").read_text(encoding="utf-8").splitlines()[1:] for b, o in outs.items()}
+    assert rows["0"] == rows["0.3"]
+    stems = sorted(p.name for p in outs["0"].glob("*.npy"))
+    assert stems and stems == sorted(p.name for p in outs["0.3"].glob("*.npy"))
+    assert any(not np.allclose(np.load(outs["0"] / n), np.load(outs["0.3"] / n)) for n in stems)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(tmp_path / "neg"),
+                 "--device", "cpu", "--contrast", "-1"]) == 2
+    assert "output.contrast" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(tmp_path / "x"),
+                 "--runtime", "onnxruntime", "--contrast", "0.2"]) == 2
+    assert "--contrast applies to the torch runtime" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model), "--images", imgs, "--out", str(tmp_path / "r"),
+                 "--ray", "--contrast", "0.2"]) == 2
+    assert "--contrast" in capsys.readouterr().err
+    js = {}
+    for beta in ("0", "0.3"):
+        js[beta] = tmp_path / f"e{beta}.json"
+        assert main(["eval", "--model", str(model), "--data", str(demo_data), "--device", "cpu",
+                     "--contrast", beta, "--json-out", str(js[beta])]) == 0
+    m0, m1 = (json.loads(js[b].read_text())["metrics"] for b in ("0", "0.3"))
+    assert m0["image_auroc"] == m1["image_auroc"] and m0["pixel_ap"] != m1["pixel_ap"]
+
+
 def test_train_precision_flag_sets_the_config_and_is_refused_where_it_means_nothing(demo_data, tiny_yaml,
                                                                                     tmp_path, capsys):
     from core.cli import _config, build_parser
