@@ -181,8 +181,12 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
     if labelled_val:
         vf = encoder.encode([x.image for x in labelled_val], tick=report.tick("features", "held-out labelled images"))
         for f, x in zip(vf, labelled_val):
+            # a held-out pixel mask keeps its pixels: the map's pixel-contrast refinement can be
+            # chosen on real defects (decision 0028)
+            exact = x.kind == "mask" and x.region is not None
             val_real.append(token_image(f, None, torch.from_numpy(x.targets), "defective", x.name,
-                                        label_kind=x.kind))
+                                        mask=x.region if exact else None, label_kind=x.kind,
+                                        image=x.image if exact else None))
 
     # Scalar input scale: the mean leave-one-out residual of normal tokens, so the Swin sees inputs
     # of order 1 whatever the backbone (Wide-ResNet and EfficientNet features differ in scale).

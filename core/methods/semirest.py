@@ -228,7 +228,7 @@ class SemiREST(Detector):
         if len(known):
             report.log(f"known defects: {len(known)} blocks of the labelled defective images score new "
                        f"images by nearness (weight {cfg.train.known_defects_weight:g})")
-        calib = _calibrate(material, cfg, dev, known, val_maps)
+        calib = _calibrate(material, cfg, dev, known, val_maps, swin)
         # the refinement validation chose is the saved model's setting (inference reads the config)
         cfg = cfg.updated({"output": {"contrast": calib["contrast"]["beta"]}})
         bank_state = material.bank.state()
@@ -380,7 +380,38 @@ def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], ini
 
 
 @torch.no_grad()
-def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
+def _real_mask_maps(material, cfg: Config, dev, known: np.ndarray, swin, blocks, maps, masks, greys, to_map,
+                    weight: float, d_ref: float):
+    """(maps, grey images, block grids, masks) of the held-out real images labelled with pixel
+    masks and of the validation split's held-out normals, made as inference makes them (fusion,
+    known defects), or None without such a mask: what choosing the pixel-contrast refinement on
+    real defects scores (decision 0028; synthetic defects are filled regions that always reject it)."""
+    from ..learning.fusion import fuse
+    real = [it for it in material.val_real if it.mask is not None and it.grey is not None and it.mask.any()]
+    if not real:
+        return None
+    bank_t = torch.from_numpy(material.bank.features).to(dev)
+    w_known = cfg.train.known_defects_weight if len(known) else 0.0
+    entry = NearestEntry(known).to(dev) if w_known else None
+    out_maps, out_greys, out_grids, out_masks = [], [], [], []
+    for it in real:
+        p, d = block_maps(swin, it, bank_t, cfg, dev)
+        b = fuse(p, d, weight, d_ref)
+        if w_known:
+            f = it.feats.to(dev).float()
+            dk = entry(f.reshape(-1, f.shape[-1]))[0].view(d.shape).cpu().numpy()
+            b = with_known(b, closeness(d, dk), w_known).astype(np.float32)
+        m = eval_mask(it.mask, cfg.output.eval_size)
+        out_maps.append(to_map(b, m.shape)), out_greys.append(it.grey), out_grids.append(b.shape)
+        out_masks.append(m)
+    for b, mp, m, g, it in zip(blocks, maps, masks, greys, material.val):
+        if it.kind == "normal":
+            out_maps.append(mp), out_greys.append(g), out_grids.append(b.shape), out_masks.append(m)
+    return out_maps, out_greys, out_grids, out_masks
+
+
+@torch.no_grad()
+def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps, swin=None) -> dict:
     """Calibration (core/eval/calibration.py) from the validation split, after choosing the fusion
     weight of the nearest-neighbour distance on it when ``train.fusion`` is on (core/learning/fusion.py).
     ``val_maps``: the trained model's (probability, distance) block maps of ``material.val``
@@ -419,7 +450,14 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps) -> dict:
     if greys and all(g is not None for g in greys):
         grids = [b.shape for b in blocks]
         if cfg.output.contrast_choice == "validation":
-            contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, cfg.output)
+            real = (None if swin is None else
+                    _real_mask_maps(material, cfg, dev, known, swin, blocks, maps, masks, greys, to_map, weight, d_ref))
+            if real is not None:        # held-out real pixel masks decide, beside the held-out normals
+                contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(*real, cfg.output)
+                contrast["on"] = "real masks"
+            else:
+                contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, cfg.output)
+                contrast["on"] = "synthetic"
         maps = contrast_maps(maps, greys, grids, cfg.output, contrast["beta"])
     out = calibrate(maps, masks)
     out["contrast"] = contrast

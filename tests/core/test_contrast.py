@@ -153,3 +153,23 @@ def test_a_model_trained_with_the_choice_on_validation_keeps_what_validation_cho
     plain.config = plain.config.updated({"output": {"contrast": 0.0}})
     a, z = Predictor(f, "cpu").predict(img), Predictor(plain, "cpu").predict(img)
     assert a.score == z.score and not np.allclose(a.anomaly_map, z.anomaly_map)
+
+
+def test_held_out_real_masks_choose_the_refinement_on_real_specks(tmp_path):
+    """With pixel masks labelled, the held-out ones (train.real_val_fraction) choose beta instead of
+    the synthetic defects, which reject it (decision 0028); on PIPED's real specks they take it."""
+    from core import api
+    from core.data.datasets import load_mvtec
+    from core.data.protocols import make_protocol
+    from core.deploy.modelfile import ModelBundle
+    from tests.conftest import PIPED_ROOT, tiny_config
+    if not (PIPED_ROOT / "PA_BDP01_TL" / "ground_truth").is_dir():
+        pytest.skip(f"real data not found at {PIPED_ROOT}")
+    ds = load_mvtec(PIPED_ROOT, "PA_BDP01_TL")
+    split = make_protocol(ds, "sup", 6, seed=0)
+    cfg = tiny_config().updated({"output": {"contrast_choice": "validation"}})
+    api.fit(ds.train[:12], tmp_path / "sup.pt", cfg, "cpu", labels=split.labels)
+    c = ModelBundle.load(tmp_path / "sup.pt").calibration["contrast"]
+    assert c["on"] == "real masks"
+    assert c["beta"] > 0 and c["val_pixel_ap"][str(c["beta"])] > c["val_pixel_ap"]["0.0"]
+    assert ModelBundle.load(tmp_path / "sup.pt").config.output.contrast == c["beta"]
