@@ -11,6 +11,7 @@ import numpy as np
 from core.eval import anomaly_map   # no torch: colouring an array never loads the deep-learning stack
 
 COLORMAPS = tuple(anomaly_map.COLORMAPS)
+CONTRAST_BETAS = anomaly_map.CONTRAST_BETAS     # the review panel's Pixel contrast choices (decision 0028)
 VIEWS = ("smoothed", "blocks")
 # upsample: models made before decision 0013 (no "upsample" in their display record) were bilinear
 # sharpness: models made before decision 0026 were not sharpened; contrast: before decision 0028

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QWidget)
 
 from .histogram import ScoreHistogram
-from .maps import COLORMAPS, VIEWS
+from .maps import COLORMAPS, CONTRAST_BETAS, VIEWS
 
 STEPS = 1000
 
@@ -89,6 +89,13 @@ class ReviewPanel(QWidget):
         for c in COLORMAPS:
             self.colormap.addItem(c, c)
         self.opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=60)
+        self.contrast = QComboBox()
+        self.contrast.addItem("As trained", None)
+        for beta in CONTRAST_BETAS:
+            self.contrast.addItem("Off" if beta == 0 else f"beta {beta:g}", float(beta))
+        self.contrast.setToolTip("Multiply the map, pixel by pixel, by how much each pixel stands out of its "
+                                 "surroundings: specks sharpen to their pixels (decision 0028). Scores and "
+                                 "verdicts stay the model's; check it on images whose defects you know")
         self.image_thr = ThresholdRow()
         self.pixel_thr = ThresholdRow()
         self.histogram = ScoreHistogram()
@@ -113,6 +120,7 @@ class ReviewPanel(QWidget):
         form.addRow("View", self.view)
         form.addRow("Colormap", self.colormap)
         form.addRow("Opacity", self.opacity)
+        form.addRow("Pixel contrast", self.contrast)
         form.addRow("Image threshold", self.image_thr)
         form.addRow("Pixel threshold", self.pixel_thr)
         jobs = QGridLayout()
@@ -136,7 +144,7 @@ class ReviewPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancelRequested.emit)
         for w in (self.show_heat, self.show_labels):
             w.toggled.connect(lambda _: self.displayChanged.emit())
-        for w in (self.view, self.colormap):
+        for w in (self.view, self.colormap, self.contrast):
             w.currentIndexChanged.connect(lambda _: self.displayChanged.emit())
         self.opacity.valueChanged.connect(lambda _: self.displayChanged.emit())
         self.image_thr.changed.connect(self._image_thr)
@@ -180,4 +188,4 @@ class ReviewPanel(QWidget):
     def display(self) -> dict:
         return {"heat": self.show_heat.isChecked(), "labels": self.show_labels.isChecked(),
                 "view": self.view.currentData(), "colormap": self.colormap.currentData(),
-                "opacity": self.opacity.value() / 100.0}
+                "opacity": self.opacity.value() / 100.0, "contrast": self.contrast.currentData()}

@@ -179,6 +179,29 @@ def test_viewer_screenshot_with_heatmap(qtbot, window, reviewed, tmp_path):
     assert (img.width(), img.height()) == (1400, 860)
 
 
+def test_pixel_contrast_sharpens_the_shown_map_and_keeps_the_verdict(qtbot, window, reviewed):
+    """The review panel's Pixel contrast (decision 0028) remakes the heatmap from the stored block
+    map and the image: the map and the share over the pixel threshold change, the score and the
+    verdict do not; "As trained" brings the model's own map back."""
+    import numpy as np
+    with Store.open(window.store.folder) as s:
+        target = next(r.id for r in s.images("test") if r.status == "defective")
+    window.image_list.select(target)
+    wait_image(qtbot, window, target)
+    window.docks.dock["review"].raise_()
+    c, panel = window.canvas, window.docks.review_panel
+    qtbot.waitUntil(lambda: c.heat is not None)
+    assert panel.contrast.currentData() is None                  # the model's own map to start with
+    before, info = c.heat._keep.copy(), panel.image_info.text()
+    panel.contrast.setCurrentIndex(panel.contrast.findData(1.0))
+    qtbot.waitUntil(lambda: not np.array_equal(c.heat._keep, before))
+    after = panel.image_info.text()
+    assert after.split("—")[0] == info.split("—")[0]               # "Score <b>x</b>": the same score
+    assert ("not flagged" in after) == ("not flagged" in info)
+    panel.contrast.setCurrentIndex(panel.contrast.findData(None))
+    qtbot.waitUntil(lambda: np.array_equal(c.heat._keep, before))
+
+
 def test_a_model_written_after_the_window_closed_is_recovered(qtbot, reviewed, tmp_path):
     """The worker finished while the project was closing: the next open records its model."""
     folder = copy_project(reviewed[0], tmp_path / "proj")
