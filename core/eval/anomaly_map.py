@@ -51,6 +51,8 @@ def output_map(block_map: np.ndarray, out_hw: tuple[int, int], output) -> np.nda
 # output.contrast_choice "validation" picks beta among these (0: off) by validation pixel AP
 CONTRAST_BETAS = (0.0, 0.1, 0.3, 1.0)
 CONTRAST_CHOICES = ("fixed", "validation")
+# held-out labels whose pixels can choose it: masks, and boxes' insides (tight around a speck)
+CONTRAST_LABEL_KINDS = ("mask", "boxes")
 
 
 def grey_levels(image: np.ndarray) -> np.ndarray:

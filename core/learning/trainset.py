@@ -32,7 +32,7 @@ from ..data.labels import BLOCK_NORMAL, block_labels_from_mask
 from ..embedding.bank import MemoryBank, build_bank
 from ..embedding.features import Encoder
 from ..embedding.residuals import residual
-from ..eval.anomaly_map import grey_levels
+from ..eval.anomaly_map import CONTRAST_LABEL_KINDS, grey_levels
 from ..progress import Reporter
 from ..synthetic.defectmaker import DefectMaker
 from ..synthetic.labelpaste import Labelled, paste_labelled
@@ -181,9 +181,9 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
     if labelled_val:
         vf = encoder.encode([x.image for x in labelled_val], tick=report.tick("features", "held-out labelled images"))
         for f, x in zip(vf, labelled_val):
-            # a held-out pixel mask keeps its pixels: the map's pixel-contrast refinement can be
+            # a held-out mask or box keeps its pixels: the map's pixel-contrast refinement can be
             # chosen on real defects (decision 0028)
-            exact = x.kind == "mask" and x.region is not None
+            exact = x.kind in CONTRAST_LABEL_KINDS and x.region is not None
             val_real.append(token_image(f, None, torch.from_numpy(x.targets), "defective", x.name,
                                         mask=x.region if exact else None, label_kind=x.kind,
                                         image=x.image if exact else None))

@@ -380,12 +380,13 @@ def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], ini
 
 
 @torch.no_grad()
-def _real_mask_maps(material, cfg: Config, dev, known: np.ndarray, swin, blocks, maps, masks, greys, to_map,
+def _held_out_label_maps(material, cfg: Config, dev, known: np.ndarray, swin, blocks, maps, masks, greys, to_map,
                     weight: float, d_ref: float):
     """(maps, grey images, block grids, masks) of the held-out real images labelled with pixel
-    masks and of the validation split's held-out normals, made as inference makes them (fusion,
-    known defects), or None without such a mask: what choosing the pixel-contrast refinement on
-    real defects scores (decision 0028; synthetic defects are filled regions that always reject it)."""
+    masks or boxes (``anomaly_map.CONTRAST_LABEL_KINDS``; a box counts its inside as defective) and
+    of the validation split's held-out normals, made as inference makes them (fusion, known
+    defects), or None without such an image: what choosing the pixel-contrast refinement on real
+    defects scores (decision 0028; synthetic defects are filled regions that always reject it)."""
     from ..learning.fusion import fuse
     real = [it for it in material.val_real if it.mask is not None and it.grey is not None and it.mask.any()]
     if not real:
@@ -451,10 +452,11 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps, swin=Non
         grids = [b.shape for b in blocks]
         if cfg.output.contrast_choice == "validation":
             real = (None if swin is None else
-                    _real_mask_maps(material, cfg, dev, known, swin, blocks, maps, masks, greys, to_map, weight, d_ref))
+                    _held_out_label_maps(material, cfg, dev, known, swin, blocks, maps, masks, greys, to_map, weight, d_ref))
             if real is not None:        # held-out real pixel masks decide, beside the held-out normals
                 contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(*real, cfg.output)
-                contrast["on"] = "real masks"
+                kinds = sorted({it.label_kind for it in material.val_real if it.mask is not None})
+                contrast["on"] = "held-out " + " and ".join(kinds)
             else:
                 contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, cfg.output)
                 contrast["on"] = "synthetic"

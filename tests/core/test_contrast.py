@@ -170,6 +170,6 @@ def test_held_out_real_masks_choose_the_refinement_on_real_specks(tmp_path):
     cfg = tiny_config().updated({"output": {"contrast_choice": "validation"}})
     api.fit(ds.train[:12], tmp_path / "sup.pt", cfg, "cpu", labels=split.labels)
     c = ModelBundle.load(tmp_path / "sup.pt").calibration["contrast"]
-    assert c["on"] == "real masks"
+    assert c["on"] == "held-out mask"
     assert c["beta"] > 0 and c["val_pixel_ap"][str(c["beta"])] > c["val_pixel_ap"]["0.0"]
     assert ModelBundle.load(tmp_path / "sup.pt").config.output.contrast == c["beta"]
