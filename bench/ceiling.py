@@ -178,6 +178,25 @@ def contrast_aps(run: ModelRun, betas: list[float]) -> dict[float, float]:
             for b in betas}
 
 
+def _setting_table(classes: list[str], models: Path, run_of, name: str, values: list[float], aps, title: str) -> None:
+    """Print one markdown table: per class, the kept SemiREST and PatchCore models' test pixel AP
+    at each value of a post-processing setting (``aps(run) -> {value: AP}``), then the means."""
+    print(f"\n{title}\n")
+    print("| class | model | " + " | ".join(f"{name} = {v:g}" for v in values) + " |")
+    print("|---|---|" + "---|" * len(values))
+    means: dict[str, list[dict]] = {}
+    for c in classes:
+        for method, file in (("SemiREST", f"{c}-unsup-0.pt"), ("PatchCore", f"{c}-patchcore.pt")):
+            path = models / file
+            if path.is_file():
+                r = aps(run_of(path, c))
+                means.setdefault(method, []).append(r)
+                print(f"| {c} | {method} | " + " | ".join(f"{r[v]:.1f}" for v in values) + " |", flush=True)
+    for method, rs in means.items():
+        print(f"| **mean ({len(rs)})** | {method} | "
+              + " | ".join(f"**{np.mean([r[v] for r in rs]):.1f}**" for v in values) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.config import preset
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -225,36 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             r1, r2 = e["within"][side], e["within"][2 * side]
             print(f"| {c} | {ap_:.1f} | {e['on_normal']} | {e['on_defective']} | {100 * r1:.0f}% | {100 * r2:.0f}% |")
     if a.models and a.sharpen:
-        print("\nTest pixel AP with each block map sharpened at local maxima, b * (b / max3x3(b)) ** G\n")
-        print("| class | model | " + " | ".join(f"G = {g:g}" for g in a.sharpen) + " |")
-        print("|---|---|" + "---|" * len(a.sharpen))
-        means: dict[str, list[dict]] = {}
-        for c in classes:
-            for name, file in (("SemiREST", f"{c}-unsup-0.pt"), ("PatchCore", f"{c}-patchcore.pt")):
-                path = a.models / file
-                if path.is_file():
-                    r = sharpened_aps(run_of(path, c), gammas=a.sharpen)
-                    means.setdefault(name, []).append(r)
-                    print(f"| {c} | {name} | " + " | ".join(f"{r[g]:.1f}" for g in a.sharpen) + " |")
-        for name, rs in means.items():
-            print(f"| **mean ({len(rs)})** | {name} | "
-                  + " | ".join(f"**{np.mean([r[g] for r in rs]):.1f}**" for g in a.sharpen) + " |")
+        _setting_table(classes, a.models, run_of, "G", a.sharpen,
+                       lambda run: sharpened_aps(run, gammas=a.sharpen),
+                       "Test pixel AP with each block map sharpened at local maxima, b * (b / max3x3(b)) ** G")
     if a.models and a.contrast:
-        print("\nTest pixel AP with each map refined by pixel contrast, m * (1 + beta z) / (1 + beta) "
-              "(output.contrast = beta)\n")
-        print("| class | model | " + " | ".join(f"beta = {b:g}" for b in a.contrast) + " |")
-        print("|---|---|" + "---|" * len(a.contrast))
-        cmeans: dict[str, list[dict]] = {}
-        for c in classes:
-            for name, file in (("SemiREST", f"{c}-unsup-0.pt"), ("PatchCore", f"{c}-patchcore.pt")):
-                path = a.models / file
-                if path.is_file():
-                    r = contrast_aps(run_of(path, c), a.contrast)
-                    cmeans.setdefault(name, []).append(r)
-                    print(f"| {c} | {name} | " + " | ".join(f"{r[b]:.1f}" for b in a.contrast) + " |", flush=True)
-        for name, rs in cmeans.items():
-            print(f"| **mean ({len(rs)})** | {name} | "
-                  + " | ".join(f"**{np.mean([r[b] for r in rs]):.1f}**" for b in a.contrast) + " |")
+        _setting_table(classes, a.models, run_of, "beta", a.contrast, lambda run: contrast_aps(run, a.contrast),
+                       "Test pixel AP with each map refined by pixel contrast, m * (1 + beta z) / (1 + beta) "
+                       "(output.contrast = beta)")
     return 0
 
 

@@ -84,3 +84,20 @@ def test_models_report_their_own_pixel_ap_and_error_sites(demo_data, tmp_path, c
     assert main(["--data", str(demo_data.parent), "--classes", demo_data.name, "--models", str(work)]) == 0
     out = capsys.readouterr().out
     assert f"| {demo_data.name} | {ap:.1f} | {e['on_normal']} | {e['on_defective']} |" in out
+
+
+def test_contrast_table_scores_what_eval_scores_with_that_beta(demo_data, tmp_path, capsys):
+    """`--contrast B ...`: at each beta, the model's pixel AP is what `semirest eval --contrast B`
+    measures (decision 0028), and the table prints one row per kept model."""
+    from core import api
+    from bench.ceiling import contrast_aps, run_model
+    work = tmp_path / "runs"
+    model = kept_unsup_model(demo_data, work)
+    aps = contrast_aps(run_model(model, demo_data.parent, demo_data.name, "cpu"), [0.0, 0.3])
+    for beta in (0.0, 0.3):
+        want = api.evaluate(model, demo_data.parent, demo_data.name, device="cpu", contrast=beta).metrics["pixel_ap"]
+        assert abs(aps[beta] - 100 * want) < 1e-6
+    assert main(["--data", str(demo_data.parent), "--classes", demo_data.name, "--models", str(work),
+                 "--contrast", "0", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert f"| {demo_data.name} | SemiREST | {aps[0.0]:.1f} | {aps[0.3]:.1f} |" in out
