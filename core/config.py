@@ -255,12 +255,15 @@ class OutputConfig:
     contrast: float = 0.0               # beta of the pixel-contrast refinement of the map, m * (1 + beta z)
                                         # / (1 + beta), z: each pixel's difference from its neighbourhood's
                                         # median grey level over the image's typical one (core/eval/
-                                        # anomaly_map.refine_by_contrast, decision 0028); 0: off, as the paper
+                                        # anomaly_map.refine_by_contrast, decision 0028); 0: off, as the
+                                        # paper; with contrast_choice validation, the chosen value is saved here
     contrast_radius: float = 2.0        # ... its median window: this many blocks on each side of a pixel
-    contrast_choice: str = "fixed"      # fixed: beta = output.contrast; validation: the beta of
-                                        # anomaly_map.CONTRAST_BETAS (0 among them) with the best
-                                        # validation pixel AP, written into the saved model's
-                                        # output.contrast (SemiREST, PatchCore)
+    contrast_choice: str = "validation"  # validation: the beta of anomaly_map.CONTRAST_BETAS (0 among
+                                        # them) with the best validation pixel AP, on held-out labelled
+                                        # masks / boxes when there are some, else on the synthetic split
+                                        # (which keeps 0 on every dev class), written into the saved
+                                        # model's output.contrast (SemiREST, PatchCore, REB); fixed:
+                                        # beta = output.contrast (HaloAE always)
 
 
 @dataclass

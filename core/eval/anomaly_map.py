@@ -99,7 +99,8 @@ def refine_by_contrast(amap: np.ndarray, image: np.ndarray, block_grid: tuple[in
     Why: a block covers 4 x 4 to 8 x 8 image pixels, and the 3 x 3 feature aggregation spreads a
     defect over a halo about one block wide, so a 3-pixel speck shows as a blob of about 12 x 12
     pixels (``python -m bench.ceiling``). The image itself says which pixels of the blob differ
-    from their surroundings. Off (``beta`` 0) by default, as in the paper."""
+    from their surroundings. ``beta`` 0 is the paper's map; by default held-out labelled defects
+    choose beta when there are some (``output.contrast_choice``, core/eval/calibration.choose_contrast)."""
     beta = float(output.contrast)
     if beta <= 0:
         return amap

@@ -69,7 +69,9 @@ def test_image_map_keeps_the_models_score_and_needs_the_image():
 
 def test_contrast_is_a_checked_setting_and_old_models_keep_their_maps():
     from core.deploy.modelfile import _with_legacy_defaults
-    assert Config().output.contrast == 0.0
+    assert Config().output.contrast == 0.0 and Config().output.contrast_choice == "validation"
+    with pytest.raises(ConfigError, match="output.contrast_choice"):
+        Config().updated({"output": {"contrast_choice": "always"}}).validate()
     for bad in ({"contrast": -0.1}, {"contrast": float("nan")}, {"contrast_radius": 0}, {"contrast_radius": 40}):
         with pytest.raises(ConfigError, match="output.contrast"):
             Config().updated({"output": bad}).validate()
@@ -134,7 +136,7 @@ def test_a_model_trained_with_the_choice_on_validation_keeps_what_validation_cho
     from core.deploy.inference import Predictor
     from core.deploy.modelfile import ModelBundle
     from tests.conftest import tiny_config
-    cfg = tiny_config().updated({"method": method, "output": {"contrast_choice": "validation"}})
+    cfg = tiny_config().updated({"method": method})            # validation is the default
     path = tmp_path / f"{method}.pt"
     api.fit(sorted((demo_data / "train" / "good").glob("*.png")), path, cfg, "cpu", resume=False)
     b = ModelBundle.load(path)
@@ -144,7 +146,7 @@ def test_a_model_trained_with_the_choice_on_validation_keeps_what_validation_cho
     assert c["val_pixel_ap"][str(c["beta"])] == best
     assert b.config.output.contrast == c["beta"]
     # and a fixed beta is what a model trained without the choice keeps
-    fixed = tiny_config().updated({"method": method, "output": {"contrast": 0.3}})
+    fixed = tiny_config().updated({"method": method, "output": {"contrast": 0.3, "contrast_choice": "fixed"}})
     api.fit(sorted((demo_data / "train" / "good").glob("*.png")), tmp_path / "fixed.pt", fixed, "cpu", resume=False)
     f = ModelBundle.load(tmp_path / "fixed.pt")
     assert f.config.output.contrast == 0.3 and f.calibration["contrast"] == {"beta": 0.3, "choice": "fixed"}
@@ -167,9 +169,29 @@ def test_held_out_real_masks_choose_the_refinement_on_real_specks(tmp_path):
         pytest.skip(f"real data not found at {PIPED_ROOT}")
     ds = load_mvtec(PIPED_ROOT, "PA_BDP01_TL")
     split = make_protocol(ds, "sup", 6, seed=0)
-    cfg = tiny_config().updated({"output": {"contrast_choice": "validation"}})
-    api.fit(ds.train[:12], tmp_path / "sup.pt", cfg, "cpu", labels=split.labels)
+    api.fit(ds.train[:12], tmp_path / "sup.pt", tiny_config(), "cpu", labels=split.labels)
     c = ModelBundle.load(tmp_path / "sup.pt").calibration["contrast"]
     assert c["on"] == "held-out mask"
     assert c["beta"] > 0 and c["val_pixel_ap"][str(c["beta"])] > c["val_pixel_ap"]["0.0"]
     assert ModelBundle.load(tmp_path / "sup.pt").config.output.contrast == c["beta"]
+
+
+def test_held_out_boxes_choose_it_too(tmp_path):
+    """Boxes (their insides counted as the defect) choose beta as masks do: around a speck a box is
+    tight, and the refinement moves the blob's mass onto the speck inside it."""
+    from core import api
+    from core.data.datasets import load_mvtec
+    from core.data.protocols import make_protocol
+    from core.deploy.modelfile import ModelBundle
+    from tests.conftest import PIPED_ROOT, tiny_config
+    if not (PIPED_ROOT / "PA_BDP01_TL" / "ground_truth").is_dir():
+        pytest.skip(f"real data not found at {PIPED_ROOT}")
+    ds = load_mvtec(PIPED_ROOT, "PA_BDP01_TL")
+    split = make_protocol(ds, "semi", 6, seed=0)
+    api.fit(ds.train[:12], tmp_path / "unsup.pt", tiny_config(), "cpu")
+    assert ModelBundle.load(tmp_path / "unsup.pt").calibration["contrast"]["on"] == "synthetic"
+    api.fit(ds.train[:12], tmp_path / "semi.pt", tiny_config(), "cpu", labels=split.labels,
+            init_from=tmp_path / "unsup.pt")
+    c = ModelBundle.load(tmp_path / "semi.pt").calibration["contrast"]
+    assert c["on"] == "held-out boxes"
+    assert c["beta"] > 0 and c["val_pixel_ap"][str(c["beta"])] > c["val_pixel_ap"]["0.0"]
