@@ -193,7 +193,7 @@ def headline(v: list[tuple[int, str, str]]) -> str:
 def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
     """The markdown section of docs/benchmarks.md (and its plot beside it), or [] without
     economy results. ``ladder``: the counts asked for (a class drawn fewer is reported clipped)."""
-    from .report import provenance    # report imports this module lazily
+    from .report import contrast_line, provenance    # report imports this module lazily
     rows = load(results)
     if not rows:
         return []
@@ -209,7 +209,8 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
              f"classes, kinds ({', '.join(KINDS[k] for k in kinds_seen)}), counts "
              f"({', '.join(map(str, ns_seen))}) and seeds make"
              + (" (the full protocol: 8 classes x 4 kinds x 4 counts x 3 seeds = 384)." if expected < 384 else ".")
-             + " " + provenance([r for r in rows if r["protocol"] in KINDS]),
+             + " " + provenance([r for r in rows if r["protocol"] in KINDS])
+             + contrast_line([r for r in rows if r["protocol"] in KINDS]),
              "",
              "For each class and seed, the largest count of defective test images is drawn once "
              "(stratified over defect types) and the first n of them are labelled, so the labelled "

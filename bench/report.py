@@ -324,6 +324,17 @@ def bar_lines(means: dict[str, float]) -> list[str]:
             ""]
 
 
+def contrast_line(rows: list[dict]) -> str:
+    """Whether the labelled jobs' maps had decision 0028's pixel-contrast refinement: a result file
+    from before it has no "contrast" entry, and its model scored the plain map."""
+    before = sum("contrast" not in r for r in rows)
+    if not before:
+        return ""
+    return (f" **{before} of {len(rows)} result files predate decision 0028** (held-out masks and boxes "
+            "choose the maps' pixel-contrast refinement): their models scored the plain map. Seed 0 of "
+            "Sup and Semi under it is in `docs/bench-results/contrast-0028/` and in the notes.")
+
+
 def known_defects_line(rows: list[dict]) -> str:
     """How many known-defect blocks each labelled protocol kept, and, where the jobs scored the same
     models without them (bench/job.py ``semirest_without_known``), the mean pixel AP they added."""
@@ -467,7 +478,8 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "tagged image's highest block, where the model tells it from the held-out normals) "
                   "then score test blocks by nearness (known defects, decision 0025"
                   + known_defects_line(rows) + "). "
-                  + provenance([r for r in rows if r["protocol"] != "unsup"]), ""]
+                  + provenance([r for r in rows if r["protocol"] != "unsup"])
+                  + contrast_line([r for r in rows if r["protocol"] != "unsup"]), ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)

@@ -264,3 +264,12 @@ def test_machine_is_recorded_and_a_table_says_when_timings_come_from_several():
     both = machine_line([{"machine": m}, {"machine": other}, {}])
     assert "SEVERAL MACHINES" in both and "ONNX Runtime 0.0.1" in both
     assert "not recorded in 1 of 3 result files" in both
+
+
+def test_contrast_line_says_which_labelled_files_predate_decision_0028():
+    from bench.report import contrast_line
+    new = {"protocol": "semi", "contrast": {"beta": 0.1, "choice": "validation", "on": "held-out boxes"}}
+    old = {"protocol": "sup"}
+    assert contrast_line([new, new]) == ""
+    line = contrast_line([new, old, old])
+    assert "2 of 3 result files predate decision 0028" in line and "contrast-0028" in line
