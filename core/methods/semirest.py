@@ -380,14 +380,20 @@ def _fingerprint(cfg: Config, normals: list[Path], labels: list[ImageLabel], ini
 
 
 @torch.no_grad()
+def _with_known(block: np.ndarray, it, d: np.ndarray, entry, w_known: float, dev) -> np.ndarray:
+    """A fused block map with the known-defect blocks mixed in, as inference mixes them (decision 0025)."""
+    f = it.feats.to(dev).float()
+    dk = entry(f.reshape(-1, f.shape[-1]))[0].view(d.shape).cpu().numpy()
+    return with_known(block, closeness(d, dk), w_known).astype(np.float32)
+
+
 def _held_out_label_maps(material, cfg: Config, dev, known: np.ndarray, swin, blocks, maps, masks, greys, to_map,
-                    weight: float, d_ref: float):
+                         weight: float, d_ref: float):
     """(maps, grey images, block grids, masks) of the held-out real images labelled with pixel
     masks or boxes (``anomaly_map.CONTRAST_LABEL_KINDS``; a box counts its inside as defective) and
     of the validation split's held-out normals, made as inference makes them (fusion, known
     defects), or None without such an image: what choosing the pixel-contrast refinement on real
     defects scores (decision 0028; synthetic defects are filled regions that always reject it)."""
-    from ..learning.fusion import fuse
     real = [it for it in material.val_real if it.mask is not None and it.grey is not None and it.mask.any()]
     if not real:
         return None
@@ -399,9 +405,7 @@ def _held_out_label_maps(material, cfg: Config, dev, known: np.ndarray, swin, bl
         p, d = block_maps(swin, it, bank_t, cfg, dev)
         b = fuse(p, d, weight, d_ref)
         if w_known:
-            f = it.feats.to(dev).float()
-            dk = entry(f.reshape(-1, f.shape[-1]))[0].view(d.shape).cpu().numpy()
-            b = with_known(b, closeness(d, dk), w_known).astype(np.float32)
+            b = _with_known(b, it, d, entry, w_known, dev)
         m = eval_mask(it.mask, cfg.output.eval_size)
         out_maps.append(to_map(b, m.shape)), out_greys.append(it.grey), out_grids.append(b.shape)
         out_masks.append(m)
@@ -441,9 +445,7 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps, swin=Non
     if w_known:
         entry = NearestEntry(known).to(dev)
         for i, (it, d) in enumerate(zip(material.val, dists)):
-            f = it.feats.to(dev).float()
-            dk = entry(f.reshape(-1, f.shape[-1]))[0].view(d.shape).cpu().numpy()
-            blocks[i] = with_known(blocks[i], closeness(d, dk), w_known).astype(np.float32)
+            blocks[i] = _with_known(blocks[i], it, d, entry, w_known, dev)
     maps = [to_map(b, m.shape) for b, m in zip(blocks, masks)]
     # decision 0028: the maps' pixel-contrast refinement, chosen here or fixed, then calibrated on
     greys = [it.grey for it in material.val]
@@ -453,7 +455,7 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps, swin=Non
         if cfg.output.contrast_choice == "validation":
             real = (None if swin is None else
                     _held_out_label_maps(material, cfg, dev, known, swin, blocks, maps, masks, greys, to_map, weight, d_ref))
-            if real is not None:        # held-out real pixel masks decide, beside the held-out normals
+            if real is not None:        # held-out real masks / boxes decide, beside the held-out normals
                 contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(*real, cfg.output)
                 kinds = sorted({it.label_kind for it in material.val_real if it.mask is not None})
                 contrast["on"] = "held-out " + " and ".join(kinds)
