@@ -131,7 +131,7 @@ def test_training_set_keeps_the_estimated_seconds_apart_and_the_model_gets_them(
         assert m.label_seconds_estimated_total == 13.0 and m.label_seconds_total == 23.0
         # what the viewer needs to remake the smoothed map from a block map (app/viewer/maps.py)
         assert m.calibration["display"] == {"eval_size": 64, "gaussian_sigma": 4.0, "upsample": "bilinear",
-                                            "sharpness": 0.5}
+                                            "sharpness": 0.5, "contrast": 0.0, "contrast_radius": 2.0}
 
 
 def test_patchcore_run_spec_is_normal_images_only(tmp_path):
