@@ -240,6 +240,10 @@ class ModelBundle:
         if tr.get("seconds"):
             parts.append(f"trained {tr['seconds']:.0f} s on {tr.get('device', '?')}"
                          + (f" in {tr['precision']}" if tr.get("precision", "float32") != "float32" else ""))
+        if self.config.output.contrast:     # decision 0028: which labels chose it, when chosen
+            on = (self.calibration.get("contrast") or {}).get("on")
+            parts.append(f"maps refined by pixel contrast (beta {self.config.output.contrast:g}"
+                         + (f", chosen on {on})" if on else ")"))
         pm = self.pseudo_mask_counts()
         if pm:
             parts.append(f"boxes: {pm['defective']} of {pm['boxed']} boxed blocks taken as defective "

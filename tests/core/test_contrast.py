@@ -174,6 +174,8 @@ def test_held_out_real_masks_choose_the_refinement_on_real_specks(tmp_path):
     assert c["on"] == "held-out mask"
     assert c["beta"] > 0 and c["val_pixel_ap"][str(c["beta"])] > c["val_pixel_ap"]["0.0"]
     assert ModelBundle.load(tmp_path / "sup.pt").config.output.contrast == c["beta"]
+    assert f"maps refined by pixel contrast (beta {c['beta']:g}, chosen on held-out mask)" in \
+        ModelBundle.load(tmp_path / "sup.pt").summary()
 
 
 def test_held_out_boxes_choose_it_too(tmp_path):
