@@ -7,8 +7,8 @@ returning ``False`` cancels) and ``cancel_event`` (a ``threading.Event``), and r
 """
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import io
 import threading
 import time

@@ -3,8 +3,6 @@ scale, and the blended overlay. The canvas layer (app.viewer.heat) and the repor
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import cv2
 import numpy as np
 
@@ -30,8 +28,8 @@ def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict |
     amap = anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]),
                                    float(d["sharpness"]))
     if float(d["contrast"]) > 0 and image is not None:
-        out = SimpleNamespace(contrast=float(d["contrast"]), contrast_radius=float(d["contrast_radius"]))
-        amap = anomaly_map.refine_by_contrast(amap, image, np.shape(block_map)[:2], out)
+        amap = anomaly_map.refine_by_contrast(amap, image, np.shape(block_map)[:2], float(d["contrast"]),
+                                              float(d["contrast_radius"]))
     return amap
 
 

@@ -48,7 +48,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..config import OutputConfig
 from ..data.geometry import model_input_size
 from ..errors import ExportError, InputError
 from ..fileio import atomic_write_bytes, atomic_write_text, ensure_writable
@@ -282,7 +281,7 @@ class _Probe:
     def finish(self, amap: np.ndarray, block: np.ndarray) -> np.ndarray:
         """A graph's map of the probe as the export's reader finishes it (decision 0028's host step)."""
         from ..eval.anomaly_map import refine_by_contrast
-        return refine_by_contrast(amap, self.img, block.shape, self.output)
+        return refine_by_contrast(amap, self.img, block.shape, self.output.contrast, self.output.contrast_radius)
 
 
 def _ort_runner(onnx: Path | bytes, threads: int | None = None):
@@ -423,7 +422,7 @@ class ExportPredictor:
         self.other_sizes: set[tuple[int, int]] = set()
         # exports written before decision 0028 have no "contrast": their maps were never refined
         c = self.meta.get("contrast") or {}
-        self.output = OutputConfig(contrast=float(c.get("beta", 0.0)), contrast_radius=float(c.get("radius_blocks", 2.0)))
+        self.contrast, self.contrast_radius = float(c.get("beta", 0.0)), float(c.get("radius_blocks", 2.0))
 
     def summary(self) -> str:
         w, h = self.image_wh
@@ -453,8 +452,8 @@ class ExportPredictor:
         x = resize_to_input(img, *self.input_wh)
         amap, score, block = self._run(np.ascontiguousarray(x[None]))
         amap = amap[0]
-        if self.output.contrast > 0:     # the one step outside the graph (see the JSON's "contrast")
-            amap = refine_by_contrast(amap, img, block[0].shape, self.output)
+        # the one step outside the graph (see the JSON's "contrast")
+        amap = refine_by_contrast(amap, img, block[0].shape, self.contrast, self.contrast_radius)
         if out_hw is not None and tuple(out_hw) != amap.shape:
             amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
         ms = (time.perf_counter() - t0) * 1000

@@ -90,23 +90,35 @@ def contrast_kernel(map_hw: tuple[int, int], block_grid: tuple[int, int], radius
     return 2 * int(round(radius_blocks * block_px)) + 1
 
 
-def refine_by_contrast(amap: np.ndarray, image: np.ndarray, block_grid: tuple[int, int], output) -> np.ndarray:
+def map_contrast(map_hw: tuple[int, int], image: np.ndarray, block_grid: tuple[int, int],
+                 radius_blocks: float) -> np.ndarray:
+    """:func:`pixel_contrast` of ``image`` at a map's size, with a window of ``radius_blocks``
+    blocks of the model's grid: the z that :func:`with_contrast` weighs a map by."""
+    return pixel_contrast(image, map_hw, contrast_kernel(map_hw, block_grid, radius_blocks))
+
+
+def with_contrast(amap: np.ndarray, z: np.ndarray, beta: float) -> np.ndarray:
+    """``m * (1 + beta z) / (1 + beta)`` (``beta`` <= 0: the map itself)."""
+    if beta <= 0:
+        return amap
+    return (amap * ((1.0 + beta * z) / (1.0 + beta))).astype(np.float32)
+
+
+def refine_by_contrast(amap: np.ndarray, image: np.ndarray, block_grid: tuple[int, int], beta: float,
+                       radius_blocks: float) -> np.ndarray:
     """The map weighted pixel by pixel by how much each pixel stands out of its neighbourhood:
     ``m * (1 + beta z) / (1 + beta)``, z from :func:`pixel_contrast` (1 on a typical pixel, so
-    normal regions keep their values and the model's calibrated scale) with ``beta`` =
-    ``output.contrast`` and a window of ``output.contrast_radius`` blocks (decision 0028).
+    normal regions keep their values and the model's calibrated scale) with a window of
+    ``radius_blocks`` blocks (``output.contrast``, ``output.contrast_radius``; decision 0028).
 
     Why: a block covers 4 x 4 to 8 x 8 image pixels, and the 3 x 3 feature aggregation spreads a
     defect over a halo about one block wide, so a 3-pixel speck shows as a blob of about 12 x 12
     pixels (``python -m bench.ceiling``). The image itself says which pixels of the blob differ
     from their surroundings. ``beta`` 0 is the paper's map; by default held-out labelled defects
     choose beta when there are some (``output.contrast_choice``, core/eval/calibration.choose_contrast)."""
-    beta = float(output.contrast)
     if beta <= 0:
         return amap
-    hw = amap.shape[:2]
-    z = pixel_contrast(image, hw, contrast_kernel(hw, block_grid, output.contrast_radius))
-    return (amap * ((1.0 + beta * z) / (1.0 + beta))).astype(np.float32)
+    return with_contrast(amap, map_contrast(amap.shape[:2], image, block_grid, radius_blocks), beta)
 
 
 def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
@@ -121,10 +133,10 @@ def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
     ev = eval_hw(image_hw[1], image_hw[0], output.eval_size)
     amap = output_map(block_map, ev, output)
     score = float(amap.max())
-    if getattr(output, "contrast", 0.0) > 0:
+    if output.contrast > 0:
         if image is None:
             raise ValueError("output.contrast is on: image_map needs the image to refine the map")
-        amap = refine_by_contrast(amap, image, np.shape(block_map)[:2], output)
+        amap = refine_by_contrast(amap, image, np.shape(block_map)[:2], output.contrast, output.contrast_radius)
     if out_hw is not None and tuple(out_hw) != ev:
         amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
     return amap, score

@@ -28,38 +28,47 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     return float(s[i]), float(f1[i])
 
 
+def best_by_pixel_ap(values, maps_for, masks: list[np.ndarray]) -> tuple[float, dict[str, float]]:
+    """The value (of ``values``, in order, the first the plainest) whose validation maps
+    (``maps_for(value)``, at the masks' sizes) have the best pooled pixel AP, ties going to the
+    earlier one, and every AP by ``str(value)``. Without a defect pixel: the first value, ``{}``.
+    What the fusion weight (core/learning/fusion.py) and the pixel-contrast beta are chosen by."""
+    from .metrics import pixel_ap
+    values = list(values)
+    if not masks or not any(m.any() for m in masks):
+        return values[0], {}
+    flat_masks = np.concatenate([m.ravel() for m in masks])
+    aps: dict[str, float] = {}
+    best, best_ap = values[0], -1.0
+    for v in values:
+        flat = np.concatenate([m.ravel() for m in maps_for(v)])
+        ap = pixel_ap(flat[None], flat_masks[None])
+        aps[str(v)] = ap
+        if ap > best_ap + 1e-9:
+            best, best_ap = v, ap
+    return best, aps
+
+
 def contrast_maps(maps: list[np.ndarray], images: list[np.ndarray], grids: list[tuple[int, int]],
-                  output, beta: float) -> list[np.ndarray]:
+                  radius_blocks: float, beta: float) -> list[np.ndarray]:
     """Validation maps (at their masks' size) refined by their images' pixel contrast with ``beta``
     (core/eval/anomaly_map.refine_by_contrast; 0: the maps as they are)."""
-    from dataclasses import replace
-
     from .anomaly_map import refine_by_contrast
-    if beta <= 0:
-        return list(maps)
-    out = replace(output, contrast=float(beta))
-    return [refine_by_contrast(m, img, g, out) for m, img, g in zip(maps, images, grids, strict=True)]
+    return [refine_by_contrast(m, img, g, beta, radius_blocks) for m, img, g in zip(maps, images, grids, strict=True)]
 
 
 def choose_contrast(maps: list[np.ndarray], images: list[np.ndarray], grids: list[tuple[int, int]],
                     masks: list[np.ndarray], output, betas=None) -> tuple[float, dict[str, float]]:
     """The pixel-contrast beta (``output.contrast_choice`` "validation", decision 0028) with the best
     validation pixel AP (ties: the smaller beta, so 0, the map as it is, wins a draw), and every AP.
-    Without a defect pixel in the validation split the map stays as it is (0)."""
-    from .anomaly_map import CONTRAST_BETAS
-    from .metrics import pixel_ap
+    Without a defect pixel in the validation split the map stays as it is (0). Each image's
+    contrast is computed once for every beta."""
+    from .anomaly_map import CONTRAST_BETAS, map_contrast, with_contrast
+    betas = [float(b) for b in (CONTRAST_BETAS if betas is None else betas)]
     if not masks or not any(m.any() for m in masks):
         return 0.0, {}
-    flat_masks = np.concatenate([m.ravel() for m in masks])
-    aps: dict[str, float] = {}
-    best_b, best_ap = 0.0, -1.0
-    for b in (CONTRAST_BETAS if betas is None else betas):
-        flat = np.concatenate([m.ravel() for m in contrast_maps(maps, images, grids, output, b)])
-        ap = pixel_ap(flat[None], flat_masks[None])
-        aps[str(b)] = ap
-        if ap > best_ap + 1e-9:
-            best_b, best_ap = float(b), ap
-    return best_b, aps
+    zs = [map_contrast(m.shape[:2], img, g, output.contrast_radius) for m, img, g in zip(maps, images, grids, strict=True)]
+    return best_by_pixel_ap(betas, lambda b: [with_contrast(m, z, b) for m, z in zip(maps, zs)], masks)
 
 
 def calibrate(maps: list[np.ndarray], masks: list[np.ndarray]) -> dict:

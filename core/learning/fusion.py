@@ -57,17 +57,8 @@ def choose_weight(probs: list[np.ndarray], dists: list[np.ndarray], masks: list[
     ``to_map(block, mask_shape)`` turns a block map into the smoothed map scored against ``mask``.
     Without a defect pixel in the validation split the plain map (w = 0) is kept.
     """
-    from ..eval.metrics import pixel_ap
+    from ..eval.calibration import best_by_pixel_ap
     if not masks or not any(m.any() for m in masks):
         return 0.0, {}
-    flat_masks = np.concatenate([m.ravel() for m in masks])
-    aps: dict[str, float] = {}
-    best_w, best_ap = 0.0, -1.0
-    for w in weights:
-        maps = np.concatenate([to_map(fuse(p, d, w, d_ref), m.shape).ravel()
-                               for p, d, m in zip(probs, dists, masks)])
-        ap = pixel_ap(maps[None], flat_masks[None])
-        aps[str(w)] = ap
-        if ap > best_ap + 1e-9:
-            best_w, best_ap = w, ap
-    return best_w, aps
+    return best_by_pixel_ap(weights, lambda w: [to_map(fuse(p, d, w, d_ref), m.shape)
+                                                for p, d, m in zip(probs, dists, masks)], masks)

@@ -83,7 +83,7 @@ class PatchCore:
         contrast = {"beta": float(out.contrast), "choice": out.contrast_choice}
         if out.contrast_choice == "validation":
             contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, out)
-        maps = contrast_maps(maps, greys, grids, out, contrast["beta"])
+        maps = contrast_maps(maps, greys, grids, out.contrast_radius, contrast["beta"])
         # the same maps are the method's validation: synthetic defects, never a test image
         self.val_pixel_ap = pooled_pixel_ap(maps, masks)
         return {**calibrate(maps, masks), "contrast": contrast}

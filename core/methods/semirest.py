@@ -462,7 +462,7 @@ def _calibrate(material, cfg: Config, dev, known: np.ndarray, val_maps, swin=Non
             else:
                 contrast["beta"], contrast["val_pixel_ap"] = choose_contrast(maps, greys, grids, masks, cfg.output)
                 contrast["on"] = "synthetic"
-        maps = contrast_maps(maps, greys, grids, cfg.output, contrast["beta"])
+        maps = contrast_maps(maps, greys, grids, cfg.output.contrast_radius, contrast["beta"])
     out = calibrate(maps, masks)
     out["contrast"] = contrast
     if fusion is not None:

@@ -41,9 +41,9 @@ def test_refinement_raises_the_speck_inside_its_blob_and_keeps_typical_pixels():
     amap = np.full((64, 64), 0.1, np.float32)
     amap[22:39, 22:39] = 0.8                                     # a blob of about 2 blocks around it
     out = Config().output
-    assert refine_by_contrast(amap, img, (8, 8), out) is amap   # beta 0 (the default): the paper's map
+    assert refine_by_contrast(amap, img, (8, 8), out.contrast, out.contrast_radius) is amap   # beta 0: the paper's map
     on = Config().updated({"output": {"contrast": 0.3}}).output
-    r = refine_by_contrast(amap, img, (8, 8), on)
+    r = refine_by_contrast(amap, img, (8, 8), on.contrast, on.contrast_radius)
     assert r[30, 30] > 1.5 * amap[30, 30]                        # the speck rises
     blob_rim = r[23, 23]
     assert r[30, 30] > 2 * blob_rim                              # above the rest of the blob
