@@ -31,10 +31,15 @@ class LoadedImage:
     levels: list[tuple[int, QImage]] = field(default_factory=list)   # (downscale factor, image)
     _arrays: list[np.ndarray] = field(default_factory=list, repr=False)  # keep QImage memory alive
     mask: np.ndarray | None = None          # decoded stored mask (uint8), if any
+    _grey: np.ndarray | None = field(default=None, repr=False)
 
-    def rgb(self) -> np.ndarray:
-        """The image at full size as uint8 RGB (what the heatmap's pixel-contrast refinement reads)."""
-        return cv2.cvtColor(self._arrays[0], cv2.COLOR_BGRA2RGB)
+    def grey(self) -> np.ndarray:
+        """The image at full size as uint8 grey levels: what the heatmap's pixel-contrast
+        refinement reads (core.eval.anomaly_map.grey_levels, the same weights). Converted once
+        per loaded image, not on every redraw (opacity, colour map, view)."""
+        if self._grey is None:
+            self._grey = cv2.cvtColor(self._arrays[0], cv2.COLOR_BGRA2GRAY)
+        return self._grey
 
     def level_for(self, scale: float) -> tuple[int, QImage]:
         """The coarsest level still at least as detailed as the screen at ``scale``."""

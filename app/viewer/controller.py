@@ -180,7 +180,7 @@ class ReviewController(QObject):
         display = m.calibration.get("display")
         if d["contrast"] is not None:          # the panel's Pixel contrast over the model's own
             display = {**(display or {}), "contrast": d["contrast"]}
-        image = self.canvas.image.rgb() if needs_image(display) and self.canvas.image is not None else None
+        image = self.canvas.image.grey() if needs_image(display) and self.canvas.image is not None else None
         layer = build_layer(block, doc.width, doc.height, m.map_scale, d["view"], d["colormap"], d["opacity"],
                             m.pixel_threshold, display, m.map_floor, image)
         self.canvas.set_heat(layer)

@@ -22,7 +22,7 @@ def smoothed_map(block_map: np.ndarray, width: int, height: int, display: dict |
                  image: np.ndarray | None = None) -> np.ndarray:
     """The core's anomaly map at the evaluation size, as inference makes it: the block map
     smoothed, then refined by the image's pixel contrast when the model does that (``image``, uint8
-    RGB at ``width`` x ``height``, is then needed; without it the map stays unrefined)."""
+    RGB or grey levels at ``width`` x ``height``, is then needed; without it the map stays unrefined)."""
     d = {**DEFAULT_DISPLAY, **(display or {})}
     hw = anomaly_map.eval_hw(width, height, int(d["eval_size"]))
     amap = anomaly_map.postprocess(block_map, hw, float(d["gaussian_sigma"]), str(d["upsample"]),

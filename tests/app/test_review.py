@@ -198,6 +198,12 @@ def test_pixel_contrast_sharpens_the_shown_map_and_keeps_the_verdict(qtbot, wind
     after = panel.image_info.text()
     assert after.split("—")[0] == info.split("—")[0]               # "Score <b>x</b>": the same score
     assert ("not flagged" in after) == ("not flagged" in info)
+    # the refinement read the image's grey levels as the core does (core.eval.anomaly_map.grey_levels
+    # of the decoded RGB), converted once for the loaded image rather than on every redraw
+    from core.data.images import read_image
+    from core.eval.anomaly_map import grey_levels
+    assert c.image.grey() is c.image.grey()
+    assert np.array_equal(c.image.grey(), grey_levels(read_image(c.image.path)))
     panel.contrast.setCurrentIndex(panel.contrast.findData(None))
     qtbot.waitUntil(lambda: np.array_equal(c.heat._keep, before))
 
