@@ -51,8 +51,10 @@ def output_map(block_map: np.ndarray, out_hw: tuple[int, int], output) -> np.nda
 # output.contrast_choice "validation" picks beta among these (0: off) by validation pixel AP
 CONTRAST_BETAS = (0.0, 0.1, 0.3, 1.0)
 CONTRAST_CHOICES = ("fixed", "validation")
-# held-out labels whose pixels can choose it: masks, and boxes' insides (tight around a speck)
-CONTRAST_LABEL_KINDS = ("mask", "boxes")
+# held-out labels whose pixels can choose it: masks, the block tool's cells and boxes' insides
+# (each a region a person marked defective; cells and boxes are coarser than the defect, and
+# validation says whether the refinement still helps inside them)
+CONTRAST_LABEL_KINDS = ("mask", "blocks", "boxes")
 
 
 def grey_levels(image: np.ndarray) -> np.ndarray:

@@ -181,7 +181,7 @@ def build_material(cfg: Config, encoder: Encoder, device: torch.device, train_im
     if labelled_val:
         vf = encoder.encode([x.image for x in labelled_val], tick=report.tick("features", "held-out labelled images"))
         for f, x in zip(vf, labelled_val):
-            # a held-out mask or box keeps its pixels: the map's pixel-contrast refinement can be
+            # a held-out mask, block cells or box keeps its pixels: the map's pixel-contrast refinement can be
             # chosen on real defects (decision 0028)
             exact = x.kind in CONTRAST_LABEL_KINDS and x.region is not None
             val_real.append(token_image(f, None, torch.from_numpy(x.targets), "defective", x.name,

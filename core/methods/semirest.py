@@ -390,7 +390,8 @@ def _with_known(block: np.ndarray, it, d: np.ndarray, entry, w_known: float, dev
 def _held_out_label_maps(material, cfg: Config, dev, known: np.ndarray, swin, blocks, maps, masks, greys, to_map,
                          weight: float, d_ref: float):
     """(maps, grey images, block grids, masks) of the held-out real images labelled with pixel
-    masks or boxes (``anomaly_map.CONTRAST_LABEL_KINDS``; a box counts its inside as defective) and
+    masks, block cells or boxes (``anomaly_map.CONTRAST_LABEL_KINDS``; a box counts its inside as
+    defective) and
     of the validation split's held-out normals, made as inference makes them (fusion, known
     defects), or None without such an image: what choosing the pixel-contrast refinement on real
     defects scores (decision 0028; synthetic defects are filled regions that always reject it)."""

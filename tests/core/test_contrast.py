@@ -197,3 +197,23 @@ def test_held_out_boxes_choose_it_too(tmp_path):
     c = ModelBundle.load(tmp_path / "semi.pt").calibration["contrast"]
     assert c["on"] == "held-out boxes"
     assert c["beta"] > 0 and c["val_pixel_ap"][str(c["beta"])] > c["val_pixel_ap"]["0.0"]
+
+
+def test_held_out_block_cells_choose_it_as_boxes_do(tmp_path):
+    """Block labels (the block tool's cells) are a region a person marked, as a box's inside is:
+    the held-out ones choose beta on the same footing, and the model says so."""
+    from core import api
+    from core.data.datasets import load_mvtec
+    from core.data.protocols import make_protocol
+    from core.deploy.modelfile import ModelBundle
+    from tests.conftest import PIPED_ROOT, tiny_config
+    if not (PIPED_ROOT / "PA_BDP01_TL" / "ground_truth").is_dir():
+        pytest.skip(f"real data not found at {PIPED_ROOT}")
+    ds = load_mvtec(PIPED_ROOT, "PA_BDP01_TL")
+    split = make_protocol(ds, "blocks", 6, seed=0)
+    assert {lab.kind for lab in split.labels} == {"blocks"}
+    api.fit(ds.train[:12], tmp_path / "blocks.pt", tiny_config(), "cpu", labels=split.labels)
+    c = ModelBundle.load(tmp_path / "blocks.pt").calibration["contrast"]
+    assert c["on"] == "held-out blocks"
+    assert set(c["val_pixel_ap"]) == {"0.0", "0.1", "0.3", "1.0"}
+    assert ModelBundle.load(tmp_path / "blocks.pt").config.output.contrast == c["beta"]
