@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 import json
 import platform
 import subprocess
@@ -326,13 +327,22 @@ def bar_lines(means: dict[str, float]) -> list[str]:
 
 def contrast_line(rows: list[dict]) -> str:
     """Whether the labelled jobs' maps had decision 0028's pixel-contrast refinement: a result file
-    from before it has no "contrast" entry, and its model scored the plain map."""
-    before = sum("contrast" not in r for r in rows)
+    from before it has no "contrast" entry, and its model scored the plain map. Says which
+    protocols' files predate it."""
+    before = [r for r in rows if "contrast" not in r]
     if not before:
         return ""
-    return (f" **{before} of {len(rows)} result files predate decision 0028** (held-out masks and boxes "
-            "choose the maps' pixel-contrast refinement): their models scored the plain map. Seed 0 of "
-            "Sup and Semi under it is in `docs/bench-results/contrast-0028/` and in the notes.")
+    per = Counter(r["protocol"] for r in before)
+    total = Counter(r["protocol"] for r in rows)
+    which = ", ".join(f"{p} {per[p]} of {total[p]}" for p in sorted(per))
+    text = (f" **{len(before)} of {len(rows)} result files predate decision 0028** ({which}; held-out "
+            "masks, block cells and boxes choose the maps' pixel-contrast refinement): their models "
+            "scored the plain map.")
+    if set(per) <= {"tag", "unsup"}:
+        return text + (" Tags hold no pixels: a tagged model chooses on the synthetic split, which kept "
+                       "the plain map for every unsupervised model of the dev classes.")
+    return text + (" Seed 0 of Sup and Semi under it is in `docs/bench-results/contrast-0028/` and in "
+                   "the notes.")
 
 
 def known_defects_line(rows: list[dict]) -> str:
