@@ -210,7 +210,7 @@ def section(results: Path, out: Path, ladder=LADDER) -> list[str]:
              f"({', '.join(map(str, ns_seen))}) and seeds make"
              + (" (the full protocol: 8 classes x 4 kinds x 4 counts x 3 seeds = 384)." if expected < 384 else ".")
              + " " + provenance([r for r in rows if r["protocol"] in KINDS])
-             + contrast_line([r for r in rows if r["protocol"] in KINDS]),
+             + contrast_line([r for r in rows if r["protocol"] in KINDS], KINDS),
              "",
              "For each class and seed, the largest count of defective test images is drawn once "
              "(stratified over defect types) and the first n of them are labelled, so the labelled "

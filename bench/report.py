@@ -325,16 +325,17 @@ def bar_lines(means: dict[str, float]) -> list[str]:
             ""]
 
 
-def contrast_line(rows: list[dict]) -> str:
+def contrast_line(rows: list[dict], names: dict[str, str] | None = None) -> str:
     """Whether the labelled jobs' maps had decision 0028's pixel-contrast refinement: a result file
     from before it has no "contrast" entry, and its model scored the plain map. Says which
-    protocols' files predate it."""
+    protocols' files predate it (``names``: what to call each protocol, e.g. the economy's label
+    kinds)."""
     before = [r for r in rows if "contrast" not in r]
     if not before:
         return ""
     per = Counter(r["protocol"] for r in before)
     total = Counter(r["protocol"] for r in rows)
-    which = ", ".join(f"{p} {per[p]} of {total[p]}" for p in sorted(per))
+    which = ", ".join(f"{(names or {}).get(p, p)} {per[p]} of {total[p]}" for p in sorted(per))
     text = (f" **{len(before)} of {len(rows)} result files predate decision 0028** ({which}; held-out "
             "masks, block cells and boxes choose the maps' pixel-contrast refinement): their models "
             "scored the plain map.")
@@ -343,6 +344,25 @@ def contrast_line(rows: list[dict]) -> str:
                        "the plain map for every unsupervised model of the dev classes.")
     return text + (" Seed 0 of Sup and Semi under it is in `docs/bench-results/contrast-0028/` and in "
                    "the notes.")
+
+
+def complete_seeds(rows: list[dict], classes: list[str]) -> tuple[list[int], str]:
+    """The seeds whose labelled files are complete (every class has a file of every labelled
+    protocol present), and a sentence naming the others, which stay out of the tables until a run
+    completes them: a mean over some classes, or over one protocol's seeds and not another's, would
+    not compare with the rest."""
+    lab = [r for r in rows if r["protocol"] != "unsup"]
+    protos = sorted({r["protocol"] for r in lab})
+    have = {(r["category"], r["protocol"], r["seed"]) for r in lab}
+    seeds = sorted({r["seed"] for r in lab})
+    done = [sd for sd in seeds if all((c, p, sd) in have for c in classes for p in protos)]
+    need = len(classes) * len(protos)
+    left = [f"seed {sd} ({sum(1 for c in classes for p in protos if (c, p, sd) in have)} of {need} files)"
+            for sd in seeds if sd not in done]
+    if not left:
+        return done, ""
+    return done, (f" Incomplete and left out of these tables until a run completes it: {', '.join(left)}; "
+                  "its files are in `docs/bench-results/`.")
 
 
 def known_defects_line(rows: list[dict]) -> str:
@@ -475,7 +495,11 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   + provenance(mixed), ""]
         lines += mixed_sizes_table(mixed, unsup)
     if any(p in {r["protocol"] for r in rows} for p in ("sup", "semi", "tag")):
-        seeds = sorted({r["seed"] for r in rows if r["protocol"] != "unsup"})
+        seeds, partial = complete_seeds(rows, classes)
+        rows = [r for r in rows if r["protocol"] == "unsup" or r["seed"] in seeds]
+        by = {}
+        for r in rows:
+            by.setdefault((r["category"], r["protocol"]), []).append(r)
         lines += ["", "## Labelled protocols (10 defective test images move to training; mean ± sd over "
                   f"seeds {', '.join(map(str, seeds))})", "",
                   "Every column of these tables is measured on the same test images: each seed's "
@@ -489,7 +513,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
                   "then score test blocks by nearness (known defects, decision 0025"
                   + known_defects_line(rows) + "). "
                   + provenance([r for r in rows if r["protocol"] != "unsup"])
-                  + contrast_line([r for r in rows if r["protocol"] != "unsup"]), ""]
+                  + contrast_line([r for r in rows if r["protocol"] != "unsup"]) + partial, ""]
         ap_means: dict[str, float] = {}
         for metric, name in METRICS:
             table, means = protocol_table(by, classes, metric)

@@ -278,3 +278,15 @@ def test_contrast_line_says_which_labelled_files_predate_decision_0028():
     tag = contrast_line([new, {"protocol": "tag"}, {"protocol": "tag", "contrast": {"beta": 0.0}}])
     assert "1 of 3 result files" in tag and "(tag 1 of 2;" in tag and "Tags hold no pixels" in tag
     assert "contrast-0028" not in tag
+    assert "(masks 2 of 2;" in contrast_line([new, old, old], {"sup": "masks"})
+
+
+def test_a_seed_enters_the_labelled_tables_only_when_every_class_and_protocol_has_it():
+    from bench.report import complete_seeds
+    rows = [{"category": c, "protocol": p, "seed": sd} for c in ("A", "B") for p in ("sup", "semi", "tag")
+            for sd in (0, 1)]
+    rows += [{"category": "A", "protocol": "unsup", "seed": 0}]
+    assert complete_seeds(rows, ["A", "B"]) == ([0, 1], "")
+    rows += [{"category": "A", "protocol": "sup", "seed": 2}, {"category": "B", "protocol": "tag", "seed": 2}]
+    seeds, line = complete_seeds(rows, ["A", "B"])
+    assert seeds == [0, 1] and "seed 2 (2 of 6 files)" in line
