@@ -342,8 +342,7 @@ def contrast_line(rows: list[dict], names: dict[str, str] | None = None) -> str:
     if set(per) <= {"tag", "unsup"}:
         return text + (" Tags hold no pixels: a tagged model chooses on the synthetic split, which kept "
                        "the plain map for every unsupervised model of the dev classes.")
-    return text + (" Seed 0 of Sup and Semi under it is in `docs/bench-results/contrast-0028/` and in "
-                   "the notes.")
+    return text + " Rerun those jobs to score them under it."
 
 
 def complete_seeds(rows: list[dict], classes: list[str]) -> tuple[list[int], str]:

@@ -272,12 +272,12 @@ def test_contrast_line_says_which_labelled_files_predate_decision_0028():
     old = {"protocol": "sup"}
     assert contrast_line([new, new]) == ""
     line = contrast_line([new, old, old])
-    assert "2 of 3 result files predate decision 0028" in line and "contrast-0028" in line
+    assert "2 of 3 result files predate decision 0028" in line and "Rerun those jobs" in line
     assert "(sup 2 of 2;" in line
     # only tags (no pixels to choose on) left from before: the line says why they would not change
     tag = contrast_line([new, {"protocol": "tag"}, {"protocol": "tag", "contrast": {"beta": 0.0}}])
     assert "1 of 3 result files" in tag and "(tag 1 of 2;" in tag and "Tags hold no pixels" in tag
-    assert "contrast-0028" not in tag
+    assert "Rerun those jobs" not in tag
     assert "(masks 2 of 2;" in contrast_line([new, old, old], {"sup": "masks"})
 
 
