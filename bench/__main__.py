@@ -19,6 +19,9 @@ file is gone (a fresh clone has the result files but no runs/), the unsupervised
 ``economy`` runs, per class and seed, every label kind (masks, blocks, boxes, tags) at every count
 of ``--ladder`` on nested draws with one common test set (bench/economy.py); its result files go
 to ``docs/bench-results/economy/``.
+
+A side run with its own ``--results R`` writes its report to ``R/benchmarks.md`` and no label costs,
+unless ``--out`` / ``--label-costs`` name them: the committed report stays the committed results'.
 """
 from __future__ import annotations
 
@@ -203,6 +206,14 @@ def main(argv=None) -> int:
                         "cluster at ADDRESS (--jobs of them at once)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the tables from result files")
     args = p.parse_args(argv)
+    defaults = {a: p.get_default(a) for a in ("results", "out", "label_costs")}
+    if Path(args.results).resolve() != Path(defaults["results"]).resolve():
+        # a side run (its own --results): its report goes beside its results, never over the
+        # committed docs/benchmarks.md and resources/label_costs.json, unless asked for by name
+        if args.out == defaults["out"]:
+            args.out = str(Path(args.results) / "benchmarks.md")
+        if args.label_costs == defaults["label_costs"]:
+            args.label_costs = ""
     if not Path(args.data).is_dir():
         print(f"benchmark data not found at {args.data} (expected ../shared/data/piped beside the "
               f"repository); nothing to run", file=sys.stderr)

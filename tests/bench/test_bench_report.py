@@ -290,3 +290,21 @@ def test_a_seed_enters_the_labelled_tables_only_when_every_class_and_protocol_ha
     rows += [{"category": "A", "protocol": "sup", "seed": 2}, {"category": "B", "protocol": "tag", "seed": 2}]
     seeds, line = complete_seeds(rows, ["A", "B"])
     assert seeds == [0, 1] and "seed 2 (2 of 6 files)" in line
+
+
+def test_a_side_run_reports_beside_its_results_not_over_the_committed_report(tmp_path, monkeypatch):
+    """`python -m bench --results R` without --out writes R/benchmarks.md and no label costs: the
+    committed docs/benchmarks.md and resources/label_costs.json stay as they are."""
+    import bench.__main__ as bm
+    from bench import report
+    written = []
+    monkeypatch.setattr(report, "write_report",
+                        lambda results, out, args, costs_out=None: written.append((results, out, costs_out)))
+    (tmp_path / "data").mkdir()
+    res = tmp_path / "res"
+    assert bm.main(["--data", str(tmp_path / "data"), "--results", str(res), "--report-only"]) == 0
+    assert written == [(res, res / "benchmarks.md", None)]
+    # named explicitly, the outputs are used as given
+    out = tmp_path / "elsewhere.md"
+    assert bm.main(["--data", str(tmp_path / "data"), "--results", str(res), "--report-only", "--out", str(out)]) == 0
+    assert written[-1] == (res, out, None)
