@@ -51,6 +51,14 @@ def reference_table(rows: list[dict], ref: dict[str, dict]) -> list[str]:
     return out
 
 
+def _by_class_protocol(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """{(class, protocol): its result files}."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["category"], r["protocol"]), []).append(r)
+    return by
+
+
 def _load(results: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
 
@@ -425,9 +433,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
     mixed = [r for r in rows if r["category"].startswith(PREFIX)]
     rows = [r for r in rows if not r["category"].startswith(PREFIX)]
     unsup = sorted([r for r in rows if r["protocol"] == "unsup"], key=lambda r: r["category"])
-    by: dict = {}
-    for r in rows:
-        by.setdefault((r["category"], r["protocol"]), []).append(r)
+    by = _by_class_protocol(rows)
     classes = sorted({r["category"] for r in rows})
     lines = [
         "# Benchmarks",
@@ -496,9 +502,7 @@ def write_report(results: Path, out: Path, args, costs_out: Path | None = None) 
     if any(p in {r["protocol"] for r in rows} for p in ("sup", "semi", "tag")):
         seeds, partial = complete_seeds(rows, classes)
         rows = [r for r in rows if r["protocol"] == "unsup" or r["seed"] in seeds]
-        by = {}
-        for r in rows:
-            by.setdefault((r["category"], r["protocol"]), []).append(r)
+        by = _by_class_protocol(rows)
         lines += ["", "## Labelled protocols (10 defective test images move to training; mean ± sd over "
                   f"seeds {', '.join(map(str, seeds))})", "",
                   "Every column of these tables is measured on the same test images: each seed's "
