@@ -227,6 +227,26 @@ def test_device_picker_asks_a_real_process(qtbot, tmp_path):
         assert picker.note.text() == NO_GPU
 
 
+def test_device_picker_lists_again_on_refresh_and_deletes_each_finished_listing(qtbot, tmp_path):
+    """The refresh button runs a new listing process each time; each finished one is deleted. Its
+    slots once were lambdas holding the process, and deleting it then crashed the test process
+    now and then (SIGBUS in QObject::~QObject during the deferred delete; a CI run)."""
+    from PySide6.QtCore import QCoreApplication, QEvent, QProcess
+    picker = DevicePicker(AppSettings(tmp_path / "u.ini"))
+    qtbot.addWidget(picker)
+    picker.show()
+    for _ in range(3):
+        qtbot.waitUntil(lambda: picker._final and picker._proc is None, timeout=60_000)
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        qtbot.wait(20)
+        assert picker.findChildren(QProcess) == []       # the finished listing is gone
+        assert picker.note.text() != "Looking for GPUs…"
+        qtbot.mouseClick(picker.refresh_button, Qt.MouseButton.LeftButton)
+        assert picker._proc is not None and picker.note.text() == "Looking for GPUs…"
+    qtbot.waitUntil(lambda: picker._proc is None, timeout=60_000)
+    assert picker.combo.count() >= 1 and picker.current() == picker.combo.currentData()
+
+
 def test_a_run_orphaned_by_a_closed_app_is_reported_on_open(qtbot, project, tmp_path):
     """A run left 'running' by a window that died says so in the status bar when the project opens
     (the message was emitted before anyone listened to it)."""
