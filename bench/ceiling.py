@@ -122,8 +122,9 @@ class ModelRun:
     images: list[np.ndarray] | None = None   # the test images (uint8 RGB), for the contrast refinement
 
 
-def run_model(model: Path, root: Path, category: str, device: str = "auto") -> ModelRun:
-    """Block maps of every test image (batched as ``semirest eval`` batches them)."""
+def run_model(model: Path, root: Path, category: str, device: str = "auto", samples=None) -> ModelRun:
+    """Block maps of every test image (batched as ``semirest eval`` batches them); ``samples``: these
+    instead of the class's whole test split (a labelled protocol's remaining test images)."""
     from core.api import PREDICT_BATCH
     from core.data.datasets import load_mvtec, load_sample_mask
     from core.data.images import read_image
@@ -132,7 +133,7 @@ def run_model(model: Path, root: Path, category: str, device: str = "auto") -> M
     from core.device import resolve_device
     bundle = ModelBundle.load(model)
     pred = Predictor(bundle, resolve_device(device))
-    samples = load_mvtec(root, category).test
+    samples = load_mvtec(root, category).test if samples is None else list(samples)
     blocks, masks, images = [], [], []
     for start in range(0, len(samples), PREDICT_BATCH):
         part = samples[start:start + PREDICT_BATCH]

@@ -60,7 +60,15 @@ def run(args) -> dict:
     out["semirest"] = res.metrics
     # the maps' pixel-contrast refinement as calibration set it (decision 0028), and the same model
     # without it: what it adds
-    out["contrast"] = bundle.calibration.get("contrast") or {"beta": 0.0, "choice": "fixed"}
+    out["contrast"] = dict(bundle.calibration.get("contrast") or {"beta": 0.0, "choice": "fixed"})
+    if out["contrast"]["choice"] == "validation":
+        # a diagnostic, never the choice: test pixel AP at every candidate beta, so that a rule for
+        # choosing (on validation) can be judged from the result files
+        from core.eval.anomaly_map import CONTRAST_BETAS
+        from .ceiling import contrast_aps, run_model
+        maps = run_model(model_path, Path(args.data), args.category, args.device, samples=split.test)
+        out["contrast"]["test_pixel_ap"] = {str(float(b)): ap / 100
+                                            for b, ap in contrast_aps(maps, list(CONTRAST_BETAS)).items()}
     if bundle.config.output.contrast:
         plain = dataclasses.replace(bundle, config=bundle.config.updated({"output": {"contrast": 0.0}}))
         out["semirest_unrefined"] = api.evaluate(plain, args.data, samples=split.test, device=args.device).metrics

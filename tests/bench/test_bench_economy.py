@@ -232,6 +232,14 @@ def test_tiny_economy_run_end_to_end(eco_data, tmp_path, capsys):
         # the same model scored again without its known defects, wherever it kept some (decision 0025)
         assert ("semirest_without_known" in r) == bool(r["known_defects"]["entries"])
     assert all(0 <= r["semirest_without_known"]["pixel_ap"] <= 1 for r in rows if r["protocol"] == "sup")
+    # test pixel AP at every candidate beta of the pixel-contrast refinement (a diagnostic; the
+    # model chose on validation): the chosen beta's is what the job scored, beta 0's the plain map's
+    for r in rows:
+        c = r["contrast"]
+        assert c["choice"] == "validation" and set(c["test_pixel_ap"]) == set(c["val_pixel_ap"])
+        assert c["test_pixel_ap"][str(float(c["beta"]))] == pytest.approx(r["semirest"]["pixel_ap"], abs=1e-9)
+        if "semirest_unrefined" in r:
+            assert c["test_pixel_ap"]["0.0"] == pytest.approx(r["semirest_unrefined"]["pixel_ap"], abs=1e-9)
     # every result file names the commit it was measured at, and the report says it
     from bench.report import code_state
     state = code_state()            # None outside a git checkout: then the files claim nothing
