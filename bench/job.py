@@ -28,10 +28,15 @@ def run(args) -> dict:
     cfg = load_config(args.config, preset_name=args.preset)
     suffix = f"-n{args.n_anomalous}" if args.pool is not None else ""
     model_path = Path(args.workdir) / f"{args.category}-{args.protocol}{suffix}-{args.seed}.pt"
-    # the same code path as `semirest eval --protocol` (core/api.py run_protocol), always retrained
+    # the same code path as `semirest eval --protocol` (core/api.py run_protocol), always retrained.
+    # The same pass over the test images also scores the maps at every candidate contrast beta
+    # (decision 0028): the diagnostic below, and beta 0, the map without the refinement.
+    from core.eval.anomaly_map import CONTRAST_BETAS
+    betas = CONTRAST_BETAS if cfg.output.contrast_choice == "validation" else (0.0,) if cfg.output.contrast else ()
     with PhasePeak() as peak:
         run = api.run_protocol(args.data, args.category, args.protocol, model_path, cfg, args.device,
-                               args.seed, args.n_anomalous, init=args.init, pool=args.pool, retrain=True)
+                               args.seed, args.n_anomalous, init=args.init, pool=args.pool, retrain=True,
+                               also_contrast=betas)
     split, bundle, res, ds = run.split, run.bundle, run.result, run.dataset
     root = ds.root
     out = {"category": args.category, "protocol": args.protocol, "seed": args.seed,
@@ -64,14 +69,10 @@ def run(args) -> dict:
     if out["contrast"]["choice"] == "validation":
         # a diagnostic, never the choice: test pixel AP at every candidate beta, so that a rule for
         # choosing (on validation) can be judged from the result files
-        from core.eval.anomaly_map import CONTRAST_BETAS
-        from .ceiling import contrast_aps, run_model
-        maps = run_model(model_path, Path(args.data), args.category, args.device, samples=split.test)
-        out["contrast"]["test_pixel_ap"] = {str(float(b)): ap / 100
-                                            for b, ap in contrast_aps(maps, list(CONTRAST_BETAS)).items()}
+        out["contrast"]["test_pixel_ap"] = {str(float(b)): res.by_contrast[float(b)]["pixel_ap"]
+                                            for b in CONTRAST_BETAS}
     if bundle.config.output.contrast:
-        plain = dataclasses.replace(bundle, config=bundle.config.updated({"output": {"contrast": 0.0}}))
-        out["semirest_unrefined"] = api.evaluate(plain, args.data, samples=split.test, device=args.device).metrics
+        out["semirest_unrefined"] = res.by_contrast[0.0]
     if out["known_defects"].get("weight") and out["known_defects"].get("entries"):
         # the same model with its known defects switched off (weight 0: the map is the Swin's, fused
         # with the distance): what the bank adds, apart from the training's own noise
@@ -123,13 +124,13 @@ def other_method(method: str, cfg, backbone: str, ds, samples, args) -> dict:
     with PhasePeak() as peak:
         fitted = api.fit(ds.train, path, m_cfg, args.device, resume=False)
         fit_s = time.perf_counter() - t1
-        res = api.evaluate(fitted, args.data, samples=samples, device=args.device)
+        # beta 0 from the same pass: the model without its pixel-contrast refinement (decision 0028)
+        res = api.evaluate(fitted, args.data, samples=samples, device=args.device,
+                           also_contrast=(0.0,) if fitted.config.output.contrast else ())
     out = {f"{method}_fit_s": fit_s, f"{method}_peak_mb": peak.mb}
     out[method], out[f"{method}_ms"] = res.metrics, res.timings_ms
     if fitted.config.output.contrast:
-        # the same model without the pixel-contrast refinement (decision 0028): what it adds
-        plain = dataclasses.replace(fitted, config=fitted.config.updated({"output": {"contrast": 0.0}}))
-        out[f"{method}_unrefined"] = api.evaluate(plain, args.data, samples=samples, device=args.device).metrics
+        out[f"{method}_unrefined"] = res.by_contrast[0.0]     # what the refinement adds
     if method == "patchcore" and (m_cfg.output.sharpness or fitted.config.output.contrast):
         # PatchCore's own map (no sharpening at local maxima, decision 0026, no refinement by pixel
         # contrast, decision 0028): what anomalib's is compared with for parity, beside the map our

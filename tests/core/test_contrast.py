@@ -217,3 +217,25 @@ def test_held_out_block_cells_choose_it_as_boxes_do(tmp_path):
     assert c["on"] == "held-out blocks"
     assert set(c["val_pixel_ap"]) == {"0.0", "0.1", "0.3", "1.0"}
     assert ModelBundle.load(tmp_path / "blocks.pt").config.output.contrast == c["beta"]
+
+
+def test_evaluate_scores_other_betas_from_the_same_pass_as_their_own_evaluation(demo_data, tmp_path):
+    """``also_contrast``: each beta's metrics from the one pass are what an evaluation with that
+    contrast measures (the bench's per-beta diagnostic and its unrefined map), while the main
+    metrics stay the model's own; an export, which has no block maps, refuses it."""
+    from core import api
+    from tests.conftest import kept_unsup_model
+    model = kept_unsup_model(demo_data, tmp_path)
+    res = api.evaluate(model, demo_data.parent, demo_data.name, device="cpu", also_contrast=(0.0, 0.3, 1.0))
+    assert set(res.by_contrast) == {0.0, 0.3, 1.0}
+    assert res.metrics == api.evaluate(model, demo_data.parent, demo_data.name, device="cpu").metrics
+    assert res.by_contrast[0.0] == pytest.approx(res.metrics, abs=1e-12)    # the model's beta is 0
+    for beta in (0.3, 1.0):
+        alone = api.evaluate(model, demo_data.parent, demo_data.name, device="cpu", contrast=beta).metrics
+        assert res.by_contrast[beta] == pytest.approx(alone, abs=1e-12)
+    assert res.by_contrast[1.0]["pixel_ap"] != res.by_contrast[0.0]["pixel_ap"]
+    assert res.by_contrast[1.0]["image_auroc"] == res.metrics["image_auroc"]       # scores are the model's
+    assert api.evaluate(model, demo_data.parent, demo_data.name, device="cpu").by_contrast == {}
+    with pytest.raises(ConfigError, match="also_contrast"):
+        api.evaluate(tmp_path / "export", demo_data.parent, demo_data.name, runtime="onnxruntime",
+                     also_contrast=(0.0,))
