@@ -324,7 +324,8 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
         samples = load_mvtec(data, category).test
     if not samples:
         raise InputError(Path(data), "no test images to evaluate on")
-    own = float(pred.cfg.output.contrast)       # the model's own beta: its maps are scored anyway
+    # The model's own beta is scored anyway; an export runtime has no cfg (and no also_contrast).
+    own = float(pred.cfg.output.contrast) if also_contrast else None
     outputs = {float(b): dataclasses.replace(pred.cfg.output, contrast=float(b)) for b in also_contrast
                if float(b) != own}
     maps, masks, scores, times = [], [], [], []
@@ -348,7 +349,7 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
         by_contrast[b] = metric_eval(np.stack(m), np.stack(k), image_scores)
     maps, masks = pool_sizes(maps, masks)
     metrics = metric_eval(np.stack(maps), np.stack(masks), image_scores)
-    if own in map(float, also_contrast):
+    if own is not None and own in map(float, also_contrast):
         by_contrast[own] = metrics
     med = {k: float(np.median([t[k] for t in times])) for k in times[0]}
     return EvalResult(metrics, scores, med, len(samples), by_contrast)
