@@ -22,7 +22,7 @@ from ..project import importer
 from ..project.store import Store
 from ..workers import Job
 from .heat import build_layer
-from .maps import needs_image
+from .maps import needs_image, smoothed_map
 from .histogram import axis_top
 from .report import export_report
 from .scoring import score_images, unscored
@@ -50,6 +50,10 @@ class ReviewController(QObject):
         self._rows: list = []            # the listed split/status selection (for counts and histogram)
         self.job: Job | None = None
         self.closed = False
+        # The last image's smoothed (and contrast-refined) map: a threshold drag, the opacity slider
+        # or the colormap redraws the same map many times a second; only its colouring changes.
+        self._map_key: tuple | None = None
+        self._map = None
         self._save = QTimer(self, singleShot=True, interval=SAVE_THRESHOLDS_MS, timeout=self.save_thresholds)
         panel.displayChanged.connect(self.redraw)
         panel.imageThresholdChanged.connect(self._image_threshold)
@@ -181,8 +185,12 @@ class ReviewController(QObject):
         if d["contrast"] is not None:          # the panel's Pixel contrast over the model's own
             display = {**(display or {}), "contrast": d["contrast"]}
         image = self.canvas.image.grey() if needs_image(display) and self.canvas.image is not None else None
+        key = (m.id, doc.image_id, doc.width, doc.height, image is not None, block.shape, block.tobytes(),
+               tuple(sorted((display or {}).items())))
+        if key != self._map_key:
+            self._map_key, self._map = key, smoothed_map(block, doc.width, doc.height, display, image)
         layer = build_layer(block, doc.width, doc.height, m.map_scale, d["view"], d["colormap"], d["opacity"],
-                            m.pixel_threshold, display, m.map_floor, image)
+                            m.pixel_threshold, display, m.map_floor, image, amap=self._map)
         self.canvas.set_heat(layer)
         verdict = FLAGGED if score >= m.image_threshold else "not flagged"
         self.panel.image_info.setText(

@@ -46,8 +46,12 @@ def _contour_path(over: np.ndarray, sx: float, sy: float) -> QPainterPath:
 
 def build_layer(block_map: np.ndarray, width: int, height: int, map_scale: float, view: str = "smoothed",
                 colormap: str = "jet", opacity: float = 0.6, pixel_threshold: float | None = None,
-                display: dict | None = None, map_floor: float = 0.0, image: np.ndarray | None = None) -> HeatLayer:
-    amap = smoothed_map(block_map, width, height, display, image)
+                display: dict | None = None, map_floor: float = 0.0, image: np.ndarray | None = None,
+                amap: np.ndarray | None = None) -> HeatLayer:
+    """``amap``: this block map's :func:`smoothed_map` when the caller already has it (a redraw
+    that only recolours)."""
+    if amap is None:
+        amap = smoothed_map(block_map, width, height, display, image)
     values = amap if view == "smoothed" else np.asarray(block_map, np.float32)
     bgra = colorize_rgba(values, map_scale, colormap, opacity, map_floor)
     h, w = bgra.shape[:2]

@@ -208,6 +208,31 @@ def test_pixel_contrast_sharpens_the_shown_map_and_keeps_the_verdict(qtbot, wind
     qtbot.waitUntil(lambda: np.array_equal(c.heat._keep, before))
 
 
+def test_recolouring_reuses_the_shown_map_and_a_new_contrast_remakes_it(qtbot, window, reviewed, monkeypatch):
+    """Dragging the opacity slider redraws the layer without remaking the smoothed, refined map
+    (a median filter per redraw); choosing another Pixel contrast remakes it."""
+    import numpy as np
+    import app.viewer.controller as controller
+    made = []
+    real = controller.smoothed_map
+    monkeypatch.setattr(controller, "smoothed_map", lambda *a, **k: made.append(1) or real(*a, **k))
+    with Store.open(window.store.folder) as s:
+        target = next(r.id for r in s.images("test") if r.status == "defective")
+    window.image_list.select(target)
+    wait_image(qtbot, window, target)
+    window.docks.dock["review"].raise_()
+    c, panel = window.canvas, window.docks.review_panel
+    panel.contrast.setCurrentIndex(panel.contrast.findData(1.0))
+    qtbot.waitUntil(lambda: c.heat is not None)
+    n, before = len(made), c.heat._keep.copy()
+    for v in (20, 90, 45):
+        panel.opacity.setValue(v)
+    assert not np.array_equal(c.heat._keep[..., 3], before[..., 3])   # the alpha follows the slider
+    assert len(made) == n                                             # from the same map
+    panel.contrast.setCurrentIndex(panel.contrast.findData(0.1))
+    assert len(made) == n + 1
+
+
 def test_a_model_written_after_the_window_closed_is_recovered(qtbot, reviewed, tmp_path):
     """The worker finished while the project was closing: the next open records its model."""
     folder = copy_project(reviewed[0], tmp_path / "proj")
