@@ -179,17 +179,22 @@ def test_viewer_screenshot_with_heatmap(qtbot, window, reviewed, tmp_path):
     assert (img.width(), img.height()) == (1400, 860)
 
 
-def test_pixel_contrast_sharpens_the_shown_map_and_keeps_the_verdict(qtbot, window, reviewed):
-    """The review panel's Pixel contrast (decision 0028) remakes the heatmap from the stored block
-    map and the image: the map and the share over the pixel threshold change, the score and the
-    verdict do not; "As trained" brings the model's own map back."""
-    import numpy as np
+def _show_a_defective_test_image(qtbot, window):
+    """Show the first defective test image with the review panel up: (canvas, review panel)."""
     with Store.open(window.store.folder) as s:
         target = next(r.id for r in s.images("test") if r.status == "defective")
     window.image_list.select(target)
     wait_image(qtbot, window, target)
     window.docks.dock["review"].raise_()
-    c, panel = window.canvas, window.docks.review_panel
+    return window.canvas, window.docks.review_panel
+
+
+def test_pixel_contrast_sharpens_the_shown_map_and_keeps_the_verdict(qtbot, window, reviewed):
+    """The review panel's Pixel contrast (decision 0028) remakes the heatmap from the stored block
+    map and the image: the map and the share over the pixel threshold change, the score and the
+    verdict do not; "As trained" brings the model's own map back."""
+    import numpy as np
+    c, panel = _show_a_defective_test_image(qtbot, window)
     qtbot.waitUntil(lambda: c.heat is not None)
     assert panel.contrast.currentData() is None                  # the model's own map to start with
     before, info = c.heat._keep.copy(), panel.image_info.text()
@@ -216,12 +221,7 @@ def test_recolouring_reuses_the_shown_map_and_a_new_contrast_remakes_it(qtbot, w
     made = []
     real = controller.smoothed_map
     monkeypatch.setattr(controller, "smoothed_map", lambda *a, **k: made.append(1) or real(*a, **k))
-    with Store.open(window.store.folder) as s:
-        target = next(r.id for r in s.images("test") if r.status == "defective")
-    window.image_list.select(target)
-    wait_image(qtbot, window, target)
-    window.docks.dock["review"].raise_()
-    c, panel = window.canvas, window.docks.review_panel
+    c, panel = _show_a_defective_test_image(qtbot, window)
     panel.contrast.setCurrentIndex(panel.contrast.findData(1.0))
     qtbot.waitUntil(lambda: c.heat is not None)
     n, before = len(made), c.heat._keep.copy()
