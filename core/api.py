@@ -307,7 +307,7 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
     ``also_contrast``: also score the maps refined by pixel contrast with each of these betas
     (decision 0028), from the same block maps: ``EvalResult.by_contrast[beta]``. One pass over the
     images instead of one per beta; the image scores, which the refinement leaves alone, are shared."""
-    from .eval.anomaly_map import image_map
+    from .eval.anomaly_map import image_maps
     from .eval.metrics import evaluate as metric_eval
     _torch_only(runtime, contrast)
     if also_contrast and runtime != "torch":
@@ -326,10 +326,9 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
         raise InputError(Path(data), "no test images to evaluate on")
     # The model's own beta is scored anyway; an export runtime has no cfg (and no also_contrast).
     own = float(pred.cfg.output.contrast) if also_contrast else None
-    outputs = {float(b): dataclasses.replace(pred.cfg.output, contrast=float(b)) for b in also_contrast
-               if float(b) != own}
+    others = [float(b) for b in also_contrast if float(b) != own]
     maps, masks, scores, times = [], [], [], []
-    refined: dict[float, list[np.ndarray]] = {b: [] for b in outputs}
+    refined: dict[float, list[np.ndarray]] = {b: [] for b in others}
     for start in range(0, len(samples), PREDICT_BATCH):
         part = samples[start:start + PREDICT_BATCH]
         imgs = [read_image(s.path) for s in part]
@@ -339,8 +338,9 @@ def evaluate(model: str | Path | ModelBundle, data: str | Path, category: str | 
             masks.append(gt)
             scores.append((s.name, pr.score, s.is_anomalous))
             times.append(pr.timings_ms)
-            for b, out in outputs.items():
-                refined[b].append(image_map(pr.block_map, img.shape[:2], out, gt.shape, img)[0])
+            if others:
+                for b, m in image_maps(pr.block_map, img.shape[:2], pred.cfg.output, others, gt.shape, img)[0].items():
+                    refined[b].append(m)
             report("eval", len(scores), len(samples), s.name)
     image_scores = np.array([x[1] for x in scores])
     by_contrast = {}

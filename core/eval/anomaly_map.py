@@ -132,16 +132,31 @@ def image_map(block_map: np.ndarray, image_hw: tuple[int, int], output,
     own size, is then required; the score stays the unrefined map's maximum: an image's verdict is
     the model's, the refinement only says which pixels), then bilinear to ``out_hw`` (a mask's
     size, say) when given."""
+    maps, score = image_maps(block_map, image_hw, output, (output.contrast,), out_hw, image)
+    return maps[float(output.contrast)], score
+
+
+def image_maps(block_map: np.ndarray, image_hw: tuple[int, int], output, betas,
+               out_hw: tuple[int, int] | None = None,
+               image: np.ndarray | None = None) -> tuple[dict[float, np.ndarray], float]:
+    """:func:`image_map`'s map at each of ``betas`` (``output.contrast`` replaced; what scoring one
+    model at several betas needs), and the image score. The output map and the pixel contrast z are
+    made once for all betas; only the weighting and the resize are per beta."""
     ev = eval_hw(image_hw[1], image_hw[0], output.eval_size)
-    amap = output_map(block_map, ev, output)
-    score = float(amap.max())
-    if output.contrast > 0:
-        if image is None:
-            raise ValueError("output.contrast is on: image_map needs the image to refine the map")
-        amap = refine_by_contrast(amap, image, np.shape(block_map)[:2], output.contrast, output.contrast_radius)
-    if out_hw is not None and tuple(out_hw) != ev:
-        amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-    return amap, score
+    base = output_map(block_map, ev, output)
+    z, maps = None, {}
+    for b in map(float, betas):
+        amap = base
+        if b > 0:
+            if image is None:
+                raise ValueError("output.contrast is on: image_map needs the image to refine the map")
+            if z is None:
+                z = map_contrast(base.shape[:2], image, np.shape(block_map)[:2], output.contrast_radius)
+            amap = with_contrast(base, z, b)
+        if out_hw is not None and tuple(out_hw) != ev:
+            amap = cv2.resize(amap, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+        maps[b] = amap
+    return maps, float(base.max())
 
 
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
